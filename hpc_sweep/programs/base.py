@@ -1,0 +1,95 @@
+"""What a trainer program plugin provides: config checks, where its log lives, how to read it, how to resume.
+
+One module per program (deeph.py, xequinet.py, generic.py) subclasses :class:`Program`. Log parsers are
+incremental: :meth:`LogParser.feed` receives only complete new lines (see :mod:`hpc_sweep.logtail`) and keeps
+what it needs in a JSON-serialisable ``state`` dict, so a later poll continues where the last one stopped.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+
+@dataclass
+class EpochRow:
+    """One epoch as the trainer logged it. Missing numbers are None; ``nan`` stays float('nan')."""
+
+    epoch: int
+    train_loss: Optional[float] = None
+    val_loss: Optional[float] = None    # the score used for ranking (xequinet: losses_weight-weighted val MAE)
+    seconds: Optional[float] = None     # the epoch's time where logged
+    lr_scale: Optional[float] = None    # deeph Scale / xequinet LR
+
+
+@dataclass
+class LogSummary:
+    """Everything the status table needs from a log, after all lines fed so far."""
+
+    phase: Optional[str] = None          # "starting", "graph", "compiling", "training", "finished", "early_stopped"
+    epoch: Optional[int] = None          # last epoch seen
+    max_epoch: Optional[int] = None      # from the config, or the log where it says
+    train_loss: Optional[float] = None   # of the last epoch
+    val_loss: Optional[float] = None     # of the last epoch
+    best_val_loss: Optional[float] = None
+    best_epoch: Optional[int] = None
+    finished: bool = False               # the log itself says training ended normally
+    info: dict[str, Any] = field(default_factory=dict)  # sizes, parameter count, version...
+
+
+class LogParser:
+    """Incremental parser. Subclasses implement :meth:`feed_line`."""
+
+    def __init__(self, options: Optional[dict[str, Any]] = None, state: Optional[dict[str, Any]] = None):
+        self.options = options or {}
+        self.state: dict[str, Any] = state if state is not None else {}
+
+    def feed(self, text: str) -> list[EpochRow]:
+        """Feed complete lines; return the epoch rows completed by them (in order)."""
+        rows: list[EpochRow] = []
+        for line in text.splitlines():
+            row = self.feed_line(line)
+            if row is not None:
+                rows.append(row)
+        return rows
+
+    def feed_line(self, line: str) -> Optional[EpochRow]:
+        raise NotImplementedError
+
+    def summary(self) -> LogSummary:
+        raise NotImplementedError
+
+
+class Program:
+    """A trainer: how its config is shaped, checked, pointed at its output folder, logged and resumed."""
+
+    name = "base"
+    config_format = "toml"  # or "yaml"
+
+    def set_outputs(self, config: dict, config_name: str, outputs_dir: Path) -> None:
+        """Point the config at its own output folder (mutates ``config``)."""
+        raise NotImplementedError
+
+    def check(self, config: dict, gpus: int) -> tuple[list[str], list[str]]:
+        """(errors, warnings) for one generated config; each message starts with the dotted key."""
+        return [], []
+
+    def device_key(self) -> Optional[str]:
+        """The dotted key holding the device string, if the program's config has one."""
+        return None
+
+    def max_epoch(self, config: dict) -> Optional[int]:
+        return None
+
+    def find_log(self, outputs_dir: Path) -> Optional[Path]:
+        """The log of the current attempt under the config's outputs folder, or None if not written yet."""
+        raise NotImplementedError
+
+    def log_parser(self, config: dict, options: dict, state: Optional[dict] = None) -> LogParser:
+        raise NotImplementedError
+
+    def resume_config(self, config: dict, outputs_dir: Path) -> Optional[dict]:
+        """A copy of ``config`` that continues from the newest checkpoint, or None when there is none
+        (the caller then restarts fresh)."""
+        return None
