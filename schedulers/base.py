@@ -136,6 +136,14 @@ class Scheduler:
         return QueueLimits()
 
     # -- helpers used by submit/poll -------------------------------------------------------------------------
+    def task_id(self, submission_id: str, index: int, is_array: bool) -> str:
+        """The id of one task: Slurm "42_3", PBS/Torque "123[3].server", a plain job its own id."""
+        if not is_array:
+            return submission_id
+        if "[]" in submission_id:
+            return submission_id.replace("[]", f"[{index}]", 1)
+        return f"{submission_id}_{index}"
+
     def array_spec(self, indices: Sequence[int], throttle: Optional[int]) -> str:
         """The array argument in this scheduler's syntax ("0-9%4", "0-9:2"...)."""
         raise NotImplementedError

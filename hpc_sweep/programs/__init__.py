@@ -1,0 +1,26 @@
+"""Trainer plugins: ``get_program(name)`` returns the :class:`~hpc_sweep.programs.base.Program` for a sweep.
+
+Modules are imported on demand, so ``import hpc_sweep.programs`` costs nothing at CLI start-up.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Optional
+
+if TYPE_CHECKING:
+    from hpc_sweep.programs.base import Program
+
+PROGRAMS = ("deeph", "xequinet", "generic")
+
+_CLASSES = {"deeph": ("deeph", "DeepH"), "xequinet": ("xequinet", "XequiNet"), "generic": ("generic", "Generic")}
+
+
+def get_program(name: str, log: Optional[dict] = None) -> "Program":
+    """The program called ``name``. ``log`` is sweep.toml's ``[log]`` table, which only ``generic`` reads
+    (path, epoch, train_loss, val_loss, outputs_key, max_epoch_key). Raises KeyError for an unknown name."""
+    if name not in _CLASSES:
+        raise KeyError(f"unknown program '{name}' (known: {', '.join(PROGRAMS)})")
+    module_name, class_name = _CLASSES[name]
+    cls = getattr(import_module(f"hpc_sweep.programs.{module_name}"), class_name)
+    return cls.from_log_table(log) if name == "generic" else cls()

@@ -7,6 +7,7 @@ what it needs in a JSON-serialisable ``state`` dict, so a later poll continues w
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
@@ -67,6 +68,10 @@ class Program:
     name = "base"
     config_format = "toml"  # or "yaml"
 
+    def prepare(self, config: dict) -> list[str]:
+        """Fix, in place, settings that are wrong for batch jobs; one note per change. Called before :meth:`check`."""
+        return []
+
     def set_outputs(self, config: dict, config_name: str, outputs_dir: Path) -> None:
         """Point the config at its own output folder (mutates ``config``)."""
         raise NotImplementedError
@@ -82,8 +87,9 @@ class Program:
     def max_epoch(self, config: dict) -> Optional[int]:
         return None
 
-    def find_log(self, outputs_dir: Path) -> Optional[Path]:
-        """The log of the current attempt under the config's outputs folder, or None if not written yet."""
+    def find_log(self, outputs_dir: Path, config: Optional[dict] = None) -> Optional[Path]:
+        """The log of the current attempt under the config's outputs folder, or None if not written yet.
+        ``config`` is needed where the log's name is a config setting (xequinet ``trainer.log_file``)."""
         raise NotImplementedError
 
     def log_parser(self, config: dict, options: dict, state: Optional[dict] = None) -> LogParser:
@@ -93,3 +99,7 @@ class Program:
         """A copy of ``config`` that continues from the newest checkpoint, or None when there is none
         (the caller then restarts fresh)."""
         return None
+
+    def fresh_config(self, config: dict) -> dict:
+        """A copy of ``config`` with the settings :meth:`resume_config` adds taken out again (``--fresh``)."""
+        return copy.deepcopy(config)

@@ -1,0 +1,120 @@
+"""Read only what a log gained since the last poll, and the last lines of a file.
+
+A cursor is a small JSON-serialisable dict kept per log between polls::
+
+    {"path", "dev", "ino", "offset", "size", "mtime", "head"}
+
+``offset`` is where the next complete line starts; ``head`` ("<n>:<hash>") fingerprints the file's first n ≤ 64
+bytes, so a file truncated and rewritten past the old offset between two polls is still noticed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Optional, Union
+
+HEAD_BYTES = 64
+TAIL_BLOCK = 8192
+
+PathLike = Union[str, Path]
+
+
+def read_new(path: PathLike, cursor: Optional[dict] = None,
+             max_bytes: Optional[int] = None) -> tuple[str, Optional[dict]]:
+    """New complete lines of ``path`` since ``cursor`` and the cursor to pass next time.
+
+    A partial last line waits for the next call. When the same path now holds a different or shorter file the
+    read starts again from byte 0 and the returned cursor has ``"reset": True``: the caller must then drop what
+    it parsed before. A cursor for another path (a resumed DeepH run writes a new folder) starts at 0 without
+    ``reset``. A missing file returns ``("", cursor)`` unchanged. ``max_bytes`` bounds one call's read.
+    """
+    try:
+        stat = os.stat(path)
+    except OSError:
+        return "", cursor
+    if cursor and cursor.get("path") == str(path) and _unchanged(cursor, stat):
+        return "", _without_reset(cursor)
+    try:
+        with open(path, "rb") as handle:
+            return _read(handle, str(path), cursor, max_bytes)
+    except OSError:
+        return "", cursor
+
+
+def _unchanged(cursor: dict, stat: os.stat_result) -> bool:
+    return (cursor.get("dev"), cursor.get("ino"), cursor.get("size"), cursor.get("mtime")) == \
+        (stat.st_dev, stat.st_ino, stat.st_size, stat.st_mtime_ns)
+
+
+def _without_reset(cursor: dict) -> dict:
+    if "reset" not in cursor:
+        return cursor
+    return {k: v for k, v in cursor.items() if k != "reset"}
+
+
+def _read(handle, path: str, cursor: Optional[dict], max_bytes: Optional[int]) -> tuple[str, dict]:
+    stat = os.fstat(handle.fileno())  # the file actually opened, in case it was replaced since os.stat
+    first = handle.read(HEAD_BYTES)
+    same_path = bool(cursor) and cursor.get("path") == path
+    offset, reset = 0, False
+    if same_path:
+        if _same_file(cursor, stat, first):
+            offset = cursor["offset"]
+        else:
+            reset = True
+    handle.seek(offset)
+    wanted = stat.st_size - offset
+    data = handle.read(wanted if max_bytes is None else min(wanted, max_bytes))
+    cut = data.rfind(b"\n") + 1
+    if cut == 0 and max_bytes is not None and len(data) >= max_bytes:
+        cut = len(data)  # one line longer than max_bytes: hand it over in pieces rather than stall forever
+    new_cursor = {"path": path, "dev": stat.st_dev, "ino": stat.st_ino, "offset": offset + cut,
+                  "size": stat.st_size, "mtime": stat.st_mtime_ns, "head": _head(first)}
+    if reset:
+        new_cursor["reset"] = True
+    text = data[:cut].decode("utf-8", errors="replace")
+    if cut and not text.endswith("\n"):
+        text += "\n"
+    return text, new_cursor
+
+
+def _same_file(cursor: dict, stat: os.stat_result, first: bytes) -> bool:
+    if (cursor.get("dev"), cursor.get("ino")) != (stat.st_dev, stat.st_ino):
+        return False
+    if stat.st_size < cursor.get("offset", 0):
+        return False  # truncated
+    head = cursor.get("head")
+    if not head:
+        return True
+    length = int(head.split(":", 1)[0])
+    return _head(first[:length]) == head
+
+
+def _head(first: bytes) -> str:
+    return f"{len(first)}:{hashlib.sha1(first).hexdigest()[:16]}"
+
+
+def tail_lines(path: PathLike, n: int = 20, max_bytes: int = 64 * 1024) -> list[str]:
+    """The last ``n`` lines of ``path`` (the last one may be unfinished), reading at most ``max_bytes`` from the
+    end; [] for a missing file."""
+    if n <= 0:
+        return []
+    try:
+        handle = open(path, "rb")
+    except OSError:
+        return []
+    with handle:
+        end = handle.seek(0, os.SEEK_END)
+        start, data = end, b""
+        # n complete lines need n+1 newlines in view (the oldest line is cut unless the file starts there).
+        while start > 0 and data.count(b"\n") <= n and end - start < max_bytes:
+            step = min(TAIL_BLOCK, start, max_bytes - (end - start))
+            start -= step
+            handle.seek(start)
+            data = handle.read(step) + data
+    lines = data.decode("utf-8", errors="replace").splitlines()
+    if start > 0 and lines:
+        lines = lines[1:]
+    return lines[-n:]

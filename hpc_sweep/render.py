@@ -1,0 +1,139 @@
+"""Job scripts: Jinja templates (shipped in job_templates/, or a site's own extending them) → one script per
+submission, plus the tab-separated map from array index to config that the script reads."""
+
+from __future__ import annotations
+
+import difflib
+import re
+import shlex
+import string
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hpc_sweep import __version__
+from hpc_sweep.errors import UserError
+
+# Each {placeholder} of sweep.command becomes a quoted reference to a variable the job script sets from the
+# map: values never pass through the template text, so no parameter can inject shell.
+PLACEHOLDER_VARS = {
+    "config": '"$HPCS_CONFIG"', "gpus": '"$HPCS_GPUS"', "device": '"$HPCS_DEVICE"', "index": '"$HPCS_INDEX"',
+    "port": '"$HPCS_PORT"', "outputs_dir": '"$HPCS_OUTPUTS"', "name": '"$HPCS_NAME"',
+    "sweep_dir": '"$HPCS_SWEEP_DIR"',
+}
+PORT_BASE, PORT_SPAN = 29500, 2000
+_MEM = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
+_MEM_FACTOR = {"": 1 / 1024 / 1024, "k": 1 / 1024, "m": 1, "g": 1024, "t": 1024 * 1024}
+
+
+@dataclass(frozen=True)
+class MapEntry:
+    index: int
+    name: str
+    attempt: int
+    config_file: str
+    outputs_dir: str
+    device: str
+    gpus: int
+
+    def line(self) -> str:
+        fields = [str(self.index), self.name, str(self.attempt), self.config_file, self.outputs_dir, self.device,
+                  str(self.gpus)]
+        for value in fields:
+            if "\t" in value or "\n" in value:
+                raise UserError(f"'{value}' contains a tab or newline", fix="use paths without tabs or newlines")
+        return "\t".join(fields)
+
+
+def map_text(entries: Sequence[MapEntry]) -> str:
+    return "".join(entry.line() + "\n" for entry in entries)
+
+
+def parse_map(text: str) -> list[MapEntry]:
+    entries = []
+    for line in text.splitlines():
+        if line.strip():
+            idx, name, attempt, config, outputs, device, gpus = line.split("\t")
+            entries.append(MapEntry(int(idx), name, int(attempt), config, outputs, device, int(gpus)))
+    return entries
+
+
+def shell_command(template: str) -> str:
+    """sweep.command with placeholders replaced by quoted variable references."""
+    out = []
+    for literal, name, spec, conv in string.Formatter().parse(template):
+        out.append(literal)
+        if name is not None:
+            out.append(PLACEHOLDER_VARS[name])
+    return "".join(out)
+
+
+def mem_mb(text: str, where: str) -> int:
+    match = _MEM.match(text.strip())
+    if not match:
+        raise UserError(f"'{text}' is not a memory size like '16G' or '16gb'", key=where)
+    return max(1, int(float(match.group(1)) * _MEM_FACTOR[match.group(2).lower()]))
+
+
+def environment(profile):
+    import jinja2
+
+    from importlib import resources
+
+    shipped = Path(str(resources.files("hpc_sweep.job_templates")))
+    loader = jinja2.FileSystemLoader([*map(str, profile.template_dirs), str(shipped)])
+    env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True,
+                             lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
+    env.filters["q"] = lambda value: shlex.quote(str(value))
+    return env
+
+
+def script_context(session, job_name: str, array: Optional[str], ntasks: int, gpus: int, device_type: str,
+                   walltime_s: int, map_file: Path) -> dict:
+    from hpc_sweep.durations import format_hms
+
+    profile, spec, paths = session.profile, session.spec, session.paths
+    cpus_per_gpu = spec.cpus_per_gpu or profile.cpus_per_gpu
+    if gpus > 0:
+        cpus = cpus_per_gpu * gpus
+        memory = mem_mb(spec.mem_per_gpu or profile.mem_per_gpu, "mem_per_gpu") * gpus
+    else:
+        cpus = profile.cpus_per_task
+        memory = mem_mb(profile.mem, "mem")
+    adapter = session.scheduler
+    return {
+        "version": __version__, "sweep_name": spec.name, "job_name": job_name, "array": array, "ntasks": ntasks,
+        "sweep_dir": str(paths.root), "map_file": str(map_file), "markers_dir": str(paths.markers),
+        "logs_dir": str(paths.logs), "walltime": format_hms(walltime_s), "walltime_s": walltime_s,
+        "gpus": gpus, "device_type": device_type,
+        "gpu_resource": profile.gpu_resource.get(device_type, device_type), "gpu_type": profile.gpu_type,
+        "gpu_request": profile.gpu_request, "cpus": cpus, "mem_mb": memory,
+        "partition": profile.partition, "queue": profile.queue, "account": profile.account, "qos": profile.qos,
+        "extra_directives": profile.extra_directives, "setup": profile.setup,
+        "command": shell_command(spec.command), "index_var": adapter.index_env, "task_id_var": adapter.task_id_env,
+        "port_base": PORT_BASE, "port_span": PORT_SPAN, "scheduler": profile.scheduler,
+    }
+
+
+def render_script(session, context: dict) -> str:
+    import jinja2
+
+    env = environment(session.profile)
+    name = session.profile.template_name
+    try:
+        template = env.get_template(name)
+        text = template.render(**context)
+    except jinja2.TemplateNotFound as exc:
+        raise UserError(f"job template '{exc.name}' not found", file=session.profile.path, key="template",
+                        fix="put it beside the profile or name a shipped one (slurm.sh.j2, pbspro.sh.j2, ...)") \
+            from None
+    except jinja2.UndefinedError as exc:
+        missing = re.findall(r"'(\w+)' is undefined", str(exc))
+        near = difflib.get_close_matches(missing[0], list(context), n=1) if missing else []
+        fix = f"did you mean '{near[0]}'?" if near else f"available: {', '.join(sorted(context))}"
+        raise UserError(f"template {name}: {exc}", file=session.profile.path, key="template", fix=fix) from None
+    except jinja2.TemplateSyntaxError as exc:
+        raise UserError(f"template {exc.name or name} line {exc.lineno}: {exc.message}", file=session.profile.path,
+                        key="template") from None
+    # Collapse the blank lines Jinja's blocks leave behind, but keep the directive block contiguous.
+    return re.sub(r"\n{3,}", "\n\n", text)

@@ -1,0 +1,306 @@
+"""The one place for state: an SQLite database under .hpc_sweep/, plus the file lock writers hold.
+
+Tables
+- meta: schema version, sweep name, the job-name prefix (recorded once at init).
+- configs: one row per generated config: its parameters, file, digest, resource shape, current state/attempt.
+- submissions: one row per scheduler submission (an array chunk). Written as "intent" BEFORE the submit
+  command runs, so a crash between submitting and recording is found again by the job name.
+- attempts: one row per (config, attempt): where it ran and how it ended.
+- progress: what the log parser knows of the current attempt (cursor, parser state, latest numbers).
+- epochs: the loss curve, per config and attempt.
+- events: what happened and why (forced regenerations, resumes, refusals).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import sqlite3
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Iterable, Iterator, Optional
+
+from hpc_sweep.errors import RuntimeFailure, UserError
+from hpc_sweep.layout import SweepPaths
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE IF NOT EXISTS configs (
+    name TEXT PRIMARY KEY,
+    idx INTEGER NOT NULL UNIQUE,
+    params TEXT NOT NULL,
+    params_key TEXT NOT NULL UNIQUE,
+    path TEXT NOT NULL,
+    digest TEXT NOT NULL,
+    device TEXT,
+    gpus INTEGER NOT NULL DEFAULT 0,
+    shape TEXT NOT NULL,
+    state TEXT NOT NULL DEFAULT 'generated',
+    attempt INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    in_definition INTEGER NOT NULL DEFAULT 1,
+    next_mode TEXT,
+    walltime_s INTEGER,
+    updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS submissions (
+    name TEXT PRIMARY KEY,
+    shape TEXT NOT NULL,
+    script TEXT NOT NULL,
+    map TEXT NOT NULL,
+    scheduler_id TEXT,
+    status TEXT NOT NULL,
+    ntasks INTEGER NOT NULL,
+    created_at REAL NOT NULL,
+    submitted_at REAL,
+    note TEXT
+);
+CREATE TABLE IF NOT EXISTS attempts (
+    config TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    submission TEXT,
+    task_index INTEGER,
+    job_id TEXT,
+    state TEXT NOT NULL,
+    reason TEXT,
+    run_config TEXT,
+    submitted_at REAL,
+    started_at REAL,
+    ended_at REAL,
+    exit_code INTEGER,
+    host TEXT,
+    elapsed REAL,
+    resumed_from TEXT,
+    PRIMARY KEY (config, attempt)
+);
+CREATE INDEX IF NOT EXISTS attempts_by_submission ON attempts (submission);
+CREATE TABLE IF NOT EXISTS progress (
+    config TEXT PRIMARY KEY,
+    attempt INTEGER,
+    log TEXT,
+    cursor TEXT,
+    parser_state TEXT,
+    phase TEXT,
+    epoch INTEGER,
+    max_epoch INTEGER,
+    train_loss REAL,
+    val_loss REAL,
+    best_val_loss REAL,
+    best_epoch INTEGER,
+    trend TEXT,
+    updated_at REAL
+);
+CREATE TABLE IF NOT EXISTS epochs (
+    config TEXT NOT NULL,
+    attempt INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    train_loss REAL,
+    val_loss REAL,
+    PRIMARY KEY (config, attempt, epoch)
+);
+CREATE TABLE IF NOT EXISTS events (
+    time REAL NOT NULL,
+    config TEXT,
+    kind TEXT NOT NULL,
+    detail TEXT
+);
+"""
+
+
+class Store:
+    """A connection to a sweep's state database. Use :func:`open_store`."""
+
+    def __init__(self, conn: sqlite3.Connection, paths: SweepPaths):
+        self.conn = conn
+        self.paths = paths
+
+    # -- transactions -------------------------------------------------------------------------------------
+    @contextmanager
+    def transaction(self) -> Iterator[sqlite3.Connection]:
+        """BEGIN IMMEDIATE ... COMMIT: all of it lands or none of it does."""
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield self.conn
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+        self.conn.execute("COMMIT")
+
+    def close(self) -> None:
+        self.conn.close()
+
+    # -- meta ---------------------------------------------------------------------------------------------
+    def get_meta(self, key: str, default: Optional[str] = None) -> Optional[str]:
+        row = self.conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+        return row[0] if row else default
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.conn.execute("INSERT INTO meta (key, value) VALUES (?, ?) "
+                          "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
+
+    # -- configs ------------------------------------------------------------------------------------------
+    def configs(self, names: Optional[Iterable[str]] = None) -> list[dict]:
+        rows = [dict(r) for r in self.conn.execute("SELECT * FROM configs ORDER BY idx")]
+        for row in rows:
+            row["params"] = json.loads(row["params"])
+        if names is not None:
+            wanted = set(names)
+            rows = [r for r in rows if r["name"] in wanted]
+        return rows
+
+    def config(self, name: str) -> Optional[dict]:
+        rows = self.configs([name])
+        return rows[0] if rows else None
+
+    def set_config_state(self, name: str, state: str, reason: Optional[str] = None,
+                         attempt: Optional[int] = None) -> None:
+        if attempt is None:
+            self.conn.execute("UPDATE configs SET state = ?, reason = ?, updated_at = ? WHERE name = ?",
+                              (state, reason, time.time(), name))
+        else:
+            self.conn.execute("UPDATE configs SET state = ?, reason = ?, attempt = ?, updated_at = ? WHERE name = ?",
+                              (state, reason, attempt, time.time(), name))
+
+    # -- submissions ----------------------------------------------------------------------------------------
+    def submissions(self, status: Optional[str] = None) -> list[dict]:
+        if status is None:
+            cur = self.conn.execute("SELECT * FROM submissions ORDER BY created_at")
+        else:
+            cur = self.conn.execute("SELECT * FROM submissions WHERE status = ? ORDER BY created_at", (status,))
+        return [dict(r) for r in cur]
+
+    # -- attempts -----------------------------------------------------------------------------------------
+    def attempts(self, config: Optional[str] = None) -> list[dict]:
+        if config is None:
+            cur = self.conn.execute("SELECT * FROM attempts ORDER BY config, attempt")
+        else:
+            cur = self.conn.execute("SELECT * FROM attempts WHERE config = ? ORDER BY attempt", (config,))
+        return [dict(r) for r in cur]
+
+    def update_attempt(self, config: str, attempt: int, **fields: Any) -> None:
+        if not fields:
+            return
+        assignments = ", ".join(f"{key} = ?" for key in fields)
+        self.conn.execute(f"UPDATE attempts SET {assignments} WHERE config = ? AND attempt = ?",
+                          (*fields.values(), config, attempt))
+
+    # -- progress -----------------------------------------------------------------------------------------
+    def progress(self) -> dict[str, dict]:
+        return {r["config"]: dict(r) for r in self.conn.execute("SELECT * FROM progress")}
+
+    def epochs(self, config: Optional[str] = None) -> list[dict]:
+        if config is None:
+            cur = self.conn.execute("SELECT * FROM epochs ORDER BY config, attempt, epoch")
+        else:
+            cur = self.conn.execute("SELECT * FROM epochs WHERE config = ? ORDER BY attempt, epoch", (config,))
+        return [dict(r) for r in cur]
+
+    # -- events -------------------------------------------------------------------------------------------
+    def add_event(self, kind: str, detail: str, config: Optional[str] = None) -> None:
+        self.conn.execute("INSERT INTO events (time, config, kind, detail) VALUES (?, ?, ?, ?)",
+                          (time.time(), config, kind, detail))
+
+    def events(self, kind: Optional[str] = None) -> list[dict]:
+        if kind is None:
+            return [dict(r) for r in self.conn.execute("SELECT * FROM events ORDER BY time")]
+        return [dict(r) for r in self.conn.execute("SELECT * FROM events WHERE kind = ? ORDER BY time", (kind,))]
+
+    # -- backup -------------------------------------------------------------------------------------------
+    def backup(self) -> None:
+        """Copy the database to state.db.bak (atomically), the copy a corrupt database is recovered from."""
+        tmp = self.paths.db_backup.with_suffix(".bak.tmp")
+        target = sqlite3.connect(str(tmp))
+        try:
+            self.conn.backup(target)
+        finally:
+            target.close()
+        os.replace(tmp, self.paths.db_backup)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    # isolation_level=None: we issue BEGIN/COMMIT ourselves. The default rollback journal (not WAL) because
+    # sweep folders often live on NFS home directories, where WAL's shared memory does not work.
+    conn = sqlite3.connect(str(path), timeout=30, isolation_level=None)
+    conn.row_factory = sqlite3.Row
+    conn.execute("PRAGMA synchronous = FULL")
+    return conn
+
+
+def _healthy(path: Path) -> bool:
+    try:
+        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        try:
+            ok = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
+            conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            return ok
+        finally:
+            conn.close()
+    except sqlite3.DatabaseError:
+        return False
+
+
+def open_store(paths: SweepPaths, create: bool = False) -> Store:
+    """Open (or with ``create`` make) the state database; a corrupt one is replaced by its last good copy."""
+    db = paths.db
+    if not db.exists() and not create:
+        raise UserError("this sweep has no state yet", file=paths.sweep_file,
+                        fix="run 'hpc-sweep generate' first")
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    if db.exists() and not _healthy(db):
+        _recover(paths)
+    conn = _connect(db)
+    conn.executescript(_SCHEMA)
+    store = Store(conn, paths)
+    version = store.get_meta("schema_version")
+    if version is None:
+        store.set_meta("schema_version", str(SCHEMA_VERSION))
+    elif int(version) > SCHEMA_VERSION:
+        raise RuntimeFailure(f"{db}: state written by a newer hpc-sweep (schema {version}); upgrade hpc-sweep")
+    return store
+
+
+def _recover(paths: SweepPaths) -> None:
+    broken = paths.db.with_name(f"state.db.corrupt-{int(time.time())}")
+    os.replace(paths.db, broken)
+    if paths.db_backup.exists() and _healthy(paths.db_backup):
+        import shutil
+
+        shutil.copy2(paths.db_backup, paths.db)
+        print(f"hpc-sweep: {broken.name} was corrupt; restored the last good copy ({paths.db_backup.name}). "
+              "The next poll re-reads the scheduler and markers.", file=__import__("sys").stderr)
+        return
+    raise RuntimeFailure(f"{paths.db}: the state database is corrupt and no good backup exists "
+                         f"(moved to {broken.name}); run 'hpc-sweep generate' to rebuild the config list")
+
+
+@contextmanager
+def sweep_lock(paths: SweepPaths, blocking: bool = True, timeout: float = 60.0) -> Iterator[bool]:
+    """The writers' lock. Yields True when held; with ``blocking=False`` yields False at once if another
+    process holds it (a second cron poll then exits quietly)."""
+    paths.state_dir.mkdir(parents=True, exist_ok=True)
+    handle = open(paths.lock, "a+")
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.lockf(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError:
+                if not blocking:
+                    yield False
+                    return
+                if time.monotonic() > deadline:
+                    raise RuntimeFailure(f"{paths.lock}: another hpc-sweep has held the lock for {timeout:.0f} s; "
+                                         "try again later")
+                time.sleep(0.1)
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"{os.getpid()}\n")
+        handle.flush()
+        yield True
+    finally:
+        handle.close()  # closing releases the lock

@@ -1,0 +1,218 @@
+"""The status snapshot: one record per config (the JSON contract of PRODUCT.md) and its renderings."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import time
+from datetime import datetime, timezone
+from typing import Any, Optional
+
+from hpc_sweep.durations import format_short
+from hpc_sweep.state import Store
+
+STATE_ORDER = ("generated", "waiting", "pending", "running", "completed", "failed", "timeout", "oom", "cancelled",
+               "node_fail", "preempted", "lost")
+FORMATS = ("table", "json", "csv", "markdown")
+SORT_KEYS = ("config", "state", "best", "val", "epoch")
+_COLOURS = {"running": "36", "completed": "32", "failed": "31", "oom": "31", "timeout": "33", "lost": "35",
+            "node_fail": "31", "preempted": "33", "cancelled": "90", "waiting": "90"}
+
+
+def _num(value: Any) -> Optional[float]:
+    """JSON cannot hold NaN: unknown or nan numbers are null (the trend says 'nan')."""
+    if value is None:
+        return None
+    value = float(value)
+    return None if math.isnan(value) or math.isinf(value) else value
+
+
+def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
+    """The status object: sweep, scheduler, polled_at, counts, configs (+ scheduler_note when stale)."""
+    progress = store.progress()
+    attempts = {}
+    for row in store.attempts():
+        attempts[(row["config"], row["attempt"])] = row
+    records = []
+    for cfg in store.configs():
+        prog = progress.get(cfg["name"], {})
+        att = attempts.get((cfg["name"], cfg["attempt"]), {})
+        records.append(_record(cfg, prog, att, str(store.paths.config_outputs(cfg["name"]))))
+    counts = {state: 0 for state in STATE_ORDER}
+    for rec in records:
+        counts[rec["state"]] = counts.get(rec["state"], 0) + 1
+    polled = store.get_meta("polled_at")
+    snapshot = {
+        "sweep": sweep_name,
+        "scheduler": scheduler,
+        "polled_at": _iso(float(polled)) if polled else None,
+        "counts": {k: v for k, v in counts.items() if v},
+        "configs": records,
+    }
+    note = store.get_meta("scheduler_note")
+    if note:
+        snapshot["scheduler_note"] = note
+    return snapshot
+
+
+def _iso(stamp: float) -> str:
+    return datetime.fromtimestamp(stamp, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _record(cfg: dict, prog: dict, att: dict, output_dir: str) -> dict:
+    started, ended = att.get("started_at"), att.get("ended_at")
+    elapsed = att.get("elapsed")
+    if elapsed is None and started:
+        elapsed = (ended or time.time()) - started
+    epoch, max_epoch = prog.get("epoch"), prog.get("max_epoch")
+    return {
+        "config": cfg["name"],
+        "state": cfg["state"],
+        "attempt": cfg["attempt"],
+        "job_id": att.get("job_id"),
+        "params": cfg["params"],
+        "epoch": epoch,
+        "max_epoch": max_epoch,
+        "train_loss": _num(prog.get("train_loss")),
+        "val_loss": _num(prog.get("val_loss")),
+        "best_val_loss": _num(prog.get("best_val_loss")),
+        "best_epoch": prog.get("best_epoch"),
+        "output_dir": output_dir,
+        "log": prog.get("log"),
+        "reason": cfg.get("reason"),
+        "elapsed_s": round(elapsed) if elapsed is not None else None,
+        "eta_s": _eta(cfg["state"], elapsed, epoch, max_epoch),
+        "trend": prog.get("trend"),
+        "device": cfg.get("device"),
+        "in_definition": bool(cfg.get("in_definition", 1)),
+    }
+
+
+def _eta(state: str, elapsed: Optional[float], epoch: Optional[int], max_epoch: Optional[int]) -> Optional[int]:
+    if state != "running" or not elapsed or not epoch or not max_epoch or epoch >= max_epoch:
+        return None
+    return round(elapsed / epoch * (max_epoch - epoch))
+
+
+def best_config(snapshot: dict) -> Optional[dict]:
+    scored = [r for r in snapshot["configs"] if r["best_val_loss"] is not None]
+    return min(scored, key=lambda r: r["best_val_loss"]) if scored else None
+
+
+def select(snapshot: dict, states: tuple = (), sort: str = "config") -> list[dict]:
+    rows = [r for r in snapshot["configs"] if not states or r["state"] in states]
+    inf = float("inf")
+    keys = {
+        "config": lambda r: r["config"],
+        "state": lambda r: (STATE_ORDER.index(r["state"]) if r["state"] in STATE_ORDER else 99, r["config"]),
+        "best": lambda r: (r["best_val_loss"] if r["best_val_loss"] is not None else inf, r["config"]),
+        "val": lambda r: (r["val_loss"] if r["val_loss"] is not None else inf, r["config"]),
+        "epoch": lambda r: (-(r["epoch"] or 0), r["config"]),
+    }
+    if sort == "config":
+        return sorted(rows, key=lambda r: int("".join(c for c in r["config"] if c.isdigit()) or 0))
+    return sorted(rows, key=keys[sort])
+
+
+def short_names(keys: list[str]) -> dict[str, str]:
+    """The shortest dotted suffix that tells swept keys apart: init_learning_rate, advanced.num_blocks..."""
+    names = {}
+    for key in keys:
+        parts = key.split(".")
+        for length in range(1, len(parts) + 1):
+            candidate = ".".join(parts[-length:])
+            if sum(1 for other in keys if other == candidate or other.endswith("." + candidate)) == 1:
+                names[key] = candidate
+                break
+        else:
+            names[key] = key
+    return names
+
+
+def _fmt(value: Optional[float]) -> str:
+    return "" if value is None else f"{value:.4g}"
+
+
+def table_rows(rows: list[dict], param_keys: list[str]) -> tuple[list[str], list[list[str]]]:
+    short = short_names(param_keys)
+    header = ["config", *[short[k] for k in param_keys], "state", "job", "elapsed", "epoch", "train", "val",
+              "best (epoch)", "trend", "eta", "reason"]
+    body = []
+    for r in rows:
+        state = r["state"] + (f" #{r['attempt']}" if r["attempt"] > 1 else "")
+        epoch = "" if r["epoch"] is None else f"{r['epoch']}/{r['max_epoch'] or '?'}"
+        best = "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4g} ({r['best_epoch']})"
+        body.append([r["config"], *[_param(r["params"].get(k)) for k in param_keys], state, r["job_id"] or "",
+                     format_short(r["elapsed_s"]) if r["elapsed_s"] is not None else "", epoch,
+                     _fmt(r["train_loss"]), _fmt(r["val_loss"]), best, r["trend"] or "",
+                     format_short(r["eta_s"]) if r["eta_s"] is not None else "", _clip(r["reason"])])
+    return header, body
+
+
+def _param(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+def _clip(text: Optional[str], width: int = 60) -> str:
+    if not text:
+        return ""
+    text = " ".join(text.split())
+    return text if len(text) <= width else text[: width - 1] + "…"
+
+
+def footer(snapshot: dict) -> str:
+    counts = ", ".join(f"{state} {n}" for state, n in snapshot["counts"].items())
+    lines = [f"{len(snapshot['configs'])} configs: {counts}"]
+    best = best_config(snapshot)
+    if best:
+        lines.append(f"best so far: {best['config']} val {best['best_val_loss']:.4g} at epoch {best['best_epoch']}")
+    if snapshot.get("polled_at"):
+        lines.append(f"polled at {snapshot['polled_at']}")
+    if snapshot.get("scheduler_note"):
+        lines.append(f"warning: {snapshot['scheduler_note']}")
+    return "\n".join(lines)
+
+
+def render(snapshot: dict, fmt: str, param_keys: list[str], states: tuple = (), sort: str = "config",
+           colour: Optional[bool] = None) -> str:
+    rows = select(snapshot, states, sort)
+    if fmt == "json":
+        shown = dict(snapshot, configs=rows)
+        return json.dumps(shown, indent=2)
+    if fmt == "csv":
+        return _csv(rows, param_keys)
+    from tabulate import tabulate
+
+    header, body = table_rows(rows, param_keys)
+    if fmt == "markdown":
+        return f"# Sweep {snapshot['sweep']}\n\n" + tabulate(body, header, tablefmt="github") + "\n\n" + \
+            footer(snapshot).replace("\n", "  \n") + "\n"
+    if colour is None:
+        colour = sys.stdout.isatty()
+    if colour:
+        state_col = header.index("state")
+        for line in body:
+            code = _COLOURS.get(line[state_col].split(" ")[0])
+            if code:
+                line[state_col] = f"\033[{code}m{line[state_col]}\033[0m"
+    return tabulate(body, header, tablefmt="simple") + "\n\n" + footer(snapshot)
+
+
+def _csv(rows: list[dict], param_keys: list[str]) -> str:
+    out = io.StringIO()
+    fields = ["config", "state", "attempt", "job_id", *param_keys, "epoch", "max_epoch", "train_loss", "val_loss",
+              "best_val_loss", "best_epoch", "elapsed_s", "eta_s", "trend", "output_dir", "log", "reason"]
+    writer = csv.writer(out)
+    writer.writerow(fields)
+    for r in rows:
+        writer.writerow([r["config"], r["state"], r["attempt"], r["job_id"] or "",
+                         *[r["params"].get(k, "") for k in param_keys],
+                         *["" if r[f] is None else r[f] for f in fields[4 + len(param_keys):]]])
+    return out.getvalue()

@@ -1,0 +1,356 @@
+"""Submission: group configs by resource shape, chunk to the array limits, fit under the user's queue cap,
+and submit each chunk as one array — never twice.
+
+The protocol that makes a crash harmless: a submission is recorded as an *intent* (its unique job name, map
+and script) and committed BEFORE the submit command runs; only then is the command run and its id recorded.
+An intent left behind by a crash or a controller time-out is reconciled by job name against the live queue
+(and the job-written markers) before anything new is submitted.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hpc_sweep import shell
+from hpc_sweep.atomicio import write_atomic
+from hpc_sweep.errors import RuntimeFailure
+from hpc_sweep.render import MapEntry, map_text, render_script, script_context
+from hpc_sweep.schedulers.base import FINAL_STATES, QueueLimits, SchedulerError, SubmitSpec, TaskRecord
+
+SUBMITTABLE = ("generated", "waiting")
+LIMITS_CACHE_S = 3600
+TRANSIENT_RETRIES = 3
+
+
+@dataclass
+class SubmitReport:
+    submitted: list = field(default_factory=list)    # (job name, scheduler id, number of tasks)
+    waiting: int = 0
+    reason: Optional[str] = None
+    reconciled: list = field(default_factory=list)   # intents found again
+    abandoned: list = field(default_factory=list)    # intents that never reached the scheduler
+    planned: list = field(default_factory=list)      # dry run: (job name, array, configs)
+    errors: list = field(default_factory=list)
+
+
+@dataclass
+class Chunk:
+    shape: str
+    walltime_s: int
+    configs: list  # config rows
+
+
+def live_records(session) -> list[TaskRecord]:
+    """ONE live-queue query for all of the user's jobs. Raises SchedulerError (transient) when unreachable."""
+    adapter = session.scheduler
+    ids = [s["scheduler_id"] for s in session.store.submissions() if s["scheduler_id"]]
+    result = shell.run(adapter.live_argv(getpass.getuser(), ids), cwd=str(session.paths.root))
+    return adapter.parse_live(result)
+
+
+# -- reconciliation -----------------------------------------------------------------------------------------
+def reconcile_intents(session, records: Sequence[TaskRecord], report: SubmitReport) -> None:
+    """Intents whose job is in the queue (by name) or left a marker are recorded; the rest are dropped."""
+    store = session.store
+    by_name: dict = {}
+    for rec in records:
+        if rec.name:
+            by_name.setdefault(rec.name, rec.submission_id)
+    for sub in store.submissions("intent"):
+        found = by_name.get(sub["name"]) or _submission_from_markers(session, sub)
+        with store.transaction():
+            if found:
+                _record_submitted(session, sub, found)
+                report.reconciled.append((sub["name"], found))
+            else:
+                store.conn.execute("DELETE FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))
+                store.conn.execute("UPDATE submissions SET status = 'abandoned' WHERE name = ?", (sub["name"],))
+                report.abandoned.append(sub["name"])
+
+
+def _submission_from_markers(session, sub: dict) -> Optional[str]:
+    """A job that already ran and left the queue still wrote start markers: take its id from them."""
+    for att in session.store.conn.execute("SELECT config, attempt FROM attempts WHERE submission = ?",
+                                          (sub["name"],)):
+        marker = session.paths.markers / f"{att['config']}.{att['attempt']}.start"
+        if marker.exists():
+            try:
+                job_id = json.loads(marker.read_text())["job_id"]
+            except (ValueError, KeyError, OSError):
+                continue
+            return _submission_of(job_id)
+    return None
+
+
+def _submission_of(task_id: str) -> str:
+    if "[" in task_id:
+        head, _, rest = task_id.partition("[")
+        return f"{head}[]{rest.partition(']')[2]}"
+    return task_id.split("_", 1)[0]
+
+
+def _record_submitted(session, sub: dict, scheduler_id: str) -> None:
+    store, adapter = session.store, session.scheduler
+    now = time.time()
+    is_array = sub["ntasks"] > 1 or session.profile.scheduler != "pbspro"
+    store.conn.execute("UPDATE submissions SET status = 'submitted', scheduler_id = ?, submitted_at = ? "
+                       "WHERE name = ?", (scheduler_id, now, sub["name"]))
+    rows = store.conn.execute("SELECT config, attempt, task_index FROM attempts WHERE submission = ?",
+                              (sub["name"],)).fetchall()
+    for row in rows:
+        job_id = adapter.task_id(scheduler_id, row["task_index"], is_array)
+        store.conn.execute("UPDATE attempts SET state = 'pending', job_id = ?, submitted_at = ? "
+                           "WHERE config = ? AND attempt = ?", (job_id, now, row["config"], row["attempt"]))
+        store.conn.execute("UPDATE configs SET state = 'pending', attempt = ?, reason = NULL, next_mode = NULL, "
+                           "updated_at = ? WHERE name = ?", (row["attempt"], now, row["config"]))
+
+
+# -- limits and room -----------------------------------------------------------------------------------------
+def queue_limits(session) -> QueueLimits:
+    """The scheduler's limits (cached an hour in the state), the profile's values filling the gaps."""
+    store, profile, adapter = session.store, session.profile, session.scheduler
+    cached = store.get_meta("limits")
+    data = json.loads(cached) if cached else None
+    if not data or time.time() - data.get("at", 0) > LIMITS_CACHE_S:
+        argvs = adapter.limits_argvs(getpass.getuser(), profile.partition or profile.queue)
+        results = [shell.run(argv, timeout=60) for argv in argvs]
+        found = adapter.parse_limits(results) if argvs else QueueLimits()
+        data = {"at": time.time(), "max_queued": found.max_queued, "max_array_size": found.max_array_size,
+                "max_job_count": found.max_job_count, "throttle_supported": found.throttle_supported}
+        with store.transaction():
+            store.set_meta("limits", json.dumps(data))
+    throttle_ok = data["throttle_supported"] if profile.throttle_supported is None else profile.throttle_supported
+    return QueueLimits(
+        max_queued=profile.max_queued if profile.max_queued is not None else data["max_queued"],
+        max_array_size=profile.max_array_size if profile.max_array_size is not None else data["max_array_size"],
+        max_job_count=data["max_job_count"], throttle_supported=throttle_ok)
+
+
+def room_in_queue(limits: QueueLimits, records: Sequence[TaskRecord]) -> Optional[int]:
+    """Cap minus ALL of the user's queued and running tasks (hand-submitted ones count too). None = no cap."""
+    if limits.max_queued is None:
+        return None
+    active = sum(1 for r in records if r.state not in FINAL_STATES)
+    return max(0, limits.max_queued - active)
+
+
+# -- planning ------------------------------------------------------------------------------------------------
+def candidates(session, only: Optional[Sequence[str]] = None) -> list[dict]:
+    rows = [r for r in session.store.configs() if r["state"] in SUBMITTABLE and r["in_definition"]]
+    if only:
+        wanted = set(only)
+        unknown = wanted - {r["name"] for r in session.store.configs()}
+        if unknown:
+            from hpc_sweep.errors import UserError
+
+            raise UserError(f"unknown config(s): {', '.join(sorted(unknown))}", fix="see 'hpc-sweep status'")
+        rows = [r for r in rows if r["name"] in wanted]
+    return rows
+
+
+def plan_chunks(session, rows: list[dict], limits: QueueLimits, room: Optional[int]) -> list[Chunk]:
+    walltime_default = session.spec.walltime_s or session.profile.walltime_s
+    groups: dict = {}
+    for row in rows:
+        key = (row["shape"], row["walltime_s"] or walltime_default)
+        groups.setdefault(key, []).append(row)
+    max_size = limits.max_array_size or 1001
+    if limits.max_job_count:
+        max_size = min(max_size, limits.max_job_count)
+    chunks = []
+    left = room
+    for (shape, walltime), members in groups.items():
+        start = 0
+        while start < len(members) and (left is None or left > 0):
+            size = min(max_size, len(members) - start, left if left is not None else len(members))
+            chunks.append(Chunk(shape, walltime, members[start:start + size]))
+            start += size
+            if left is not None:
+                left -= size
+    return chunks
+
+
+# -- one chunk -----------------------------------------------------------------------------------------------
+def _run_config(session, row: dict, attempt: int) -> tuple[str, str]:
+    """The config file this attempt runs and the device string it carries (allocation view on a cluster)."""
+    from hpc_sweep.device import allocation_view, parse_device
+    from hpc_sweep.dotted import get_dotted, set_dotted
+    from hpc_sweep.formats import dump_structured, format_of, load_structured
+
+    program = session.program
+    path = Path(row["path"])
+    local = session.profile.scheduler == "local"
+    device = row["device"] if local else allocation_view(parse_device(row["device"]))
+    key = program.device_key()
+    needs_device = key is not None and not local and device != row["device"]
+    mode = row["next_mode"]
+    if not needs_device and mode is None and attempt == 1:
+        return str(path), device
+    config = load_structured(path)
+    if needs_device:
+        set_dotted(config, key, device)
+    notes = ""
+    if mode == "resume":
+        resumed = program.resume_config(config, session.paths.config_outputs(row["name"]))
+        if resumed is not None:
+            config, notes = resumed, "resume"
+        else:
+            notes = "no checkpoint: fresh restart"
+    if mode in ("fresh", None) and attempt > 1 and hasattr(program, "fresh_config"):
+        config = program.fresh_config(config)
+    run_dir = session.paths.script / "run"
+    run_dir.mkdir(parents=True, exist_ok=True)
+    target = run_dir / f"{row['name']}.a{attempt}.{'yaml' if format_of(path) == 'yaml' else 'toml'}"
+    write_atomic(target, dump_structured(config, format_of(path)), fsync=False)
+    if notes:
+        session.store.add_event("run_config", f"attempt {attempt}: {notes}", row["name"])
+    return str(target), device
+
+
+def _job_name(session, chunk: Chunk) -> str:
+    store = session.store
+    seq = int(store.get_meta("submission_seq", "0")) + 1
+    store.set_meta("submission_seq", str(seq))
+    tag = chunk.shape.replace(":", "").replace("*", "")
+    return f"{session.prefix}-{tag}-{seq}"
+
+
+def submit_chunk(session, chunk: Chunk, limits: QueueLimits, report: SubmitReport, dry_run: bool) -> bool:
+    """Intent → submit → record. Returns False when submitting should stop (limit or unreachable)."""
+    store, adapter, paths = session.store, session.scheduler, session.paths
+    paths.script.mkdir(parents=True, exist_ok=True)
+    paths.markers.mkdir(parents=True, exist_ok=True)
+    paths.logs.mkdir(parents=True, exist_ok=True)
+    throttle = session.spec.throttle or session.profile.array_throttle
+    if throttle and not limits.throttle_supported:
+        throttle = None
+    n = len(chunk.configs)
+    is_array = n > 1 or session.profile.scheduler != "pbspro"  # PBS needs two indices for an array
+    array = adapter.array_spec(list(range(n)), throttle) if is_array else None
+    with store.transaction():
+        name = _job_name(session, chunk)
+        entries = []
+        for index, row in enumerate(chunk.configs):
+            attempt = row["attempt"] + 1
+            config_file, device = _run_config(session, row, attempt)
+            entries.append(MapEntry(index, row["name"], attempt, config_file,
+                                    str(paths.config_outputs(row["name"])), device, row["gpus"]))
+        map_file = paths.script / f"{name}.map"
+        script_file = paths.script / f"{name}.sh"
+        device_type = chunk.shape.split(":")[0]
+        context = script_context(session, name, array, n, chunk.configs[0]["gpus"], device_type, chunk.walltime_s,
+                                 map_file)
+        write_atomic(map_file, map_text(entries))
+        write_atomic(script_file, render_script(session, context), mode=0o755)
+        if dry_run:
+            report.planned.append((name, array, [e.name for e in entries]))
+            store.conn.execute("ROLLBACK")
+            store.conn.execute("BEGIN")  # the transaction manager commits an empty one
+            return True
+        store.conn.execute(
+            "INSERT INTO submissions (name, shape, script, map, status, ntasks, created_at) "
+            "VALUES (?, ?, ?, ?, 'intent', ?, ?)", (name, chunk.shape, str(script_file), str(map_file), n, time.time()))
+        for entry in entries:
+            store.conn.execute(
+                "INSERT OR REPLACE INTO attempts (config, attempt, submission, task_index, state, run_config, "
+                "resumed_from) VALUES (?, ?, ?, ?, 'submitting', ?, ?)",
+                (entry.name, entry.attempt, name, entry.index, entry.config_file,
+                 chunk.configs[entry.index]["next_mode"]))
+    spec = SubmitSpec(script=str(script_file), job_name=name, workdir=str(paths.root), indices=tuple(range(n)))
+    return _submit_with_retries(session, spec, report)
+
+
+def _submit_with_retries(session, spec: SubmitSpec, report: SubmitReport) -> bool:
+    store, adapter = session.store, session.scheduler
+    sub = next(s for s in store.submissions("intent") if s["name"] == spec.job_name)
+    for attempt in range(TRANSIENT_RETRIES):
+        result = shell.run(adapter.submit_argv(spec), timeout=150, cwd=spec.workdir)
+        try:
+            scheduler_id = adapter.parse_submit(result)
+        except SchedulerError as exc:
+            if exc.kind == "transient":
+                # The job may exist anyway: look it up by its unique name before trying again.
+                found = _find_by_name(session, spec.job_name)
+                if found:
+                    scheduler_id = found
+                else:
+                    time.sleep(2 ** (attempt + 1))
+                    continue
+            else:
+                _refused(session, sub, exc, report)
+                return exc.kind != "limit"
+        with store.transaction():
+            _record_submitted(session, sub, scheduler_id)
+        report.submitted.append((spec.job_name, scheduler_id, sub["ntasks"]))
+        return True
+    report.errors.append(f"{spec.job_name}: the scheduler did not answer; the intent is kept and reconciled by "
+                         "name on the next submit or poll")
+    return False
+
+
+def _find_by_name(session, job_name: str) -> Optional[str]:
+    try:
+        records = live_records(session)
+    except SchedulerError:
+        return None
+    for rec in records:
+        if rec.name == job_name:
+            return rec.submission_id
+    return None
+
+
+def _refused(session, sub: dict, exc: SchedulerError, report: SubmitReport) -> None:
+    """Nothing was queued: drop the intent; the configs wait (limit) or carry the refusal (rejected)."""
+    store = session.store
+    reason = ("queue limit reached: " if exc.kind == "limit" else "submission refused: ") + exc.message
+    with store.transaction():
+        names = [r["config"] for r in store.conn.execute("SELECT config FROM attempts WHERE submission = ?",
+                                                          (sub["name"],))]
+        store.conn.execute("DELETE FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))
+        store.conn.execute("UPDATE submissions SET status = 'refused', note = ? WHERE name = ?",
+                           (exc.message, sub["name"]))
+        for name in names:
+            store.conn.execute("UPDATE configs SET state = 'waiting', reason = ? WHERE name = ?", (reason, name))
+        store.add_event("refused", f"{sub['name']}: {exc.message}")
+    if exc.kind != "limit":
+        report.errors.append(f"{sub['name']}: {exc.message}")
+    report.reason = reason
+
+
+# -- the command ----------------------------------------------------------------------------------------------
+def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
+           records: Optional[list] = None) -> SubmitReport:
+    """Submit what fits. The caller holds the sweep lock. ``records`` lets poll pass its live answer."""
+    report = SubmitReport()
+    if records is None:
+        try:
+            records = live_records(session)
+        except SchedulerError as exc:
+            raise RuntimeFailure(f"the scheduler could not be reached ({exc.message}); nothing was submitted") \
+                from None
+    reconcile_intents(session, records, report)
+    rows = candidates(session, only)
+    if not rows:
+        return report
+    limits = queue_limits(session)
+    room = room_in_queue(limits, records)
+    chunks = plan_chunks(session, rows, limits, room)
+    placed = 0
+    for chunk in chunks:
+        if not submit_chunk(session, chunk, limits, report, dry_run):
+            break
+        placed += len(chunk.configs)
+    left = [r for r in candidates(session, only)]
+    if not dry_run:
+        reason = report.reason or (f"queue cap {limits.max_queued} reached" if room is not None else None)
+        with session.store.transaction():
+            for row in left:
+                if row["state"] == "generated" or (reason and row["reason"] != reason):
+                    session.store.set_config_state(row["name"], "waiting", reason or "not submitted yet")
+    report.waiting = len(left) if not dry_run else len(rows) - placed
+    return report
