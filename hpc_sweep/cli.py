@@ -133,6 +133,225 @@ def status(sweep_dir: Path, fmt: str, states: tuple, sort: str, refresh: bool) -
         session.close()
 
 
+def _locked_session(sweep_dir: Path, blocking: bool = True):
+    """Open the sweep and take the writers' lock; yields (session, held)."""
+    from contextlib import contextmanager
+
+    from hpc_sweep.session import Session
+    from hpc_sweep.state import sweep_lock
+
+    @contextmanager
+    def manager():
+        session = Session.open(sweep_dir)
+        try:
+            with sweep_lock(session.paths, blocking=blocking) as held:
+                yield session, held
+        finally:
+            session.close()
+
+    return manager()
+
+
+@cli.command()
+@SWEEP_DIR
+@click.option("--only", "only", multiple=True, help="Only this config (repeatable).")
+def render(sweep_dir: Path, only: tuple) -> None:
+    """Write the job scripts and index maps into script/ and show them; submit nothing.
+
+    \b
+    Example:
+      hpc-sweep render my-sweep
+    """
+    from hpc_sweep.submit import submit as run_submit
+
+    with _locked_session(sweep_dir) as (session, _):
+        report = run_submit(session, only=only or None, dry_run=True, records=[])
+        for name, array, configs in report.planned:
+            script = session.paths.script / f"{name}.sh"
+            _say(f"==> {script} (array {array or 'none'}: {', '.join(configs[:6])}{' ...' if len(configs) > 6 else ''})")
+            _say(script.read_text())
+
+
+@cli.command()
+@SWEEP_DIR
+@click.option("--dry-run", is_flag=True, help="Show what would be submitted; submit nothing.")
+@click.option("--only", "only", multiple=True, help="Only this config (repeatable).")
+def submit(sweep_dir: Path, dry_run: bool, only: tuple) -> None:
+    """Submit every config the queue limit allows, as arrays; the rest wait for a later submit or poll.
+
+    \b
+    Examples:
+      hpc-sweep submit my-sweep --dry-run
+      hpc-sweep submit my-sweep
+      hpc-sweep submit my-sweep --only config003 --only config007
+    """
+    from hpc_sweep.submit import submit as run_submit
+
+    with _locked_session(sweep_dir) as (session, _):
+        report = run_submit(session, only=only or None, dry_run=dry_run)
+        for name, sid in report.reconciled:
+            _say(f"found earlier submission {name} in the queue as {sid}; recorded, not resubmitted")
+        for name, array, configs in report.planned:
+            _say(f"would submit {name}: array {array or 'none'}, {len(configs)} config(s)")
+        for name, sid, n in report.submitted:
+            _say(f"submitted {name} as {sid} ({n} task{'s' if n != 1 else ''})")
+        if report.waiting:
+            _say(f"{report.waiting} config(s) waiting" + (f": {report.reason}" if report.reason else ""))
+        if not report.submitted and not report.planned and not report.waiting:
+            _say("nothing to submit")
+        for line in report.errors:
+            _say(f"error: {line}", err=True)
+        if report.errors and not report.submitted:
+            raise RuntimeFailure(report.errors[0])
+
+
+@cli.command()
+@SWEEP_DIR
+@click.option("-v", "--verbose", is_flag=True, help="Always print a summary, even when nothing changed.")
+@click.option("--force", is_flag=True, help="Query the scheduler even within the minimum poll interval.")
+@click.option("--no-submit", is_flag=True, help="Do not top up the queue with waiting configs.")
+def poll(sweep_dir: Path, verbose: bool, force: bool, no_submit: bool) -> None:
+    """Refresh states and logs, resume timed-out runs, top up the queue, write status.md/status.json.
+
+    Meant for cron: silent unless something changed; a second poll while one runs exits 0 at once.
+
+    \b
+    Example:
+      hpc-sweep poll my-sweep -v
+    """
+    from hpc_sweep.poll import poll as run_poll, summary_lines
+
+    with _locked_session(sweep_dir, blocking=False) as (session, held):
+        if not held:
+            if verbose:
+                _say("another poll is running; nothing done")
+            return
+        report = run_poll(session, verbose=verbose, force=force, submit_waiting=not no_submit)
+        for line in summary_lines(report, verbose):
+            _say(line)
+
+
+def _dir_and_names(args: tuple) -> tuple:
+    """[SWEEP_DIR] [NAMES...]: the first argument is the sweep folder when it is a folder."""
+    if args and Path(args[0]).is_dir():
+        return Path(args[0]), args[1:]
+    return Path("."), args
+
+
+@cli.command()
+@click.argument("args", nargs=-1, metavar="[SWEEP_DIR] [NAMES]...")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+def cancel(args: tuple, yes: bool) -> None:
+    """Cancel this sweep's jobs (all, or the named configs) by their exact job ids.
+
+    \b
+    Examples:
+      hpc-sweep cancel my-sweep config003 config007
+      hpc-sweep cancel my-sweep --yes
+    """
+    from hpc_sweep.cancel import cancel as run_cancel
+
+    sweep_dir, names = _dir_and_names(args)
+
+    if not names and not yes and sys.stdin.isatty():
+        click.confirm("Cancel every job of this sweep?", abort=True)
+    with _locked_session(sweep_dir) as (session, _):
+        ids, marked = run_cancel(session, names or None)
+        from hpc_sweep.poll import write_snapshots
+
+        write_snapshots(session)
+    _say(f"cancelled {len(marked)} config(s)" + (f"; scheduler ids: {' '.join(ids)}" if ids else ""))
+
+
+@cli.command()
+@click.argument("args", nargs=-1, required=True, metavar="[SWEEP_DIR] NAMES...")
+@click.option("--walltime", help="A new walltime for these runs, e.g. 48:00:00.")
+@click.option("--fresh", is_flag=True, help="Start from scratch instead of the last checkpoint.")
+def resubmit(args: tuple, walltime: Optional[str], fresh: bool) -> None:
+    """Submit finished, failed or cancelled configs again (from their checkpoint unless --fresh).
+
+    \b
+    Example:
+      hpc-sweep resubmit my-sweep config004 --walltime 48:00:00
+    """
+    from hpc_sweep.resubmit import resubmit as run_resubmit
+
+    sweep_dir, names = _dir_and_names(args)
+    if not names:
+        raise UserError("name at least one config", fix="e.g. hpc-sweep resubmit my-sweep config004")
+
+    with _locked_session(sweep_dir) as (session, _):
+        report = run_resubmit(session, list(names), walltime, fresh)
+    for name, sid, n in report.submitted:
+        _say(f"submitted {name} as {sid} ({n} task{'s' if n != 1 else ''})")
+    if report.waiting:
+        _say(f"{report.waiting} config(s) waiting" + (f": {report.reason}" if report.reason else ""))
+
+
+@cli.command()
+def sites() -> None:
+    """List site profiles (shipped and yours) and the scheduler detected here.
+
+    \b
+    Example:
+      hpc-sweep sites
+    """
+    from tabulate import tabulate
+
+    from hpc_sweep.shell import detect_scheduler
+    from hpc_sweep.sites import describe, load_profile_file, profile_files, user_dir
+
+    rows = []
+    for name, path in profile_files().items():
+        info = describe(load_profile_file(path, name))
+        rows.append([name, info["scheduler"], info["hostname"], info["description"], info["path"]])
+    _say(tabulate(rows, ["name", "scheduler", "hostname", "description", "file"]))
+    _say(f"\nyour own profiles go in {user_dir()}; scheduler detected here: {detect_scheduler() or 'none (local)'}")
+
+
+@cli.group()
+def cron() -> None:
+    """Manage the crontab line that polls a sweep.
+
+    \b
+    Examples:
+      hpc-sweep cron install my-sweep --every 10m
+      hpc-sweep cron show my-sweep
+      hpc-sweep cron remove my-sweep
+    """
+
+
+@cron.command("install")
+@SWEEP_DIR
+@click.option("--every", default="10m", show_default=True, help="Interval: 5m, 10m, 1h ...")
+def cron_install(sweep_dir: Path, every: str) -> None:
+    """Install (or replace) this sweep's poll line."""
+    from hpc_sweep.cron import install
+    from hpc_sweep.sweepfile import load_sweep
+
+    spec = load_sweep(sweep_dir)
+    _say(f"installed: {install(spec.root, every)}")
+    _say("cron mails whatever a poll prints: errors and state changes. If polls fail, run the line by hand.")
+
+
+@cron.command("remove")
+@SWEEP_DIR
+def cron_remove(sweep_dir: Path) -> None:
+    """Remove this sweep's poll line."""
+    from hpc_sweep.cron import remove
+
+    _say("removed" if remove(sweep_dir.resolve()) else "no line for this sweep")
+
+
+@cron.command("show")
+@SWEEP_DIR
+def cron_show(sweep_dir: Path) -> None:
+    """Show this sweep's poll line."""
+    from hpc_sweep.cron import show
+
+    _say(show(sweep_dir.resolve()) or "no line for this sweep")
+
+
 def main(argv: Optional[list] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:

@@ -4,7 +4,7 @@ A cursor is a small JSON-serialisable dict kept per log between polls::
 
     {"path", "dev", "ino", "offset", "size", "mtime", "head"}
 
-``offset`` is where the next complete line starts; ``head`` ("<n>:<hash>") fingerprints the file's first n ≤ 64
+``offset`` is where the next complete line starts, ``size`` the end of the bytes examined; ``head`` ("<n>:<hash>") fingerprints the file's first n ≤ 64
 bytes, so a file truncated and rewritten past the old offset between two polls is still noticed.
 """
 
@@ -70,8 +70,9 @@ def _read(handle, path: str, cursor: Optional[dict], max_bytes: Optional[int]) -
     cut = data.rfind(b"\n") + 1
     if cut == 0 and max_bytes is not None and len(data) >= max_bytes:
         cut = len(data)  # one line longer than max_bytes: hand it over in pieces rather than stall forever
+    # "size" is the end of the bytes examined, so a read cut short by max_bytes is not mistaken for "no news".
     new_cursor = {"path": path, "dev": stat.st_dev, "ino": stat.st_ino, "offset": offset + cut,
-                  "size": stat.st_size, "mtime": stat.st_mtime_ns, "head": _head(first)}
+                  "size": offset + len(data), "mtime": stat.st_mtime_ns, "head": _head(first)}
     if reset:
         new_cursor["reset"] = True
     text = data[:cut].decode("utf-8", errors="replace")

@@ -36,6 +36,7 @@ VERSION = "0.1.0-demo"
 DATA_POOL = 1000        # samples available; train+val+test may not exceed it (as DeepH's dataset size)
 DATA_SEED = 20240601    # fixed: every config of a sweep sees the same data and split, as with one split file
 MAX_WIDTH = 64          # keeps a pure-Python epoch fast whatever net_irreps says
+INPUT_SCALE = 1.0     # x in [-2, 2] is fed as is: sin(3x) is then reachable from Glorot-initialised weights
 _mul = operator.mul
 
 
@@ -220,7 +221,7 @@ class MLP:
         return sum(len(t) for t in self.tensors())
 
     def forward(self, x: float, drop: float = 0.0, rng: Optional[random.Random] = None) -> tuple[float, list, list]:
-        h = [x * 0.5]  # inputs scaled to [-1, 1]
+        h = [x * INPUT_SCALE]
         acts, masks = [h], []
         keep = 1.0 / (1.0 - drop) if drop else 1.0
         for W, b in zip(self.W[:-1], self.b[:-1]):

@@ -385,6 +385,10 @@ class SlurmCluster:
     def start_slurmctld(self) -> None:
         self._start_slurmctld()
         self._wait_ctld_up()
+        # a restarted slurmctld shows the node UNKNOWN until slurmd registers again (seconds); SIGHUP makes our
+        # slurmd re-read slurm.conf and register now
+        if self._alive("slurmd"):
+            os.kill(self.daemons["slurmd"].pid, signal.SIGHUP)
 
     def restart_slurmctld(self) -> None:
         self.stop_slurmctld()
@@ -867,19 +871,29 @@ class SlurmCluster:
         if r.returncode != 0:
             raise ClusterError(f"pip {' '.join(args)} failed rc={r.returncode}:\n{(r.stdout + r.stderr)[-3000:]}")
 
-    def _build_user_venv(self) -> None:
-        """A venv from Debian's python3 (the default python3 may live under /root, unreadable to the user).
+    @staticmethod
+    def _make_world_readable(root: Path) -> None:
+        for dirpath, dirnames, filenames in os.walk(root):
+            for n in [*dirnames, *filenames, ""]:
+                p = os.path.join(dirpath, n) if n else dirpath
+                if os.path.islink(p):
+                    continue
+                mode = os.stat(p).st_mode
+                want = mode | 0o444 | (0o111 if (mode & 0o100 or os.path.isdir(p)) else 0)
+                if want != mode:
+                    os.chmod(p, want)
 
-        Dependencies are cached under VENV_CACHE_ROOT keyed by pyproject.toml; the package itself is reinstalled
-        (``--no-deps --force-reinstall``) from a fresh copy of the repository every session."""
-        src = self._copy_repo()
+    def _deps_venv(self, src: Path) -> Path:
+        """A cached venv (Debian python) holding the repository's dependencies but not the package itself.
+
+        Keyed by pyproject.toml: built once per machine (needs the package registry), reused by later sessions."""
         key = hashlib.sha256((self.repo / "pyproject.toml").read_bytes()
-                             + Path(DEBIAN_PYTHON).resolve().name.encode()).hexdigest()[:16]
+                             + os.path.realpath(DEBIAN_PYTHON).encode()).hexdigest()[:16]
         VENV_CACHE_ROOT.mkdir(parents=True, exist_ok=True)
         VENV_CACHE_ROOT.chmod(0o755)
         venv = VENV_CACHE_ROOT / key
         with open(VENV_CACHE_ROOT / f"{key}.lock", "w") as lock:
-            fcntl.flock(lock, fcntl.LOCK_EX)
+            fcntl.flock(lock, fcntl.LOCK_EX)  # concurrent sessions on one machine build it once
             ready = venv / ".hpc-sweep-deps-ready"
             if not ready.exists():
                 if venv.exists():
@@ -887,24 +901,38 @@ class SlurmCluster:
                 r = subprocess.run([DEBIAN_PYTHON, "-m", "venv", str(venv)], capture_output=True, text=True,
                                    env=dict(os.environ, PATH=SYSTEM_PATH))
                 if r.returncode != 0:
-                    raise ClusterError(f"{DEBIAN_PYTHON} -m venv failed: {r.stderr}")
+                    raise ClusterError(f"{DEBIAN_PYTHON} -m venv failed: {r.stdout}{r.stderr}")
                 self._pip(venv, "install", "--upgrade", "setuptools>=61", "wheel")
-                # the repository with its dependencies, once
+                # the repository with its dependencies, then without the package itself: each session's venv
+                # installs the current code of the repository on top
                 self._pip(venv, "install", "--no-build-isolation", str(src))
+                self._pip(venv, "uninstall", "-y", "hpc-sweep")
+                self._make_world_readable(venv)
                 ready.write_text("ok\n")
-            # current code of the repository, no dependency resolution: fast
-            self._pip(venv, "install", "--no-deps", "--force-reinstall", "--no-build-isolation", str(src))
-            for dirpath, dirnames, filenames in os.walk(venv):
-                for n in dirnames + filenames:
-                    p = os.path.join(dirpath, n)
-                    if not os.path.islink(p):
-                        mode = os.stat(p).st_mode
-                        os.chmod(p, mode | 0o444 | (0o111 if mode & 0o100 else 0))
-        self.venv_dir = venv
-        # sanity: the test user can run it
-        r = self.run_as_user([str(venv / "bin" / "python"), "-c", "import hpc_sweep, sys; print(sys.prefix)"],
-                             cwd=self.work_dir, timeout=60)
+        return venv
+
+    def _build_user_venv(self) -> None:
+        """The test user's venv, from Debian's python3 (the default python3 may live under /root, which the user
+        cannot enter): a fresh per-session venv holding the current code of the repository (``--no-deps``), that
+        sees the cached dependency venv through a .pth file."""
+        src = self._copy_repo()
+        deps = self._deps_venv(src)
+        venv = self.state_dir / "venv"
+        r = subprocess.run([DEBIAN_PYTHON, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True,
+                           env=dict(os.environ, PATH=SYSTEM_PATH))
         if r.returncode != 0:
+            raise ClusterError(f"{DEBIAN_PYTHON} -m venv failed: {r.stdout}{r.stderr}")
+        (site,) = venv.glob("lib/python3*/site-packages")
+        (deps_site,) = deps.glob("lib/python3*/site-packages")
+        (site / "_hpc_sweep_test_deps.pth").write_text(f"{deps_site}\n")
+        # pip, setuptools and wheel come from the deps venv through the .pth; the install goes to this venv
+        self._pip(venv, "install", "--no-deps", "--no-build-isolation", "--ignore-installed", str(src))
+        self._make_world_readable(venv)
+        self.venv_dir = venv
+        # sanity: the test user can run it, and imports the package from this venv
+        r = self.run_as_user([str(venv / "bin" / "python"), "-c", "import hpc_sweep; print(hpc_sweep.__file__)"],
+                             cwd=self.work_dir, timeout=60)
+        if r.returncode != 0 or not r.stdout.strip().startswith(str(site)):
             raise ClusterError(f"the test user cannot run the venv {venv}: {r.stdout}{r.stderr}")
 
 

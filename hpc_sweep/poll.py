@@ -1,0 +1,315 @@
+"""`hpc-sweep poll`: refresh states, read new log lines, resume, top up the queue, write the snapshots.
+
+Manners: ONE live-queue query and at most ONE batched accounting query per poll, whatever the number of jobs;
+no scheduler query at all sooner than the minimum interval; back off after controller time-outs; a failed
+query changes no state. Job-written markers decide where accounting is missing or disabled.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional
+
+from hpc_sweep import shell
+from hpc_sweep.atomicio import write_atomic
+from hpc_sweep.schedulers.base import FINAL_STATES, SchedulerError, TaskRecord
+
+ACTIVE = ("pending", "running")
+SUBMIT_GRACE_S = 600        # a just-submitted job may be in neither squeue nor sacct yet (slurmdbd lag)
+MAX_BACKOFF_S = 3600
+
+
+@dataclass
+class PollReport:
+    changes: list = field(default_factory=list)       # (config, old state, new state, reason)
+    queried: bool = False
+    scheduler_error: Optional[str] = None
+    resumed: list = field(default_factory=list)
+    submitted: list = field(default_factory=list)
+    new_epochs: int = 0
+    bytes_read: int = 0
+    notes: list = field(default_factory=list)
+
+
+# -- markers ----------------------------------------------------------------------------------------------------
+def read_markers(markers_dir: Path) -> dict:
+    """{"config007.2": {"start": {...}, "exit": {...}}} from one directory scan."""
+    found: dict = {}
+    try:
+        entries = list(os.scandir(markers_dir))
+    except FileNotFoundError:
+        return found
+    for entry in entries:
+        name = entry.name
+        for kind in ("start", "exit"):
+            if name.endswith("." + kind):
+                key = name[: -len(kind) - 1]
+                try:
+                    with open(entry.path, encoding="utf-8") as handle:
+                        found.setdefault(key, {})[kind] = json.load(handle)
+                except (OSError, ValueError):
+                    pass  # being written: the next poll reads it
+    return found
+
+
+# -- deciding one attempt's state -----------------------------------------------------------------------------
+def task_output(session, att: dict) -> str:
+    """The tail of what the task printed: our run log and the scheduler's own output file."""
+    from hpc_sweep.logtail import tail_lines
+
+    paths = session.paths
+    texts = []
+    run_log = paths.logs / f"{att['config']}.{att['attempt']}.log"
+    texts += tail_lines(run_log, 40)
+    if att.get("submission"):
+        for candidate in paths.logs.glob(f"{att['submission']}_{att['task_index']}.out*"):
+            texts += tail_lines(candidate, 40)
+        texts += [line for p in paths.logs.glob(f"{att['submission']}.o*-{att['task_index']}")
+                  for line in tail_lines(p, 40)]
+    return "\n".join(texts)
+
+
+def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRecord], markers: dict,
+           now: float) -> tuple[str, Optional[str], dict]:
+    """(state, reason, attempt fields) for one active attempt."""
+    from hpc_sweep.failure import diagnose
+
+    marks = markers.get(f"{att['config']}.{att['attempt']}", {})
+    start, end = marks.get("start"), marks.get("exit")
+    fields: dict = {}
+    if start:
+        fields["started_at"] = start.get("time")
+        fields["host"] = start.get("host")
+    if end:
+        fields["ended_at"] = end.get("time")
+        fields["exit_code"] = end.get("exit_code")
+    record = live if live is not None else acct
+    if record is not None and record.state not in FINAL_STATES and record.state != "unknown":
+        if end is None or live is not None:
+            return record.state, record.reason, fields
+    if record is not None and record.state in FINAL_STATES:
+        if record.exit_code is not None and "exit_code" not in fields:
+            fields["exit_code"] = record.exit_code
+        if record.elapsed_s is not None:
+            fields["elapsed"] = record.elapsed_s
+        state, reason = record.state, None
+        if state != "completed":
+            found = diagnose(task_output(session, att))
+            if found:
+                kind, reason = found
+                if state == "failed" and kind in ("oom", "timeout"):
+                    state = kind
+            reason = reason or _exit_reason(state, fields.get("exit_code"))
+        return state, reason, fields
+    if end is not None:
+        code = end.get("exit_code")
+        if code == 0:
+            return "completed", None, fields
+        found = diagnose(task_output(session, att))
+        if found:
+            return found[0] if found[0] != "cancelled" else "cancelled", found[1], fields
+        return "failed", _exit_reason("failed", code), fields
+    if start is not None:
+        found = diagnose(task_output(session, att))
+        if found and found[0] in ("timeout", "oom", "node_fail", "preempted", "cancelled"):
+            return found[0], found[1], fields
+        if now - (start.get("time") or 0) < SUBMIT_GRACE_S:
+            return att["state"], None, fields  # accounting may lag behind a task that just ended
+        return "lost", f"started on {start.get('host')} but no exit was recorded and the scheduler has no record", \
+            fields
+    if now - (att.get("submitted_at") or now) < SUBMIT_GRACE_S:
+        return att["state"], None, fields
+    return "lost", "the scheduler has no record of this task and it never started", fields
+
+
+def _exit_reason(state: str, code: Optional[int]) -> Optional[str]:
+    if code is None:
+        return None
+    if code > 128 and code < 160:
+        return f"{state}: killed by signal {code - 128}"
+    if code > 256:
+        return f"{state}: killed by signal {code - 256}"
+    return f"exit code {code}"
+
+
+# -- the poll ----------------------------------------------------------------------------------------------------
+def _scheduler_due(session, now: float, force: bool) -> bool:
+    store = session.store
+    interval = session.spec.poll_min_interval_s or session.profile.poll_min_interval_s
+    last = float(store.get_meta("scheduler_queried_at", "0"))
+    backoff_until = float(store.get_meta("backoff_until", "0"))
+    return force or (now - last >= interval and now >= backoff_until)
+
+
+def _note_failure(session, exc: SchedulerError, now: float) -> str:
+    store = session.store
+    failures = int(store.get_meta("scheduler_failures", "0")) + 1
+    interval = session.spec.poll_min_interval_s or session.profile.poll_min_interval_s
+    wait = min(MAX_BACKOFF_S, interval * 2 ** failures)
+    note = (f"the scheduler could not be reached at {time.strftime('%Y-%m-%d %H:%M', time.localtime(now))} "
+            f"({exc.message.strip()[:200]}); states are as last known; next try in {wait:.0f} s")
+    with store.transaction():
+        store.set_meta("scheduler_failures", str(failures))
+        store.set_meta("backoff_until", str(now + wait))
+        store.set_meta("scheduler_note", note)
+    return note
+
+
+def refresh_states(session, report: PollReport, records: list, now: float) -> None:
+    from hpc_sweep.submit import reconcile_intents, SubmitReport
+
+    store, adapter = session.store, session.scheduler
+    sub_report = SubmitReport()
+    reconcile_intents(session, records, sub_report)
+    report.notes += [f"found submission {name} ({sid}) again" for name, sid in sub_report.reconciled]
+    ours = {s["scheduler_id"] for s in store.submissions("submitted")}
+    live = {r.task_id: r for r in records if r.submission_id in ours}
+    active = [a for a in store.attempts() if a["state"] in ACTIVE]
+    gone = [a for a in active if a["job_id"] not in live]
+    acct: dict = {}
+    if gone:
+        sub_ids = sorted({s["scheduler_id"] for s in store.submissions("submitted")
+                          if s["name"] in {a["submission"] for a in gone}})
+        argv = adapter.accounting_argv(sub_ids)
+        if argv is not None:
+            try:
+                acct = {r.task_id: r for r in adapter.parse_accounting(shell.run(argv, timeout=120))}
+            except SchedulerError as exc:
+                report.notes.append(f"accounting unavailable ({exc.message.strip()[:120]}); markers decide")
+    markers = read_markers(session.paths.markers)
+    _apply(session, report, active, live, acct, markers, now)
+
+
+def apply_markers_only(session, report: PollReport, now: float) -> None:
+    """Between scheduler queries, the jobs' own exit markers still end attempts."""
+    markers = read_markers(session.paths.markers)
+    active = [a for a in session.store.attempts() if a["state"] in ACTIVE]
+    finished = [a for a in active if "exit" in markers.get(f"{a['config']}.{a['attempt']}", {})]
+    started = [a for a in active if a["state"] == "pending" and
+               "start" in markers.get(f"{a['config']}.{a['attempt']}", {}) and a not in finished]
+    _apply(session, report, finished, {}, {}, markers, now, scheduler_known=False)
+    with session.store.transaction():
+        for att in started:
+            start = markers[f"{att['config']}.{att['attempt']}"]["start"]
+            session.store.update_attempt(att["config"], att["attempt"], state="running", started_at=start.get("time"),
+                                         host=start.get("host"))
+            session.store.set_config_state(att["config"], "running")
+            report.changes.append((att["config"], "pending", "running", None))
+
+
+def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=True) -> None:
+    store = session.store
+    with store.transaction():
+        for att in attempts:
+            state, reason, fields = decide(session, att, live.get(att["job_id"]), acct.get(att["job_id"]), markers,
+                                           now)
+            if not scheduler_known and state == "lost":
+                continue
+            if state == "unknown":
+                continue
+            fields = {k: v for k, v in fields.items() if v is not None}
+            store.update_attempt(att["config"], att["attempt"], state=state, reason=reason, **fields)
+            cfg = store.config(att["config"])
+            if cfg and cfg["attempt"] == att["attempt"] and (cfg["state"] != state or cfg["reason"] != reason):
+                store.set_config_state(att["config"], state, reason)
+                if cfg["state"] != state:
+                    report.changes.append((att["config"], cfg["state"], state, reason))
+
+
+def resume_ended(session, report: PollReport) -> None:
+    """Runs that ended in a resumable state wait for resubmission from their checkpoint, up to max_retries."""
+    spec, store = session.spec, session.store
+    with store.transaction():
+        for cfg in store.configs():
+            if cfg["state"] not in spec.resume_states:
+                continue
+            if cfg["attempt"] > spec.max_retries:
+                continue
+            store.conn.execute("UPDATE configs SET state = 'waiting', next_mode = 'resume', reason = ? WHERE name = ?",
+                               (f"resuming after {cfg['state']} (attempt {cfg['attempt'] + 1} of "
+                                f"{spec.max_retries + 1})", cfg["name"]))
+            store.add_event("resume", f"after {cfg['state']} in attempt {cfg['attempt']}", cfg["name"])
+            report.resumed.append(cfg["name"])
+
+
+def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bool = True) -> PollReport:
+    """One poll. The caller holds the sweep lock."""
+    from hpc_sweep.progress import update_progress
+
+    report = PollReport()
+    now = time.time()
+    store = session.store
+    records = None
+    work_left = any(c["state"] in ("pending", "running", "waiting", "generated") for c in store.configs()) or \
+        bool(store.submissions("intent"))
+    if work_left and _scheduler_due(session, now, force):
+        try:
+            result = shell.run(session.scheduler.live_argv(_user(), _our_ids(session)), timeout=120,
+                               cwd=str(session.paths.root))
+            records = session.scheduler.parse_live(result)
+            report.queried = True
+            with store.transaction():
+                store.set_meta("scheduler_queried_at", str(now))
+                store.set_meta("scheduler_failures", "0")
+                store.set_meta("backoff_until", "0")
+                store.set_meta("scheduler_note", "")
+        except SchedulerError as exc:
+            report.scheduler_error = _note_failure(session, exc, now)
+    if records is not None:
+        refresh_states(session, report, records, now)
+    elif report.scheduler_error is None:
+        apply_markers_only(session, report, now)
+    update_progress(session, report)
+    resume_ended(session, report)
+    if submit_waiting and records is not None:
+        from hpc_sweep.submit import submit
+
+        sub = submit(session, records=records)
+        report.submitted = sub.submitted
+        report.notes += sub.errors
+    with store.transaction():
+        store.set_meta("polled_at", str(now))
+    write_snapshots(session)
+    store.backup()
+    return report
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
+
+
+def _our_ids(session) -> list:
+    return [s["scheduler_id"] for s in session.store.submissions("submitted")]
+
+
+def write_snapshots(session) -> None:
+    """status.json and status.md, each replaced atomically: a reader never sees half a file."""
+    from hpc_sweep.status import render
+
+    snapshot = session.snapshot()
+    write_atomic(session.paths.status_json, json.dumps(snapshot, indent=2) + "\n")
+    write_atomic(session.paths.status_md, render(snapshot, "markdown", session.spec.swept_keys))
+
+
+def summary_lines(report: PollReport, verbose: bool) -> list:
+    lines = []
+    if report.scheduler_error:
+        lines.append(f"warning: {report.scheduler_error}")
+    for config, old, new, reason in report.changes:
+        lines.append(f"{config}: {old} -> {new}" + (f" ({reason})" if reason else ""))
+    for name in report.resumed:
+        lines.append(f"{name}: will be resumed from its checkpoint")
+    for job, sid, n in report.submitted:
+        lines.append(f"submitted {job} as {sid} ({n} task{'s' if n != 1 else ''})")
+    lines += report.notes
+    if verbose:
+        lines.append(f"scheduler queried: {'yes' if report.queried else 'no (min interval)'}; "
+                     f"new epochs: {report.new_epochs}; log bytes read: {report.bytes_read}")
+    return lines
+

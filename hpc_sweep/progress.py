@@ -1,0 +1,149 @@
+"""Reading the trainers' logs during a poll: only new bytes, parser state kept between polls.
+
+For each config whose current attempt is running, or ended since its log was last read, find the attempt's
+log, read what it gained (hpc_sweep.logtail), feed the program's incremental parser, and store the numbers
+(progress) and the curve (epochs). A resumed DeepH run writes a new folder: a new log, the same curve.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import time
+from pathlib import Path
+from typing import Optional
+
+from hpc_sweep.formats import load_structured
+from hpc_sweep.logtail import read_new
+
+TREND_WINDOW = 5
+
+
+def _needs_read(cfg: dict, prog: Optional[dict], att: Optional[dict]) -> bool:
+    if cfg["attempt"] < 1 or att is None:
+        return False
+    if cfg["state"] == "running":
+        return True
+    if prog is None or prog.get("attempt") != cfg["attempt"]:
+        return att.get("started_at") is not None or cfg["state"] not in ("pending", "waiting")
+    ended = att.get("ended_at") or 0
+    return cfg["state"] not in ("pending", "waiting") and (prog.get("updated_at") or 0) <= ended + 5
+
+
+def update_progress(session, report) -> None:
+    store, program = session.store, session.program
+    progress = store.progress()
+    attempts = {(a["config"], a["attempt"]): a for a in store.attempts()}
+    updates = []
+    for cfg in store.configs():
+        prog = progress.get(cfg["name"])
+        att = attempts.get((cfg["name"], cfg["attempt"]))
+        if not _needs_read(cfg, prog, att):
+            continue
+        result = _read_one(session, program, cfg, att, prog)
+        if result is not None:
+            updates.append(result)
+    if not updates:
+        return
+    with store.transaction() as conn:
+        for row, epochs in updates:
+            conn.execute(
+                "INSERT OR REPLACE INTO progress (config, attempt, log, cursor, parser_state, phase, epoch, max_epoch,"
+                " train_loss, val_loss, best_val_loss, best_epoch, trend, updated_at) VALUES "
+                "(:config, :attempt, :log, :cursor, :parser_state, :phase, :epoch, :max_epoch, :train_loss, "
+                ":val_loss, :best_val_loss, :best_epoch, :trend, :updated_at)", row)
+            conn.executemany("INSERT OR REPLACE INTO epochs (config, attempt, epoch, train_loss, val_loss) "
+                             "VALUES (?, ?, ?, ?, ?)", epochs)
+            report.new_epochs += len(epochs)
+
+
+def _read_one(session, program, cfg: dict, att: dict, prog: Optional[dict]):
+    outputs = session.paths.config_outputs(cfg["name"])
+    same_attempt = prog is not None and prog.get("attempt") == cfg["attempt"]
+    saved = json.loads(prog["parser_state"]) if same_attempt and prog.get("parser_state") else None
+    config = None
+    if saved is None:
+        config = _load_config(att, cfg)
+    log = program.find_log(outputs, config) if program.name != "xequinet" or config is not None else None
+    if log is None and same_attempt and prog.get("log"):
+        log = Path(prog["log"])
+    if log is None:
+        return None
+    cursor = json.loads(prog["cursor"]) if same_attempt and prog.get("cursor") else None
+    if saved is not None and prog.get("log") != str(log):
+        # A new run folder within the same attempt (the trainer restarted itself): continue the same parser.
+        cursor = None
+    text, cursor = read_new(log, cursor)
+    if cursor and cursor.get("reset"):
+        saved = None  # the file was replaced: parse it again from the start
+    if saved is None:
+        config = config or _load_config(att, cfg)
+        parser = program.log_parser(config or {}, None, None)
+    else:
+        parser = program.log_parser({}, saved["options"], saved["state"])
+    rows = parser.feed(text) if text else []
+    summary = parser.summary()
+    curve = [(cfg["name"], cfg["attempt"], r.epoch, _real(r.train_loss), _real(r.val_loss)) for r in rows]
+    best, best_epoch = _best_across_attempts(session, cfg, summary, prog if not same_attempt else None)
+    row = {
+        "config": cfg["name"], "attempt": cfg["attempt"], "log": str(log), "cursor": json.dumps(cursor),
+        "parser_state": json.dumps({"options": parser.options, "state": parser.state}),
+        "phase": summary.phase, "epoch": summary.epoch, "max_epoch": summary.max_epoch,
+        "train_loss": summary.train_loss, "val_loss": summary.val_loss, "best_val_loss": best,
+        "best_epoch": best_epoch, "trend": trend(session, cfg, rows, summary), "updated_at": time.time(),
+    }
+    return row, curve
+
+
+def _best_across_attempts(session, cfg: dict, summary, previous: Optional[dict]):
+    """Best validation of the whole config, not just this attempt (a resumed run starts a new log)."""
+    best, epoch = summary.best_val_loss, summary.best_epoch
+    if cfg["attempt"] > 1:
+        row = session.store.conn.execute(
+            "SELECT val_loss, epoch FROM epochs WHERE config = ? AND attempt < ? AND val_loss IS NOT NULL "
+            "ORDER BY val_loss LIMIT 1", (cfg["name"], cfg["attempt"])).fetchone()
+        if row is not None and (best is None or _nan(best) or row[0] < best):
+            best, epoch = row[0], row[1]
+    return (None if best is None or _nan(best) else best), epoch
+
+
+def _load_config(att: dict, cfg: dict) -> Optional[dict]:
+    for candidate in (att.get("run_config"), cfg["path"]):
+        if candidate and Path(candidate).is_file():
+            try:
+                return load_structured(Path(candidate))
+            except Exception:  # a config edited into nonsense still lets the log be read
+                continue
+    return None
+
+
+def _real(value):
+    return None if value is None else float(value)
+
+
+def _nan(value) -> bool:
+    return isinstance(value, float) and math.isnan(value)
+
+
+def trend(session, cfg: dict, new_rows, summary) -> Optional[str]:
+    """improving / flat / diverging / nan, from the last epochs of the curve."""
+    if summary.val_loss is not None and _nan(summary.val_loss):
+        return "nan"
+    rows = session.store.conn.execute(
+        "SELECT val_loss FROM epochs WHERE config = ? AND val_loss IS NOT NULL ORDER BY attempt DESC, epoch DESC "
+        "LIMIT ?", (cfg["name"], 2 * TREND_WINDOW)).fetchall()
+    values = [r.val_loss for r in reversed(new_rows) if r.val_loss is not None][: 2 * TREND_WINDOW]
+    values += [r[0] for r in rows][: max(0, 2 * TREND_WINDOW - len(values))]
+    values = [v for v in values if not _nan(v)]
+    if len(values) < 4:
+        return None
+    recent, older = values[: len(values) // 2], values[len(values) // 2:]
+    mean_recent, mean_older = sum(recent) / len(recent), sum(older) / len(older)
+    best = summary.best_val_loss
+    if best is not None and not _nan(best) and mean_recent > 3 * best and mean_recent > mean_older:
+        return "diverging"
+    if mean_recent < mean_older * 0.99:
+        return "improving"
+    if mean_recent > mean_older * 1.05:
+        return "diverging"
+    return "flat"

@@ -1,0 +1,35 @@
+"""`hpc-sweep resubmit`: run named configs again, from their checkpoint unless --fresh."""
+
+from __future__ import annotations
+
+from typing import Optional, Sequence
+
+from hpc_sweep.durations import parse_duration
+from hpc_sweep.errors import UserError
+from hpc_sweep.submit import SubmitReport, submit
+
+BLOCKING = ("pending", "running")
+
+
+def resubmit(session, names: Sequence[str], walltime: Optional[str], fresh: bool) -> SubmitReport:
+    store = session.store
+    configs = {c["name"]: c for c in store.configs()}
+    for name in names:
+        if name not in configs:
+            raise UserError(f"unknown config '{name}'", fix="see 'hpc-sweep status'")
+        if configs[name]["state"] in BLOCKING:
+            raise UserError(f"{name} is {configs[name]['state']}", fix=f"cancel it first: hpc-sweep cancel {name}")
+    seconds = None
+    if walltime:
+        try:
+            seconds = parse_duration(walltime)
+        except ValueError as exc:
+            raise UserError(str(exc), key="--walltime") from None
+    with store.transaction():
+        for name in names:
+            mode = "fresh" if fresh or configs[name]["attempt"] == 0 else "resume"
+            store.conn.execute("UPDATE configs SET state = 'waiting', next_mode = ?, reason = ?, "
+                               "walltime_s = COALESCE(?, walltime_s) WHERE name = ?",
+                               (mode, f"resubmitted by hand ({mode})", seconds, name))
+            store.add_event("resubmit", f"{mode}" + (f", walltime {walltime}" if walltime else ""), name)
+    return submit(session, only=list(names))
