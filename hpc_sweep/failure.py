@@ -105,7 +105,8 @@ def _torchrun_root_cause(text: str) -> Optional[tuple[str, str]]:
     fields = dict(re.findall(r"^\s*(rank|exitcode|traceback)\s*:\s*(.*?)\s*$", block, re.MULTILINE))
     if not fields:
         return "failed", "torchrun: a worker failed (ChildFailedError)"
-    reason = f"torchrun: rank {fields.get('rank', '?')} failed, exitcode {fields.get('exitcode', '?')}"
+    exitcode = re.sub(r"\s*\(pid:.*", "", fields.get("exitcode", "?"))
+    reason = f"torchrun: rank {fields.get('rank', '?')} failed, exitcode {exitcode}"
     traceback = fields.get("traceback", "")
     if traceback and not traceback.startswith("To enable traceback"):
         reason += f" ({traceback})"

@@ -144,7 +144,8 @@ def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths) -> list[Pla
             device = parse_device(device_text)
         except DeviceError as exc:
             where = program.device_key() or "sweep.device"
-            raise UserError(str(exc), file=spec.path if where == "sweep.device" else spec.base, key=where) from None
+            in_sweep = where == "sweep.device" or where in params or where in spec.fixed
+            raise UserError(str(exc), file=spec.path if in_sweep else spec.base, key=where) from None
         gpus = device.count if device.is_accelerator else 0
         errors, warnings = program.check(config, gpus)
         if errors:

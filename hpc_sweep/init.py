@@ -73,6 +73,7 @@ def init_sweep(root: Path, base_file: Path, program: Optional[str] = None, name:
             store.set_meta("name", name)
     finally:
         store.close()
+    paths.lock.touch()
     write_atomic(paths.sweep_file, text)
     return paths, program
 

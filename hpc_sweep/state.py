@@ -297,10 +297,6 @@ def sweep_lock(paths: SweepPaths, blocking: bool = True, timeout: float = 60.0) 
                     raise RuntimeFailure(f"{paths.lock}: another hpc-sweep has held the lock for {timeout:.0f} s; "
                                          "try again later")
                 time.sleep(0.1)
-        handle.seek(0)
-        handle.truncate()
-        handle.write(f"{os.getpid()}\n")
-        handle.flush()
         yield True
     finally:
         handle.close()  # closing releases the lock

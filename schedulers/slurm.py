@@ -147,13 +147,18 @@ class SlurmScheduler(Scheduler):
         if lines and lines[0].split("|", 1)[0].strip().lower() == "jobid":
             fields, lines = [f.strip().lower() for f in lines[0].split("|")], lines[1:]
         free = fields.index("jobname") if "jobname" in fields else None
-        records: List[TaskRecord] = []
+        explicit: List[TaskRecord] = []
+        folded: List[TaskRecord] = []
         for line in lines:
             values = _split_row(line, len(fields), free)
             if values is None:
                 raise SchedulerError("transient", f"sacct line does not match its format {fields}: {line!r}")
-            records.extend(_accounting_records(dict(zip(fields, values))))
-        return records
+            row = dict(zip(fields, values))
+            (folded if "[" in row.get("jobid", "") else explicit).extend(_accounting_records(row))
+        # The folded row of an array's never-started tasks can still list a task that has its own row (seen on
+        # Slurm 22.05 after cancelling an array with one task running): the task's own row wins.
+        own = {record.task_id for record in explicit}
+        return explicit + [record for record in folded if record.task_id not in own]
 
     # -- cancel ---------------------------------------------------------------------------------------------------
     def cancel_argv(self, task_or_submission_ids: Sequence[str]) -> List[str]:

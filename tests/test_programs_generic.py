@@ -96,3 +96,10 @@ def test_find_log_newest_match(tmp_path):
 def test_no_resume_recipe(tmp_path):
     assert Generic().resume_config({"a": 1}, tmp_path) is None
     assert Generic().fresh_config({"a": 1}) == {"a": 1}
+
+
+def test_find_log_in_a_folder_with_glob_characters(tmp_path):
+    folder = tmp_path / "lr[1e-3]"
+    folder.mkdir()
+    (folder / "train.log").write_text("x")
+    assert program().find_log(folder) == folder / "train.log"

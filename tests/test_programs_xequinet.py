@@ -341,3 +341,13 @@ def test_long_log_with_resume_nan_and_early_stop():
     summary = parser.summary()
     assert summary.phase == "early_stopped" and summary.finished and summary.info["resumed"] == 1
     assert summary.best_epoch == 15 and summary.epoch == 15
+
+
+def test_state_is_strict_json_while_an_epoch_waits_for_validation():
+    lines = table_lines("2025-04-15 19:00:00", [["Train  MAE", 1, "[79/79]", "nan", float("nan"), 1.0, 0.9]],
+                        ["Epoch", "Step", "LR", *PROPS])
+    parser, _ = parse("\n".join(lines) + "\n")
+    state = json.loads(json.dumps(parser.state, allow_nan=False))
+    resumed = XequiNet().log_parser(base_config(), {}, state=state)
+    rows = resumed.feed("\n".join(epoch_block(1, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0])[-3:]) + "\n")
+    assert math.isnan(rows[0].train_loss) and rows[0].val_loss == pytest.approx(1001.0)

@@ -48,7 +48,8 @@ class Generic(Program):
 
     def find_log(self, outputs_dir: Path, config: Optional[dict] = None) -> Optional[Path]:
         """The newest (by modification time) file matching the glob, relative to ``outputs_dir`` unless absolute."""
-        pattern = self.log_glob if os.path.isabs(self.log_glob) else os.path.join(str(outputs_dir), self.log_glob)
+        pattern = self.log_glob if os.path.isabs(self.log_glob) else \
+            os.path.join(glob.escape(str(outputs_dir)), self.log_glob)  # "[" in a folder name is no pattern
         newest: Optional[tuple[float, str]] = None
         for name in glob.glob(pattern):
             try:

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpc_sweep.dotted import get_dotted, set_dotted
-from hpc_sweep.programs._common import as_int, encode, number, record_row, summary_from
+from hpc_sweep.programs._common import as_int, decode, encode, number, record_row, summary_from
 from hpc_sweep.programs.base import EpochRow, LogParser, LogSummary, Program
 
 DEFAULT_MAX_EPOCHS = 300
@@ -232,7 +232,8 @@ class XequiNetLogParser(LogParser):
             pending = self.state.get("pending")
             flushed = self._emit(pending, None) if pending and pending["epoch"] != epoch else None
             values = self._named(match.group(3).split(), self.state.get("train_cols"))
-            self.state["pending"] = {"epoch": epoch, "lr": number(match.group(2)), "train": self._score(values)}
+            self.state["pending"] = {"epoch": epoch, "lr": encode(number(match.group(2))),
+                                     "train": encode(self._score(values))}
             self._metric("train_mae", values)
             self.state["phase"] = "training"
             return flushed
@@ -259,7 +260,8 @@ class XequiNetLogParser(LogParser):
 
     def _emit(self, pending: dict, val: Optional[float]) -> EpochRow:
         self.state["pending"] = None
-        return record_row(self.state, EpochRow(pending["epoch"], pending["train"], val, None, pending["lr"]))
+        row = EpochRow(pending["epoch"], decode(pending["train"]), val, None, decode(pending["lr"]))
+        return record_row(self.state, row)
 
     def _named(self, tokens: list[str], columns: Optional[list[str]]) -> dict[str, Optional[float]]:
         """Values by column name; empty when the header is unknown or does not fit (an older layout)."""

@@ -23,6 +23,7 @@ import fcntl
 import hashlib
 import os
 import pwd
+import re
 import shutil
 import signal
 import socket
@@ -41,7 +42,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 APT_PACKAGES = ["slurm-wlm", "munge", "slurmdbd", "mariadb-server", "python3-venv"]
 # executables whose absence means "install the packages"
 REQUIRED_BINARIES = [
-    "slurmctld", "slurmd", "slurmdbd", "munged", "munge", "mariadbd", "mariadb-install-db", "mariadb",
+    "slurmctld", "slurmd", "slurmdbd", "munged", "munge", "unmunge", "mariadbd", "mariadb-install-db", "mariadb",
     "sbatch", "squeue", "sacct", "sacctmgr", "scontrol", "sinfo", "scancel",
 ]
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -333,21 +334,21 @@ class SlurmCluster:
 
         wait_for(applied, 30, what=f"MaxSubmitJobs={value} to reach slurmctld")
 
-    @staticmethod
-    def _assoc_mgr_maxsubmit(text: str) -> Optional[int]:
-        # "MaxSubmitJobs=2(0)" or "MaxSubmitJobs=N(0)" in the user's association block
-        import re
-
-        for block in text.split("ClusterName=")[1:]:
-            if "UserName=" in block and "UserName= " not in block and "UserName=\n" not in block:
-                m = re.search(r"MaxSubmitJobs=(\S+?)\(", block)
-                if m:
-                    return None if m.group(1) == "N" else int(m.group(1))
-        return None
+    def _assoc_mgr_maxsubmit(self, text: str):
+        """MaxSubmitJobs of the test user's association in ``scontrol show assoc_mgr`` text: an int, None for
+        unlimited, or the string "missing" when slurmctld does not list the association (yet)."""
+        for block in re.split(r"(?m)^ClusterName=", text):
+            if re.search(rf"\bUserName={re.escape(self.user)}\(", block):
+                m = re.search(r"\bMaxSubmitJobs=([^\s(]*)", block)
+                value = m.group(1) if m else ""
+                return None if value in ("", "N") else int(value)
+        return "missing"
 
     def set_config(self, **keys) -> None:
         """Override slurm.conf keys (value None removes an override), rewrite slurm.conf, restart slurmctld."""
+        known = {k.lower(): k for k in [*self._base_slurm_conf(), *self._overrides]}
         for k, v in keys.items():
+            k = known.get(k.lower(), k)  # slurm.conf keys are case-insensitive: one spelling per key
             self._overrides[k] = None if v is None else str(v)
         self._overrides = {k: v for k, v in self._overrides.items() if v is not None}
         self._write_slurm_conf()
@@ -487,9 +488,9 @@ class SlurmCluster:
                 raise ClusterUnavailable(f"missing {missing}")
         ensure_user(self.user)
         self._started = True
+        venv_thread: Optional[threading.Thread] = None
         try:
             self._make_dirs()
-            venv_thread = None
             if self.build_venv:
                 venv_thread = threading.Thread(target=self._venv_worker, name="user-venv", daemon=True)
                 venv_thread.start()
@@ -516,6 +517,8 @@ class SlurmCluster:
                     raise ClusterError(f"building the test user's venv failed: {self._venv_error}")
         except BaseException as exc:
             diag = self.diagnostics()
+            if venv_thread is not None and venv_thread.is_alive():
+                venv_thread.join(120)  # it writes into the state dir
             self.stop()
             if isinstance(exc, (ClusterError, TimeoutError)):
                 raise ClusterError(f"{exc}\n{diag}") from exc

@@ -290,15 +290,14 @@ def _elapsed(task: Dict[str, Any]) -> float:
 
 
 def _compress(indices: Sequence[int]) -> str:
-    parts: List[str] = []
+    """[0, 1, 2, 5] -> "0-2,5" (PBS/Torque index-list style)."""
+    runs: List[List[int]] = []
     for i in sorted(indices):
-        if parts and "-" not in parts[-1].split(",")[-1] and int(parts[-1]) == i - 1:
-            parts[-1] = f"{i - 1}-{i}"
-        elif parts and "-" in parts[-1] and int(parts[-1].split("-")[1]) == i - 1:
-            parts[-1] = f"{parts[-1].split('-')[0]}-{i}"
+        if runs and i == runs[-1][1] + 1:
+            runs[-1][1] = i
         else:
-            parts.append(str(i))
-    return ",".join(parts)
+            runs.append([i, i])
+    return ",".join(str(a) if a == b else f"{a}-{b}" for a, b in runs)
 
 
 def _parent_letter(job: Dict[str, Any], kind: str) -> str:
@@ -381,7 +380,9 @@ def _pbs_template(jid: str, job: Dict[str, Any], letter: str, task: Optional[Dic
 
 def _pbs_template_comment(job: Dict[str, Any], letter: str, parent: bool, began: Optional[float]) -> str:
     if not parent and letter in ("F", "X"):
-        return "Subjob finished"
+        # A subjob that ends without its own run record; for a plain job deleted while queued the real
+        # wording was not captured, so this is a guess.
+        return "Subjob finished" if job["indices"] is not None else "Job deleted"
     if began is None:
         if job.get("throttle") == 0:
             return "Not Running: Number of concurrent running subjobs limit reached"
@@ -508,7 +509,7 @@ def _pbs_select(table: Dict[str, Any], ids: Sequence[str], expand: bool, history
             continue
         parent_letter = _parent_letter(job, "pbspro")
         full = f"{seq}[].{_server()}" if job["indices"] is not None else f"{seq}.{_server()}"
-        if not history and (parent_letter == "F" or (sub and job["tasks"][sub]["state"] == "done" and parent_letter == "F")):
+        if not history and parent_letter == "F":  # subjobs of a live array (X) stay visible
             errors += f"qstat: {full} Job has finished, use -x or -H to obtain historical job information\n"
             rc = rc or 35
             continue
@@ -548,7 +549,7 @@ def qstat_pbspro(args: Sequence[str]) -> Output:
             return _pbs_limits_text(flag, [a for a in args if not a.startswith("-")])
     if "-F" not in args:
         return "", "fake qstat: only 'qstat -f -F json [-x] [-t] ids' is implemented\n", 2
-    ids = [a for i, a in enumerate(args) if not a.startswith("-") and args[i - 1] != "-F"]
+    ids = [a for i, a in enumerate(args) if not a.startswith("-") and (i == 0 or args[i - 1] != "-F")]
     found, errors, rc = _pbs_select(load(), ids, expand="-t" in args, history="-x" in args)
     doc: Dict[str, Any] = {"timestamp": int(time.time()), "pbs_version": PBS_VERSION, "pbs_server": _server()}
     if found:
@@ -605,7 +606,9 @@ def _torque_job(jid: str, job: Dict[str, Any], letter: str, task: Optional[Dict[
               _xml("Error_Path", f"{server}:{Path(job['script']).parent}/{job['name']}.e{seq}{suffix}")]
     if ran:
         parts.append(_xml("exec_host", "node01/0"))
-    parts += [_xml("Hold_Types", "n"), _xml("Join_Path", "n"), _xml("Keep_Files", "n"), _xml("Mail_Points", "a"),
+    if index in (None, ""):
+        parts.append(_xml("Hold_Types", "n"))  # subjobs do not carry it (fyrd capture)
+    parts += [_xml("Join_Path", "n"), _xml("Keep_Files", "n"), _xml("Mail_Points", "a"),
               _xml("mtime", int(_last_change(job))),
               _xml("Output_Path", f"{server}:{Path(job['script']).parent}/{job['name']}.o{seq}{suffix}"),
               _xml("Priority", 0), _xml("qtime", int(job["created"])), _xml("Rerunable", "True"),
