@@ -138,7 +138,7 @@ def query_gpus(run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
     """Ask nvidia-smi; None when there is no usable nvidia-smi (not installed, failed, hung), so the caller
     falls back to CPU slots. An empty list means nvidia-smi ran and listed no GPU."""
     try:
-        done = run(NVIDIA_SMI_ARGV, capture_output=True, text=True, timeout=timeout, check=False)
+        done = run(list(NVIDIA_SMI_ARGV), capture_output=True, text=True, timeout=timeout, check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:

@@ -4,8 +4,9 @@ A cursor is a small JSON-serialisable dict kept per log between polls::
 
     {"path", "dev", "ino", "offset", "size", "mtime", "head"}
 
-``offset`` is where the next complete line starts, ``size`` the end of the bytes examined; ``head`` ("<n>:<hash>") fingerprints the file's first n ≤ 64
-bytes, so a file truncated and rewritten past the old offset between two polls is still noticed.
+``offset`` is where the next complete line starts, ``size`` the end of the bytes examined; ``head``
+("<n>:<hash>") fingerprints the file's first n ≤ 64 bytes, so a file truncated and rewritten past the old offset
+between two polls is still noticed.
 """
 
 from __future__ import annotations

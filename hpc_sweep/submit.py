@@ -269,7 +269,9 @@ def _submit_with_retries(session, spec: SubmitSpec, report: SubmitReport) -> boo
     store, adapter = session.store, session.scheduler
     sub = next(s for s in store.submissions("intent") if s["name"] == spec.job_name)
     for attempt in range(TRANSIENT_RETRIES):
+        fault_point("before_submit")
         result = shell.run(adapter.submit_argv(spec), timeout=150, cwd=spec.workdir)
+        fault_point("after_submit")
         try:
             scheduler_id = adapter.parse_submit(result)
         except SchedulerError as exc:
@@ -291,6 +293,16 @@ def _submit_with_retries(session, spec: SubmitSpec, report: SubmitReport) -> boo
     report.errors.append(f"{spec.job_name}: the scheduler did not answer; the intent is kept and reconciled by "
                          "name on the next submit or poll")
     return False
+
+
+def fault_point(name: str) -> None:
+    """Fault injection for the test suite: HPC_SWEEP_FAULT=<name> kills this process with SIGKILL here,
+    exactly as a crash or an OOM-killed login-node process would die."""
+    import os
+    import signal
+
+    if os.environ.get("HPC_SWEEP_FAULT") == name:
+        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _find_by_name(session, job_name: str) -> Optional[str]:
@@ -327,6 +339,8 @@ def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
            records: Optional[list] = None) -> SubmitReport:
     """Submit what fits. The caller holds the sweep lock. ``records`` lets poll pass its live answer."""
     report = SubmitReport()
+    prefix = session.prefix  # recorded once, outside the transactions below
+    del prefix
     if records is None:
         try:
             records = live_records(session)

@@ -79,6 +79,7 @@ _FOLDED = re.compile(r"(\d+)_\[([^\]]*)(\]?)")
 _TASK = re.compile(r"(\d+)_(\d+)")
 _DURATION = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)(?:\.\d+)?")
 _EXIT = re.compile(r"(-?\d+):(\d+)")
+_STEP = re.compile(r"\.(?:batch|extern|interactive|\d+)$")  # not the "..." of a cut list
 
 
 class SlurmScheduler(Scheduler):
@@ -354,7 +355,7 @@ def _live_records(row: Dict[str, str]) -> List[TaskRecord]:
 
 def _accounting_records(row: Dict[str, str]) -> List[TaskRecord]:
     job_id = row.get("jobid", "").strip()
-    if not job_id or "." in job_id:
+    if not job_id or _STEP.search(job_id):
         return []  # a step (42_2.batch): -X leaves none, a capture without -X has them
     submission, indices = split_task_id(job_id)
     raw = row.get("state", "").strip()

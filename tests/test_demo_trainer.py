@@ -54,7 +54,8 @@ def write_config(folder: Path, name: str, overrides: dict[str, Any]) -> Path:
     return path
 
 
-def train(config: Path, env: Optional[dict[str, str]] = None, cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
+def train(config: Path, env: Optional[dict[str, str]] = None,
+          cwd: Optional[Path] = None) -> subprocess.CompletedProcess:
     full_env = {k: v for k, v in os.environ.items() if not k.startswith("DEMO_")}
     full_env.update(env or {})
     return subprocess.run([sys.executable, str(TRAIN), str(config)], capture_output=True, text=True,

@@ -85,12 +85,14 @@ TORCHRUN_SIGKILL = TORCHRUN_CHILD.split("E0415", 1)[1].replace(
     ("RuntimeError: CUDA out of memory. Tried to allocate 20.00 MiB (GPU 0; 10.76 GiB total capacity)",
      "oom", "out of memory (GPU: Tried to allocate 20.00 MiB)"),
     ("jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate "
-     "7406166528 bytes.\nBufferAssignment OOM Debugging.\n", "oom", "out of memory (GPU, XLA: allocating 7406166528 bytes)"),
+     "7406166528 bytes.\nBufferAssignment OOM Debugging.\n",
+     "oom", "out of memory (GPU, XLA: allocating 7406166528 bytes)"),
     ("jaxlib.xla_extension.XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory allocating 20029400304 bytes.",
      "oom", "out of memory (GPU, XLA: allocating 20029400304 bytes)"),
     ("/var/spool/slurmd/job00191/slurm_script: line 28:  8156 Killed                  python3 main.py\n"
      "slurmstepd: error: Detected 1 oom-kill event(s) in StepId=191.batch cgroup. Some of your processes may have "
-     "been killed by the cgroup out-of-memory handler.", "oom", "out of memory (host memory: killed by the OOM killer)"),
+     "been killed by the cgroup out-of-memory handler.",
+     "oom", "out of memory (host memory: killed by the OOM killer)"),
     ("slurmstepd: error: Detected 2 oom_kill events in StepId=JOBID.13. Some of the step tasks have been OOM Killed.\n"
      "srun: error: NODE: task 0: Out Of Memory", "oom", "out of memory (host memory: killed by the OOM killer)"),
     ("/home/u/job.sh: line 12: 40213 Killed                  deeph-train config001.toml", "failed",

@@ -94,7 +94,8 @@ def test_capture_with_unknown_memory_is_decided_by_run_count() -> None:
 # --- tolerance rules (synthetic text, shaped like the captures) --------------------------------------------------
 
 def test_default_fields_blank_lines_and_noise() -> None:
-    text = "\n0, 1024, 81559, 37\n\n1, [N/A], 81559, [Not Supported]\nWARNING: infoROM is corrupted at gpu 0000:04:00.0\n"
+    text = ("\n0, 1024, 81559, 37\n\n1, [N/A], 81559, [Not Supported]\n"
+            "WARNING: infoROM is corrupted at gpu 0000:04:00.0\n")
     gpus = parse_nvidia_smi(text)
     assert gpus == [GpuStatus(0, 1024, 81559, 37), GpuStatus(1, None, 81559, None)]
     assert gpus[0].memory_free_mb == 80535

@@ -6,8 +6,6 @@ import json
 import math
 import os
 
-import pytest
-
 from hpc_sweep.programs import get_program
 from hpc_sweep.programs.generic import Generic
 

@@ -179,7 +179,8 @@ def test_many_epochs_best_from_rows_not_the_best_line():
     parser, rows = parse(text)
     assert [r.epoch for r in rows] == list(range(1, 31))
     summary = parser.summary()
-    assert summary.best_epoch == 30 and summary.best_val_loss == pytest.approx(50 / 30 + 1000 / 30, rel=1e-3)  # .4g in the log
+    # The log rounds to .4g.
+    assert summary.best_epoch == 30 and summary.best_val_loss == pytest.approx(50 / 30 + 1000 / 30, rel=1e-3)
     assert summary.info["logged_best_epoch"] == 3  # kept for information only
 
 

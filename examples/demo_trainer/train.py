@@ -171,6 +171,7 @@ def _validate(s: Settings) -> None:
 def device_report(device: str) -> tuple[str, list[int], int, str]:
     """(kind, ids, total, head) for the [system] line; the demo computes on the CPU whatever the string says."""
     dtype, _, rest = device.strip().partition("*")
+    _require(dtype in ("cpu", "gpu", "cuda", "rocm", "dcu", "tpu"), f"system.device {device!r}: unknown device type")
     num_text, _, ids_text = rest.partition(":")
     total = int(num_text) if num_text.isdigit() else 1
     ids: list[int] = []

@@ -11,7 +11,7 @@ import math
 from typing import Any, Optional
 
 from hpc_sweep.dotted import get_dotted
-from hpc_sweep.programs.base import EpochRow, LogSummary
+from hpc_sweep.programs.base import EpochRow, LogParser, LogSummary
 
 
 def number(text: Optional[str]) -> Optional[float]:
@@ -86,3 +86,10 @@ def choice_problem(config: dict, key: str, choices: tuple) -> Optional[str]:
     near = difflib.get_close_matches(str(value), choices, n=1)
     hint = f"; did you mean '{near[0]}'?" if near else ""
     return f"{key}: '{value}' is not one of {', '.join(choices)}{hint}"
+
+
+class InfoParser(LogParser):
+    """A parser that keeps free-form facts (sizes, version, units...) under ``state["info"]``."""
+
+    def _info(self, name: str, value: Any) -> None:
+        self.state.setdefault("info", {})[name] = value

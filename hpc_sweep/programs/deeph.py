@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpc_sweep.dotted import get_dotted, set_dotted
-from hpc_sweep.programs._common import as_int, choice_problem, number, record_row, summary_from
-from hpc_sweep.programs.base import EpochRow, LogParser, LogSummary, Program
+from hpc_sweep.programs._common import InfoParser, as_int, choice_problem, number, record_row, summary_from
+from hpc_sweep.programs.base import EpochRow, LogSummary, Program
 
 DEFAULT_MAX_EPOCH = 10000
 DEFAULT_MIN_LR_SCALE = 1e-4
@@ -226,7 +226,7 @@ def _read_split(path: Path) -> Optional[str]:
     return None
 
 
-class DeepHLogParser(LogParser):
+class DeepHLogParser(InfoParser):
     """Reads ``deepx.log``. Options: ``max_epoch`` (int), ``min_learning_rate_scale`` (float).
 
     State: phase, the last epoch row, best, ``scale_hi`` (a Scale at or above the minimum was seen, so a later
@@ -284,9 +284,6 @@ class DeepHLogParser(LogParser):
                 for name, value in zip(names, match.groups()):
                     if value is not None:
                         self._info(name, int(value) if name == "parameters" else value)
-
-    def _info(self, name: str, value: Any) -> None:
-        self.state.setdefault("info", {})[name] = value
 
     def summary(self) -> LogSummary:
         result = summary_from(self.state, self.options.get("max_epoch"))

@@ -14,11 +14,11 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Optional
+from typing import Optional
 
 from hpc_sweep.dotted import get_dotted, set_dotted
-from hpc_sweep.programs._common import as_int, decode, encode, number, record_row, summary_from
-from hpc_sweep.programs.base import EpochRow, LogParser, LogSummary, Program
+from hpc_sweep.programs._common import InfoParser, as_int, decode, encode, number, record_row, summary_from
+from hpc_sweep.programs.base import EpochRow, LogSummary, Program
 
 DEFAULT_MAX_EPOCHS = 300
 DEFAULT_RUN_NAME = "xequinet"
@@ -194,7 +194,7 @@ def _backups(last: Path) -> list[Path]:
     return [last.parent / n for n in sorted(names, reverse=True)]
 
 
-class XequiNetLogParser(LogParser):
+class XequiNetLogParser(InfoParser):
     """Reads ``loss.log``. Options: ``max_epoch`` (int), ``weights`` (lowercase property → weight, or None).
 
     An epoch row is complete at its validation MAE row; its ``val_loss`` is the weighted sum of the validation
@@ -306,7 +306,7 @@ class XequiNetLogParser(LogParser):
         elif text.startswith("Minimum learning rate reached"):
             self._finish("min_lr")
         elif text.startswith("Best Valid MAE:"):
-            self._info("logged_best_valid_mae", number(text.split(":", 1)[1]))
+            self._info("logged_best_valid_mae", encode(number(text.split(":", 1)[1])))
         elif text.startswith("Best Checkpoint:"):
             match = _BEST_CKPT.search(text)
             if match:
@@ -323,9 +323,6 @@ class XequiNetLogParser(LogParser):
             state["phase"] = "finished"
         if reason:
             self._info("stop_reason", reason)
-
-    def _info(self, name: str, value: Any) -> None:
-        self.state.setdefault("info", {})[name] = value
 
     def summary(self) -> LogSummary:
         return summary_from(self.state, self.options.get("max_epoch"))

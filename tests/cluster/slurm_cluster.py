@@ -70,21 +70,42 @@ def _which(name: str) -> Optional[str]:
     return shutil.which(name, path=SYSTEM_PATH + ":" + os.environ.get("PATH", ""))
 
 
-def _free_ports(n: int) -> List[int]:
-    """n distinct TCP ports that are free on 127.0.0.1 and 0.0.0.0 right now."""
-    socks, ports = [], []
+def _ephemeral_range() -> range:
     try:
-        while len(ports) < n:
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("0.0.0.0", 0))
-            port = s.getsockname()[1]
-            socks.append(s)
-            if port not in ports and port > 1024:
-                ports.append(port)
-    finally:
-        for s in socks:
-            s.close()
-    return ports
+        lo, hi = map(int, Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split())
+        return range(lo, hi + 1)
+    except (OSError, ValueError):
+        return range(32768, 61000)
+
+
+def _port_is_free(port: int) -> bool:
+    for addr in ("0.0.0.0", "127.0.0.1"):
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind((addr, port))
+            except OSError:
+                return False
+    return True
+
+
+def _free_ports(n: int) -> List[int]:
+    """n distinct TCP ports free right now, outside the kernel's ephemeral range (so that no outgoing connection
+    takes one of them while a daemon is restarted) and away from the standard Slurm/MariaDB ports."""
+    import random
+
+    ephemeral = _ephemeral_range()
+    avoid = {3306, 6817, 6818, 6819}
+    rng = random.Random(os.getpid() ^ time.time_ns())
+    ports: List[int] = []
+    for _ in range(10000):
+        port = rng.randrange(20000, 32000)
+        if port in ephemeral or port in avoid or port in ports:
+            continue
+        if _port_is_free(port):
+            ports.append(port)
+            if len(ports) == n:
+                return ports
+    raise ClusterError("could not find free TCP ports")
 
 
 def _real_memory_mb() -> int:

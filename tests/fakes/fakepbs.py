@@ -124,8 +124,8 @@ def set_state(job: Any, index: Optional[int], state: str, exit_status: Optional[
     if new not in ("Q", "H", "R", "E", "done"):
         raise ValueError(f"unknown state {state!r}")
     now = time.time()
-    if new in ("R", "E") and task.get("start") is None:
-        task["start"] = now
+    if task.get("start") is None and (new in ("R", "E") or (new == "done" and exit_status is not None)):
+        task["start"] = now  # an exit status means it ran; "done" without one means it never started
     if new == "done":
         task["end"] = now
         task["exit_status"] = exit_status
