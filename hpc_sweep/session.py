@@ -56,7 +56,7 @@ class Session:
     def scheduler(self):
         from hpc_sweep.schedulers import get_scheduler
 
-        return get_scheduler(self.profile.scheduler)
+        return get_scheduler(self.profile.scheduler, sweep_dir=self.paths.root)
 
     @cached_property
     def program(self):

@@ -2,8 +2,13 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+from typing import Optional
 
-def get_scheduler(name: str):
+
+def get_scheduler(name: str, sweep_dir: Optional[Path] = None):
+    """The adapter for ``name``. ``sweep_dir`` is used by the local adapter only (its runner keeps its spool
+    in the sweep folder); the cluster adapters need nothing but argv."""
     if name == "slurm":
         from hpc_sweep.schedulers.slurm import SlurmScheduler
 
@@ -19,5 +24,5 @@ def get_scheduler(name: str):
     if name == "local":
         from hpc_sweep.schedulers.local import LocalScheduler
 
-        return LocalScheduler()
+        return LocalScheduler(sweep_dir=sweep_dir)
     raise KeyError(name)

@@ -182,10 +182,12 @@ _REJECT_FIRST_RE = re.compile(
     re.IGNORECASE,
 )
 _LIMIT_RE = re.compile(
-    r"would exceed|Maximum number of jobs|per-user limit|max_queued|max_user_queuable|max_queuable|"
+    r"would exceed|Maximum number of jobs|per-user limit|"
     r"exceeds queue limit|exceeds the queue limit|exceeds server limit|too many jobs|job limit",
     re.IGNORECASE,
 )
+# A message naming a job-count limit attribute is about counts whatever its headline says.
+_COUNT_LIMIT_NAME_RE = re.compile(r"\bmax_(?:user_)?queu(?:ed|able)\b", re.IGNORECASE)
 
 
 def is_transient_message(text: str) -> bool:
@@ -196,6 +198,8 @@ def classify_failure(text: str) -> str:
     """``"transient"``, ``"limit"`` or ``"rejected"`` for a failed command's message."""
     if is_transient_message(text):
         return "transient"
+    if _COUNT_LIMIT_NAME_RE.search(text or ""):
+        return "limit"
     if _REJECT_FIRST_RE.search(text or ""):
         return "rejected"
     if _LIMIT_RE.search(text or ""):
@@ -368,13 +372,17 @@ def tolerant_json(text: str) -> Dict[str, Any]:
     """Read PBS's one-key-per-line JSON layout without a JSON parser: for documents json cannot load.
 
     Lines that fit none of ``"k":{``, ``"k":value`` or ``}`` (continuations of a broken value) are skipped.
+    Raises ValueError for a document that stops before its braces close (qstat cut off).
     """
     root: Dict[str, Any] = {}
     stack: List[Dict[str, Any]] = [root]
+    closed = False
     for line in text.splitlines():
         if _JSON_CLOSE_RE.match(line):
             if len(stack) > 1:
                 stack.pop()
+            else:
+                closed = True  # the document's own closing brace
             continue
         opened = _JSON_OPEN_RE.match(line)
         if opened:
@@ -385,11 +393,20 @@ def tolerant_json(text: str) -> Dict[str, Any]:
         pair = _JSON_PAIR_RE.match(line)
         if pair:
             stack[-1][pair.group(1)] = _tolerant_value(pair.group(2))
+    if len(stack) > 1 or not (closed or text.rstrip().endswith("}")):
+        raise ValueError("qstat JSON ends before its braces close")
     return root
 
 
+_JOB_KEY_LINE_RE = re.compile(r'^\s*"\d+(?:\[\d*\])?(?:\.[^"]*)?"\s*:\s*\{\s*$', re.MULTILINE)
+
+
 def load_pbs_json(text: str) -> Dict[str, Any]:
-    """The qstat JSON document in ``text`` (which may carry other lines around it), repaired if needed."""
+    """The qstat JSON document in ``text`` (which may carry other lines around it), repaired if needed.
+
+    Raises ValueError when even the tolerant reader finds fewer jobs than the document names: an answer
+    missing jobs must not pass for one in which they left the queue.
+    """
     start = re.search(r"^\s*\{", text, re.MULTILINE)
     body = text[start.start():] if start else text
     decoder = json.JSONDecoder(strict=False)  # strict=False: raw control characters inside strings
@@ -400,7 +417,14 @@ def load_pbs_json(text: str) -> Dict[str, Any]:
                 return doc
         except ValueError:
             pass
-    return tolerant_json(drop_variable_lists(body))
+    cleaned = drop_variable_lists(body)
+    doc = tolerant_json(cleaned)
+    named = len(_JOB_KEY_LINE_RE.findall(cleaned))
+    jobs = doc.get("Jobs") if isinstance(doc.get("Jobs"), dict) else {}
+    found = [v for v in jobs.values() if isinstance(v, dict)]
+    if len(found) < named:
+        raise ValueError(f"qstat JSON unreadable: {named} jobs named, {len(found)} recovered")
+    return doc
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -554,12 +578,16 @@ class PbsProScheduler(Scheduler):
 
     @staticmethod
     def parse_jobs(stdout: str) -> Optional[Dict[str, Attrs]]:
-        """``{job id: flat attributes}`` from JSON or ``-f`` text; None when stdout is neither."""
+        """``{job id: flat attributes}`` from JSON or ``-f`` text; None when stdout is neither.
+        SchedulerError("transient") when the JSON is beyond repair."""
         # Text first: JSON never has a line starting "Job Id:", while wrapped text values may start with "{".
         if re.search(r"^Job Id:", stdout, re.MULTILINE):
             return dict(parse_qstat_f_text(stdout))
         if re.search(r"^\s*\{", stdout, re.MULTILINE):
-            doc = load_pbs_json(stdout)
+            try:
+                doc = load_pbs_json(stdout)
+            except ValueError as exc:
+                raise SchedulerError("transient", str(exc)) from exc
             jobs = doc.get("Jobs") or {}
             return {jid: flatten(attrs) for jid, attrs in jobs.items() if isinstance(attrs, Mapping)}
         return None

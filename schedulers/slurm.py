@@ -9,9 +9,11 @@ Facts the parsers rely on (Slurm 22.05 captures and Slurm's own source):
 - ``squeue -o %i`` prints ``42_3`` for a task, ``747`` for a plain job and ``43_[0-3]`` (or ``1234_[5-9%2]``) for
   pending tasks folded into one line when ``-r`` is missing; ``%A`` of a started task is its own job id (46), so
   the array id comes from ``%F``.
-- A folded list can be cut short by Slurm: ``...`` past ``SLURM_BITSTR_LEN`` (64 characters by default), and sacct
-  cuts a whole ``JobID`` at about 32 characters, closing bracket included. Such a list is expanded only as far as
-  it can be read; the tasks it hides get no record.
+- A folded list can be cut short by Slurm: squeue's ``%i`` stops at 31 characters (closing bracket lost), and
+  squeue's ``%K`` and sacct's ``JobID`` end a list longer than ``SLURM_BITSTR_LEN`` (64 by default) with ``...``.
+  Such a list is expanded only as far as it can be read; the tasks it hides get no record.
+- ``squeue -r`` (22.05) leaves out the last task of a pending range it would show as ``0-60:2``: a task missing
+  from squeue is not proof that it left the queue.
 - sacct keeps no start-time window when ``-j`` is given (``options.c``: the midnight default applies only without a
   job list), so ``accounting_argv`` needs no ``-S``.
 """
@@ -167,6 +169,7 @@ class SlurmScheduler(Scheduler):
 
     # -- limits ---------------------------------------------------------------------------------------------------
     def limits_argvs(self, user: str, queue: Optional[str] = None) -> List[List[str]]:
+        # queue is not used: every association of the user counts, per-partition ones included (conservative).
         user = _checked_user(user)
         return [
             ["scontrol", "show", "config"],
@@ -215,7 +218,7 @@ class SlurmScheduler(Scheduler):
 
 
 def compress_indices(indices: Iterable[int]) -> str:
-    """Shortest Slurm array list for these indices: runs ``0-15``, steps ``0-15:4``, singles ``0,4,8``.
+    """A short Slurm array list for these indices: runs ``0-15``, steps ``0-15:4``, singles ``0,4,8``.
 
     Segments are consecutive in sorted order; from each position only the full arithmetic run starting there, the
     run minus its last element (so that element can open the next run) and a single index are worth trying.

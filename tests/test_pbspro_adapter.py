@@ -759,3 +759,16 @@ def test_fake_plain_job_and_limits(tmp_path: Path, fake: Dict[str, str]) -> None
     limits = S.parse_limits([run(argv, env) for argv in S.limits_argvs("bob", "workq")])
     assert (limits.max_queued, limits.max_array_size, limits.throttle_supported) == (40, 10000, True)
     assert S.parse_version(run(S.version_argv(), env)) == fakepbs.PBS_VERSION
+
+
+@needs_fixtures
+@pytest.mark.parametrize("damage", ["truncated", "brace"])
+def test_json_beyond_repair_changes_nothing(damage: str) -> None:
+    text = captures.read(OPENPBS / "a_t_json.txt")
+    if damage == "truncated":  # qstat killed mid-write: jobs after the cut would silently vanish
+        broken = text[: text.index('"0[3].vm":{') + 200]
+    else:  # a job's opening line mangled: its attributes would land in the wrong place
+        broken = text.replace('"0[0].vm":{', '"0[0].vm":{{', 1)
+    with pytest.raises(SchedulerError) as err:
+        S.parse_live(CommandResult(["qstat"], 0, broken, ""))
+    assert err.value.kind == "transient"

@@ -294,6 +294,7 @@ def test_cancel_argv_takes_exact_ids_only() -> None:
 @pytest.mark.parametrize("stderr,kind", [
     ("qsub: submit error (Maximum number of jobs already in queue for user MSG=total number of jobs in queue "
      "exceeds the queue limit: user bob@h, queue batch)\n", "limit"),
+    # Constructed (no capture): a detail naming the count-limit attribute decides, whatever the headline.
     ("qsub: submit error (Job violates queue and/or server resource limits MSG=max_user_queuable exceeded)\n",
      "limit"),
     ("qsub: cannot connect to server h (errno=111) Connection refused\n", "transient"),

@@ -62,6 +62,10 @@ class ClusterUnavailable(ClusterError):
     """The environment cannot host the cluster at all (not root, packages not installable)."""
 
 
+class DaemonDied(ClusterError):
+    """A daemon of the cluster exited while being waited for."""
+
+
 # --------------------------------------------------------------------------------------------------------------
 # helpers
 
@@ -141,6 +145,8 @@ def wait_for(predicate: Callable[[], T], timeout: float, interval: float = 0.2,
             value = predicate()
             if value:
                 return value
+        except DaemonDied:  # no point waiting on
+            raise
         except Exception as exc:  # predicate may fail while a daemon is still coming up
             last_exc = exc
         if time.monotonic() >= deadline:
@@ -619,7 +625,7 @@ class SlurmCluster:
         for name in names:
             d = self.daemons.get(name)
             if d is not None and not d.alive():
-                raise ClusterError(f"{name} exited with rc={d.proc.returncode}:\n{_tail(d.log)}\n"
+                raise DaemonDied(f"{name} exited with rc={d.proc.returncode}:\n{_tail(d.log)}\n"
                                    f"{_tail(self.log_dir / (name + '.log'))}")
 
     def _make_dirs(self) -> None:

@@ -1,0 +1,730 @@
+"""The local backend's runner: a detached process that starts queued runs as GPU or CPU slots free up.
+
+Commands (what :class:`hpc_sweep.schedulers.local.LocalScheduler` builds)::
+
+    python -m hpc_sweep.runner submit --sweep DIR --name JOB SCRIPT INDICES   # queue, print "local-<n>"
+    python -m hpc_sweep.runner status --sweep DIR                             # JSON of every task
+    python -m hpc_sweep.runner cancel --sweep DIR ID...                       # submissions or tasks
+    python -m hpc_sweep.runner run    --sweep DIR                             # the runner itself
+
+Everything lives in the sweep's spool, ``.hpc_sweep/runner/``: ``spool.json`` (submissions and tasks, replaced
+atomically under ``spool.lock``), ``runner.lock`` (held by the one runner of the sweep for its whole life),
+``runner.pid`` and ``runner.log``. ``submit`` and ``status`` start a runner when work is queued or running and
+none holds the lock, so a runner that died is restarted by the next poll.
+
+Crash safety: a run's launch is written to the spool (with a random launch token placed in its environment)
+before the process exists, and its pid and process start time (``/proc/<pid>/stat`` field 22) right after. A
+runner restarted after ``kill -9`` adopts runs whose (pid, start time) still match, finds a run launched but not
+yet recorded by its token, and reads the exit code of runs that ended meanwhile from the job script's exit
+marker. No run is ever started twice, and no process is signalled unless its identity matches what we recorded.
+
+Each run is ``bash SCRIPT`` in its own session (process group = its pid) with ``HPC_SWEEP_INDEX`` and
+``HPC_SWEEP_TASK_ID`` set; the job script reads its config from the map and writes the markers. Walltime and
+cancel: SIGTERM to the script (which forwards it to the command), SIGKILL to the whole group after a grace.
+
+Knobs (environment, read by the runner process): ``HPC_SWEEP_NVIDIA_SMI`` (the nvidia-smi command line; a
+``--query-gpu=`` in it says which fields it prints), ``HPC_SWEEP_RUNNER_TICK`` (s, 1), ``HPC_SWEEP_RUNNER_IDLE``
+(s a runner with nothing to do waits before exiting, 10), ``HPC_SWEEP_RUNNER_GRACE`` (s between SIGTERM and
+SIGKILL, 10), ``HPC_SWEEP_GPU_QUERY_S`` (s between nvidia-smi queries, 5).
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import json
+import os
+import re
+import secrets
+import shlex
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Iterator, Optional, Sequence
+
+WALLTIME_HEADER = re.compile(r"^# hpc-sweep-walltime:\s*(\d+)\s*$", re.MULTILINE)
+LAUNCH_ENV = "HPC_SWEEP_LAUNCH"
+INDEX_ENV, TASK_ID_ENV = "HPC_SWEEP_INDEX", "HPC_SWEEP_TASK_ID"
+NO_EXIT_MARKER = "ended while no runner watched it and left no exit marker (killed, or the machine restarted)"
+
+
+# -- the spool ---------------------------------------------------------------------------------------------------
+class Spool:
+    """The runner's files in one sweep. All writers hold :meth:`locked`; the file is replaced atomically."""
+
+    def __init__(self, sweep: Path):
+        self.sweep = Path(sweep).resolve()
+        self.dir = self.sweep / ".hpc_sweep" / "runner"
+        self.file = self.dir / "spool.json"
+        self.lock_file = self.dir / "spool.lock"
+        self.runner_lock = self.dir / "runner.lock"
+        self.pid_file = self.dir / "runner.pid"
+        self.log_file = self.dir / "runner.log"
+        self.markers = self.sweep / ".hpc_sweep" / "markers"
+        self.logs = self.sweep / "logs"
+
+    @contextmanager
+    def locked(self) -> Iterator[None]:
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.lock_file, "a+") as handle:
+            fcntl.flock(handle, fcntl.LOCK_EX)
+            yield  # closing the file releases the lock
+
+    def signature(self) -> Optional[tuple]:
+        """Changes whenever the file is replaced (a rename gives a new inode)."""
+        try:
+            st = os.stat(self.file)
+        except FileNotFoundError:
+            return None
+        return (st.st_ino, st.st_mtime_ns, st.st_size)
+
+    def load(self) -> dict:
+        try:
+            data = json.loads(self.file.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            data = {}
+        data.setdefault("seq", 0)
+        data.setdefault("submissions", {})
+        data.setdefault("tasks", {})
+        return data
+
+    def save(self, data: dict, fsync: bool = False) -> None:
+        from hpc_sweep.atomicio import write_atomic
+
+        write_atomic(self.file, json.dumps(data, indent=1) + "\n", fsync=fsync)
+
+    def runner_alive(self) -> bool:
+        """True when a runner holds its lock (trying the lock is the only test that cannot be fooled by a
+        stale pid file)."""
+        self.dir.mkdir(parents=True, exist_ok=True)
+        with open(self.runner_lock, "a+") as handle:
+            try:
+                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                return True
+            return False
+
+    def runner_pid(self) -> Optional[int]:
+        try:
+            info = json.loads(self.pid_file.read_text())
+        except (OSError, ValueError):
+            return None
+        pid = info.get("pid")
+        return pid if isinstance(pid, int) and proc_start(pid) == info.get("start") else None
+
+
+def has_work(data: dict) -> bool:
+    return any(t["state"] in ("queued", "running") for t in data["tasks"].values())
+
+
+def start_runner(spool: Spool) -> None:
+    """Detached: own session, no terminal, stdout to /dev/null and stderr to the log, so it outlives the
+    submitting shell and the poller and never holds their output pipes open."""
+    with open(spool.log_file, "ab") as log:
+        subprocess.Popen([sys.executable, "-m", "hpc_sweep.runner", "run", "--sweep", str(spool.sweep)],
+                         cwd=str(spool.sweep), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
+                         start_new_session=True, close_fds=True)
+
+
+def ensure_runner(spool: Spool, data: dict) -> bool:
+    """Start a runner when work is left and none runs. Called with the spool locked: a runner exits only
+    while holding that lock, so work queued under it is always seen by a live runner or a new one."""
+    if has_work(data) and not spool.runner_alive():
+        start_runner(spool)
+        return True
+    return False
+
+
+# -- processes ------------------------------------------------------------------------------------------------------
+def proc_stat(pid: int) -> Optional[tuple[str, int, int]]:
+    """(state, session id, start time in clock ticks since boot) from /proc/<pid>/stat, or None."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            text = handle.read().decode("ascii", "replace")
+    except OSError:
+        return None
+    # The command name (field 2) may hold spaces and parentheses: the fields we want follow the last ")".
+    rest = text[text.rfind(")") + 2:].split()
+    try:
+        return rest[0], int(rest[3]), int(rest[19])
+    except (IndexError, ValueError):
+        return None
+
+
+def proc_start(pid: int) -> Optional[int]:
+    stat = proc_stat(pid)
+    return stat[2] if stat else None
+
+
+def is_alive(pid: Optional[int], start: Optional[int]) -> bool:
+    """The process we recorded is still there: same pid AND same start time, and not a zombie."""
+    if pid is None or start is None:
+        return False
+    stat = proc_stat(pid)
+    return stat is not None and stat[2] == start and stat[0] not in ("Z", "X")
+
+
+def _has_token(pid: int, token: str) -> bool:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            return f"{LAUNCH_ENV}={token}".encode() in handle.read().split(b"\0")
+    except OSError:
+        return False
+
+
+def _pids() -> list[int]:
+    try:
+        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
+    except OSError:
+        return []
+
+
+def session_members(sid: int, token: str) -> list[int]:
+    """Live processes of a run's session that carry its launch token: only ours, even after the leader died."""
+    found = []
+    for pid in _pids():
+        stat = proc_stat(pid)
+        if stat and stat[1] == sid and stat[0] not in ("Z", "X") and _has_token(pid, token):
+            found.append(pid)
+    return found
+
+
+def find_launched(token: str) -> Optional[int]:
+    """The session leader started with this launch token (a launch the runner died before recording)."""
+    for pid in _pids():
+        stat = proc_stat(pid)
+        if stat and stat[1] == pid and stat[0] not in ("Z", "X") and _has_token(pid, token):
+            return pid
+    return None
+
+
+def signal_run(task: dict, sig: int, whole_group: bool) -> bool:
+    """Signal a run only if it is still the process we started. SIGTERM goes to the job script (it forwards it
+    to the command); SIGKILL to the whole group. Returns whether anything was signalled."""
+    pid, start, token = task.get("pid"), task.get("pid_start"), task.get("launch")
+    try:
+        if is_alive(pid, start):
+            if whole_group:
+                os.killpg(pid, sig)
+            else:
+                os.kill(pid, sig)
+            return True
+        if pid is None or not token:
+            return False
+        members = session_members(pid, token)  # the script is gone but its command may linger
+        for member in members:
+            os.kill(member, sig)
+        return bool(members)
+    except (ProcessLookupError, PermissionError):
+        return False
+
+
+# -- helpers ---------------------------------------------------------------------------------------------------------
+def _iso(stamp: Optional[float]) -> Optional[str]:
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp, timezone.utc).astimezone().isoformat(timespec="seconds")
+
+
+def _env_float(name: str, default: float) -> float:
+    try:
+        return float(os.environ.get(name, "") or default)
+    except ValueError:
+        return default
+
+
+def log(message: str) -> None:
+    """The runner's stderr is runner.log."""
+    sys.stderr.write(f"{_iso(time.time())} [{os.getpid()}] {message}\n")
+    sys.stderr.flush()
+
+
+def read_walltime(script: Path) -> Optional[int]:
+    """The ``# hpc-sweep-walltime: SECONDS`` line the local template writes into the script's header."""
+    try:
+        head = script.read_text(encoding="utf-8", errors="replace")[:8192]
+    except OSError:
+        return None
+    match = WALLTIME_HEADER.search(head)
+    return int(match.group(1)) if match else None
+
+
+def exit_marker_code(spool: Spool, task: dict) -> tuple[bool, Optional[int]]:
+    """(exit marker present, its exit code)."""
+    path = spool.markers / f"{task['config']}.{task['attempt']}.exit"
+    try:
+        return True, json.loads(path.read_text()).get("exit_code")
+    except (OSError, ValueError):
+        return False, None
+
+
+def outcome(task: dict) -> str:
+    """Like a scheduler: a time limit is a timeout and a cancel a cancel, whatever the exit code."""
+    stop = task.get("stop") or {}
+    if stop.get("why") == "time limit":
+        return "timeout"
+    if stop.get("why") == "cancelled":
+        return "cancelled"
+    if task.get("refused"):
+        return "failed"
+    return "completed" if task.get("exit_code") == 0 else "failed"
+
+
+def public(task: dict) -> dict:
+    """One task as ``status`` prints it."""
+    started, ended = task.get("started_at"), task.get("ended_at")
+    elapsed = None
+    if started is not None:
+        elapsed = round((ended or time.time()) - started, 3)
+    return {
+        "task_id": task["task_id"], "submission": task["submission"], "index": task["index"],
+        "name": task["name"], "config": task.get("config"), "attempt": task.get("attempt"),
+        "state": task["state"], "outcome": task.get("outcome"), "exit_code": task.get("exit_code"),
+        "reason": task.get("reason"), "start": _iso(started), "end": _iso(ended), "elapsed_s": elapsed,
+        "pid": task.get("pid"), "pid_start": task.get("pid_start"), "host": task.get("host"),
+        "gpu_ids": task.get("gpu_ids"), "cuda_visible_devices": task.get("cuda_visible_devices"),
+        "slot": task.get("slot"),
+    }
+
+
+# -- settings --------------------------------------------------------------------------------------------------------
+@dataclass
+class Settings:
+    cpu_slots: int
+    runs_per_gpu: int = 1
+    gpu_min_free_mb: int = 2000
+    walltime_s: Optional[int] = None
+    tick_s: float = 1.0
+    idle_s: float = 10.0
+    grace_s: float = 10.0
+    gpu_query_s: float = 5.0
+    nvidia_smi: list = field(default_factory=list)
+    nvidia_fields: tuple = ()
+
+
+def nvidia_smi_command() -> tuple[list, tuple]:
+    """The nvidia-smi argv and the fields it prints: ``HPC_SWEEP_NVIDIA_SMI`` may name another program (a
+    wrapper, a test's fake) and, with its own ``--query-gpu=``, other fields."""
+    from hpc_sweep.gpus import DEFAULT_FIELDS, NVIDIA_SMI_ARGV
+
+    text = os.environ.get("HPC_SWEEP_NVIDIA_SMI", "").strip()
+    argv = shlex.split(text) if text else [NVIDIA_SMI_ARGV[0]]
+    query = [a for a in argv if a.startswith("--query-gpu=")]
+    if not query:
+        return argv + NVIDIA_SMI_ARGV[1:], tuple(DEFAULT_FIELDS)
+    return argv, tuple(f.strip() for f in query[-1].split("=", 1)[1].split(","))
+
+
+def load_settings(sweep: Path) -> Settings:
+    """The sweep's site profile decides the slots; a profile that cannot be read leaves the defaults."""
+    profile = None
+    try:
+        from hpc_sweep.session import Session
+
+        session = Session.open(sweep)
+        try:
+            profile = session.profile
+        finally:
+            session.close()
+    except Exception as exc:  # the runner must keep running the queue even if sweep.toml was broken since
+        log(f"could not read the site profile ({exc}); using defaults")
+    argv, fields = nvidia_smi_command()
+    settings = Settings(cpu_slots=max(1, (os.cpu_count() or 2) // 2), nvidia_smi=argv, nvidia_fields=fields,
+                        tick_s=_env_float("HPC_SWEEP_RUNNER_TICK", 1.0), idle_s=_env_float("HPC_SWEEP_RUNNER_IDLE", 10),
+                        grace_s=_env_float("HPC_SWEEP_RUNNER_GRACE", 10),
+                        gpu_query_s=_env_float("HPC_SWEEP_GPU_QUERY_S", 5))
+    if profile is not None:
+        settings.cpu_slots = profile.cpu_slots or settings.cpu_slots
+        settings.runs_per_gpu = profile.runs_per_gpu
+        settings.gpu_min_free_mb = profile.gpu_min_free_mb
+        settings.walltime_s = profile.walltime_s
+    return settings
+
+
+def query_gpus(settings: Settings) -> Optional[list]:
+    """GPUs as nvidia-smi lists them; None where there is no usable nvidia-smi (then CPU slots only)."""
+    from hpc_sweep.gpus import parse_nvidia_smi
+
+    try:
+        done = subprocess.run(settings.nvidia_smi, capture_output=True, text=True, timeout=15,
+                              stdin=subprocess.DEVNULL, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    if done.returncode != 0:
+        return None
+    return parse_nvidia_smi(done.stdout, settings.nvidia_fields)
+
+
+# -- placement ---------------------------------------------------------------------------------------------------
+@dataclass
+class Placement:
+    slot: str                         # "cpu" or "gpu"
+    gpu_ids: list                     # real GPU indices the run occupies
+    visible: Optional[str] = None     # CUDA_VISIBLE_DEVICES to set; None = leave it unrestricted
+
+
+def place(task: dict, gpus: Optional[list], settings: Settings, per_gpu: dict, cpu_used: int):
+    """A Placement, None (no room yet) or a string (can never run here: the reason)."""
+    from hpc_sweep.device import DeviceError, parse_device
+    from hpc_sweep.gpus import free_slots
+
+    need = int(task.get("gpus") or 0)
+    if need == 0 or not gpus:
+        # CPU configs, and every config on a machine without GPUs, take CPU slots.
+        return Placement("cpu", []) if cpu_used < settings.cpu_slots else None
+    try:
+        ids = parse_device(task.get("device") or "gpu").ids
+    except DeviceError as exc:
+        return str(exc)
+    present = sorted(g.index for g in gpus)
+    if ids is not None:
+        missing = [i for i in ids if i not in present]
+        if missing:
+            return f"GPU id(s) {','.join(map(str, missing))} of device {task['device']} are not on this machine " \
+                   f"(nvidia-smi lists {','.join(map(str, present))})"
+        free = free_slots(gpus, settings.gpu_min_free_mb, settings.runs_per_gpu, per_gpu, only=ids)
+        # Explicit ids are real indices the trainer selects itself: CUDA_VISIBLE_DEVICES must not renumber them.
+        return Placement("gpu", list(ids)) if set(ids) <= set(free) else None
+    if need > len(present):
+        return f"needs {need} GPUs; this machine has {len(present)}"
+    free = free_slots(gpus, settings.gpu_min_free_mb, settings.runs_per_gpu, per_gpu)
+    if len(free) < need:
+        return None
+    chosen = sorted(free[:need])
+    return Placement("gpu", chosen, ",".join(map(str, chosen)))
+
+
+# -- the runner ------------------------------------------------------------------------------------------------------
+class Runner:
+    def __init__(self, spool: Spool, settings: Settings):
+        self.spool = spool
+        self.settings = settings
+        self.children: dict = {}            # task id -> Popen of runs this process started
+        self.data: dict = {}
+        self.signature: Optional[tuple] = None
+        self.gpus: Optional[list] = None
+        self.gpus_at = 0.0
+        self.host = socket.gethostname()
+
+    # -- main loop ----------------------------------------------------------------------------------------------
+    def run(self) -> int:
+        self.spool.dir.mkdir(parents=True, exist_ok=True)
+        lock = open(self.spool.runner_lock, "a+")
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError:
+            lock.close()
+            return 0  # another runner serves this sweep
+        from hpc_sweep.atomicio import write_atomic
+
+        write_atomic(self.spool.pid_file, json.dumps({"pid": os.getpid(), "start": proc_start(os.getpid())}),
+                     fsync=False)
+        log(f"runner started for {self.spool.sweep} (cpu slots {self.settings.cpu_slots}, "
+            f"{self.settings.runs_per_gpu} run(s) per GPU, >= {self.settings.gpu_min_free_mb} MiB free)")
+        try:
+            self.loop(lock)
+        finally:
+            lock.close()
+        return 0
+
+    def loop(self, lock) -> None:
+        idle_since: Optional[float] = None
+        while True:
+            self.maybe_query_gpus()
+            with self.spool.locked():
+                self.refresh()
+                if self.step(time.time()):
+                    self.save()
+                if has_work(self.data):
+                    idle_since = None
+                else:
+                    idle_since = idle_since or time.monotonic()
+                    if time.monotonic() - idle_since >= self.settings.idle_s:
+                        # Give the runner lock up while holding the spool lock: a submit that queues work
+                        # after this sees no runner and starts one.
+                        lock.close()
+                        self.spool.pid_file.unlink(missing_ok=True)
+                        log("nothing queued or running: runner exits")
+                        return
+            time.sleep(self.settings.tick_s)
+
+    def refresh(self) -> None:
+        signature = self.spool.signature()
+        if signature != self.signature or not self.data:
+            self.data = self.spool.load()
+            self.signature = signature
+
+    def save(self) -> None:
+        self.spool.save(self.data)
+        self.signature = self.spool.signature()
+
+    def maybe_query_gpus(self) -> None:
+        """nvidia-smi only while GPU work waits, at most every few seconds, outside the spool lock."""
+        waiting = any(t["state"] == "queued" and t.get("gpus") for t in self.data.get("tasks", {}).values())
+        if not self.data or (waiting and time.monotonic() - self.gpus_at >= self.settings.gpu_query_s):
+            self.gpus = query_gpus(self.settings)
+            self.gpus_at = time.monotonic()
+
+    # -- one tick ----------------------------------------------------------------------------------------------
+    def step(self, now: float) -> bool:
+        changed = False
+        for task in list(self.data["tasks"].values()):
+            if task["state"] == "running":
+                changed = self.watch(task, now) or changed
+        return self.start_queued(now) or changed
+
+    def watch(self, task: dict, now: float) -> bool:
+        proc = self.children.get(task["task_id"])
+        if proc is not None:
+            code = proc.poll()
+            if code is None:
+                return self.enforce(task, now)
+            del self.children[task["task_id"]]
+            self.finish(task, code if code >= 0 else 128 - code, now)
+            return True
+        if task.get("pid") is None:
+            return self.recover_launch(task, now)
+        if is_alive(task["pid"], task.get("pid_start")):
+            return self.enforce(task, now)  # adopted: started by an earlier runner
+        found, code = exit_marker_code(self.spool, task)
+        self.finish(task, code, now, None if found else NO_EXIT_MARKER)
+        return True
+
+    def enforce(self, task: dict, now: float) -> bool:
+        """Walltime and cancel: SIGTERM first, SIGKILL to the whole group after the grace."""
+        stop = task.get("stop")
+        limit = task.get("walltime_s") or self.settings.walltime_s
+        if stop is None and limit and now - task["started_at"] > limit:
+            stop = task["stop"] = {"why": "time limit", "at": now, "term_sent": False, "kill_sent": False}
+            task["reason"] = "time limit"
+            log(f"{task['task_id']}: time limit {limit} s reached")
+        if stop is None:
+            return False
+        if not stop.get("term_sent"):
+            stop["term_sent"] = True
+            signal_run(task, signal.SIGTERM, whole_group=False)
+            return True
+        if not stop.get("kill_sent") and now - stop["at"] >= self.settings.grace_s:
+            stop["kill_sent"] = True
+            signal_run(task, signal.SIGKILL, whole_group=True)
+            log(f"{task['task_id']}: still running {self.settings.grace_s:.0f} s after SIGTERM: SIGKILL")
+            return True
+        return False
+
+    def finish(self, task: dict, code: Optional[int], now: float, reason: Optional[str] = None) -> None:
+        task["state"], task["exit_code"], task["ended_at"] = "finished", code, now
+        if reason and not task.get("reason"):
+            task["reason"] = reason
+        task["outcome"] = outcome(task)
+        if task.get("stop") and task.get("pid") and task.get("launch"):
+            for pid in session_members(task["pid"], task["launch"]):  # stragglers of a stopped run
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except (ProcessLookupError, PermissionError):
+                    pass
+        log(f"{task['task_id']} ({task.get('config')}): {task['outcome']}, exit code {code}")
+
+    def recover_launch(self, task: dict, now: float) -> bool:
+        """A launch written to the spool whose pid was not (the runner died in between): find it by token."""
+        pid = find_launched(task["launch"]) if task.get("launch") else None
+        if pid is not None:
+            task["pid"], task["pid_start"] = pid, proc_start(pid)
+            log(f"{task['task_id']}: found launched run {pid} again")
+            return True
+        found, code = exit_marker_code(self.spool, task)
+        started = (self.spool.markers / f"{task['config']}.{task['attempt']}.start").exists()
+        if found or started:
+            self.finish(task, code, now, None if found else NO_EXIT_MARKER)
+        else:
+            task.update(state="queued", launch=None, started_at=None, slot=None, gpu_ids=None,
+                        cuda_visible_devices=None)
+            log(f"{task['task_id']}: launch never happened; queued again")
+        return True
+
+    # -- starting runs -----------------------------------------------------------------------------------------
+    def start_queued(self, now: float) -> bool:
+        queued = [t for t in self.data["tasks"].values() if t["state"] == "queued"]
+        if not queued:
+            return False
+        running = [t for t in self.data["tasks"].values() if t["state"] == "running"]
+        cpu_used = sum(1 for t in running if t.get("slot") == "cpu")
+        per_gpu: dict = {}
+        for t in running:
+            for gpu in t.get("gpu_ids") or []:
+                per_gpu[gpu] = per_gpu.get(gpu, 0) + 1
+        changed = False
+        # First come, first served, but a task that does not fit does not hold back smaller ones behind it.
+        for task in queued:
+            placement = place(task, self.gpus, self.settings, per_gpu, cpu_used)
+            if placement is None:
+                continue
+            changed = True
+            if isinstance(placement, str):
+                task["refused"] = True
+                self.finish(task, None, now, placement)
+                continue
+            self.launch(task, placement, now)
+            if task["state"] == "running":
+                cpu_used += placement.slot == "cpu"
+                for gpu in placement.gpu_ids:
+                    per_gpu[gpu] = per_gpu.get(gpu, 0) + 1
+        return changed
+
+    def launch(self, task: dict, placement: Placement, now: float) -> None:
+        token = f"{task['task_id']}:{secrets.token_hex(8)}"
+        task.update(state="running", launch=token, pid=None, pid_start=None, started_at=now, host=self.host,
+                    slot=placement.slot, gpu_ids=placement.gpu_ids, cuda_visible_devices=placement.visible)
+        self.save()  # the launch is on disk before the process exists: a crash now cannot start it twice
+        env = dict(os.environ)
+        env.update({INDEX_ENV: str(task["index"]), TASK_ID_ENV: task["task_id"], LAUNCH_ENV: token})
+        if placement.visible is not None:
+            env["CUDA_VISIBLE_DEVICES"] = placement.visible
+        elif placement.slot == "gpu":
+            env.pop("CUDA_VISIBLE_DEVICES", None)  # explicit ids are real indices: show every GPU
+        self.spool.logs.mkdir(parents=True, exist_ok=True)
+        out_path = self.spool.logs / f"{task['name']}_{task['index']}.out"
+        try:
+            with open(out_path, "ab") as out:
+                proc = subprocess.Popen(["bash", task["script"]], cwd=str(self.spool.sweep), env=env,
+                                        stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+                                        start_new_session=True, close_fds=True)
+        except OSError as exc:
+            task["refused"] = True
+            self.finish(task, None, now, f"could not start bash {task['script']}: {exc}")
+            return
+        task["pid"], task["pid_start"] = proc.pid, proc_start(proc.pid)
+        self.children[task["task_id"]] = proc
+        log(f"{task['task_id']} ({task.get('config')}): started pid {proc.pid} on {placement.slot} slot"
+            + (f" GPUs {placement.gpu_ids}" if placement.gpu_ids else ""))
+
+
+# -- the commands ----------------------------------------------------------------------------------------------------
+def parse_indices(texts: Sequence[str]) -> list[int]:
+    from hpc_sweep.schedulers.slurm import expand_array_spec
+
+    found: set = set()
+    for text in texts:
+        found.update(expand_array_spec(text))
+    return sorted(found)
+
+
+def cmd_submit(spool: Spool, name: str, script_text: str, index_texts: Sequence[str]) -> int:
+    from hpc_sweep.render import parse_map
+
+    script = Path(script_text).resolve()
+    try:
+        entries = {e.index: e for e in parse_map(script.with_suffix(".map").read_text(encoding="utf-8"))}
+        indices = parse_indices(index_texts) or [0]
+    except (OSError, ValueError) as exc:
+        print(f"hpc-sweep runner: cannot submit {script}: {exc}", file=sys.stderr)
+        return 2
+    missing = [i for i in indices if i not in entries]
+    if not script.is_file() or missing:
+        print(f"hpc-sweep runner: {script} " + (f"has no map entry for index(es) {missing}" if missing
+                                                 else "does not exist"), file=sys.stderr)
+        return 2
+    walltime = read_walltime(script)
+    with spool.locked():
+        data = spool.load()
+        known = [sid for sid, sub in data["submissions"].items() if sub["name"] == name]
+        if known:  # a retried submit of the same job: never queue it twice
+            ensure_runner(spool, data)
+            print(known[0])
+            return 0
+        data["seq"] += 1
+        sid = f"local-{data['seq']}"
+        data["submissions"][sid] = {"name": name, "script": str(script), "submitted_at": time.time()}
+        for index in indices:
+            entry = entries[index]
+            task_id = f"{sid}_{index}"
+            data["tasks"][task_id] = {
+                "task_id": task_id, "submission": sid, "index": index, "name": name, "script": str(script),
+                "config": entry.name, "attempt": entry.attempt, "device": entry.device, "gpus": entry.gpus,
+                "walltime_s": walltime, "state": "queued", "submitted_at": time.time()}
+        spool.save(data, fsync=True)
+        ensure_runner(spool, data)
+    print(sid)
+    return 0
+
+
+def cmd_status(spool: Spool) -> int:
+    with spool.locked():
+        data = spool.load()
+        alive = spool.runner_alive()
+        restarted = False
+        if not alive and has_work(data):
+            start_runner(spool)  # the runner died (or exited early): poll restarts it here
+            restarted = True
+    tasks = [public(t) for t in data["tasks"].values()]
+    print(json.dumps({"runner_alive": alive, "runner_pid": spool.runner_pid() if alive else None,
+                      "runner_restarted": restarted, "tasks": tasks}))
+    return 0
+
+
+def cmd_cancel(spool: Spool, ids: Sequence[str]) -> int:
+    now = time.time()
+    done, unknown = 0, []
+    with spool.locked():
+        data = spool.load()
+        tasks = data["tasks"].values()
+        for ident in ids:
+            chosen = [t for t in tasks if t["task_id"] == ident or t["submission"] == ident]
+            if not chosen:
+                unknown.append(ident)
+            for task in chosen:
+                done += _cancel_task(task, now)
+        spool.save(data, fsync=True)
+        ensure_runner(spool, data)  # someone must send the SIGKILL after the grace and record the end
+    for ident in unknown:
+        print(f"hpc-sweep runner: unknown job id {ident}", file=sys.stderr)
+    print(f"cancelled {done} task(s)")
+    return 0
+
+
+def _cancel_task(task: dict, now: float) -> int:
+    if task["state"] == "queued":
+        task.update(state="finished", ended_at=now, reason="cancelled",
+                    stop={"why": "cancelled", "at": now, "term_sent": True, "kill_sent": True})
+        task["outcome"] = outcome(task)
+        return 1
+    if task["state"] != "running" or task.get("stop"):
+        return 0
+    task["reason"] = "cancelled"
+    task["stop"] = {"why": "cancelled", "at": now, "term_sent": False, "kill_sent": False}
+    if task.get("pid") is not None:
+        # Only a process whose recorded (pid, start time) still match is signalled: a reused pid never is.
+        task["stop"]["term_sent"] = signal_run(task, signal.SIGTERM, whole_group=False)
+    return 1
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m hpc_sweep.runner", description=__doc__.split("\n\n")[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    for name in ("run", "status", "submit", "cancel"):
+        cmd = sub.add_parser(name)
+        cmd.add_argument("--sweep", required=True, type=Path)
+        if name == "submit":
+            cmd.add_argument("--name", required=True)
+            cmd.add_argument("script")
+            cmd.add_argument("indices", nargs="*")
+        if name == "cancel":
+            cmd.add_argument("ids", nargs="*")
+    args = parser.parse_args(argv)
+    spool = Spool(args.sweep)
+    if args.command == "run":
+        return Runner(spool, load_settings(spool.sweep)).run()
+    if args.command == "status":
+        return cmd_status(spool)
+    if args.command == "submit":
+        return cmd_submit(spool, args.name, args.script, args.indices)
+    return cmd_cancel(spool, args.ids)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
