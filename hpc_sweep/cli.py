@@ -133,6 +133,31 @@ def status(sweep_dir: Path, fmt: str, states: tuple, sort: str, refresh: bool) -
         session.close()
 
 
+@cli.command()
+@SWEEP_DIR
+@click.option("--out", type=click.Path(dir_okay=False, path_type=Path),
+              help="Where to write it (default: report.html, or report.md, in the sweep folder).")
+@click.option("--format", "fmt", type=click.Choice(["html", "markdown"]),
+              help="Default: markdown when --out ends in .md, else html.")
+def report(sweep_dir: Path, out: Optional[Path], fmt: Optional[str]) -> None:
+    """Rank configs, show loss curves and each parameter's effect, name the best parameter set.
+
+    HTML is one self-contained file for any browser; markdown suits terminals and repositories (plots go
+    beside it as PNG files). Plots need matplotlib: pip install 'hpc-sweep[plot]'.
+
+    \b
+    Examples:
+      hpc-sweep report my-sweep
+      hpc-sweep report my-sweep --format markdown --out results/report.md
+    """
+    from hpc_sweep.report import PLOT_HINT, write_report
+
+    result = write_report(sweep_dir, out, fmt)
+    if not result.plots:
+        _say(f"note: {PLOT_HINT}", err=True)
+    _say(str(result.path))
+
+
 def _locked_session(sweep_dir: Path, blocking: bool = True):
     """Open the sweep and take the writers' lock; yields (session, held)."""
     from contextlib import contextmanager
@@ -170,6 +195,48 @@ def render(sweep_dir: Path, only: tuple) -> None:
             script = session.paths.script / f"{name}.sh"
             _say(f"==> {script} (array {array or 'none'}: {', '.join(configs[:6])}{' ...' if len(configs) > 6 else ''})")
             _say(script.read_text())
+
+
+@cli.command()
+@SWEEP_DIR
+@click.option("--count", type=int, help="How many configs to try (default: [smoke] count, 2).")
+@click.option("--timeout", "timeout_text", help="How long to wait for them, e.g. 15m (default: [smoke] timeout).")
+def smoke(sweep_dir: Path, count: Optional[int], timeout_text: Optional[str]) -> None:
+    """Run a few configs shortened through the real backend and say whether they work.
+
+    The configs get the [smoke] overrides (e.g. 2 epochs) and the smoke walltime; everything lives in .test/,
+    so the sweep's own state is untouched. Exit status 0 only if every smoke run completed.
+
+    \b
+    Example:
+      hpc-sweep smoke my-sweep --count 1 --timeout 20m
+    """
+    from hpc_sweep.durations import parse_duration
+    from hpc_sweep.smoke import is_tty, progress_line, report_lines, run_smoke
+
+    timeout_s = None
+    if timeout_text is not None:
+        try:
+            timeout_s = parse_duration(timeout_text)
+        except ValueError as exc:
+            raise UserError(f"--timeout: {exc}") from None
+    tty, last = is_tty(), [""]
+
+    def show(states: dict, elapsed: float) -> None:
+        line = progress_line(states, elapsed)
+        if tty:
+            click.echo("\r" + line.ljust(len(last[0])), nl=False)
+        elif line.split(" (")[0] != last[0].split(" (")[0]:
+            _say(line)  # not a terminal: a line only when the counts change
+        last[0] = line
+
+    report = run_smoke(sweep_dir, count, timeout_s, echo=_say, progress=show)
+    if tty and last[0]:
+        click.echo("")
+    for line in report_lines(report):
+        _say(line)
+    if not report.passed:
+        raise RuntimeFailure("smoke test failed; see above")
 
 
 @cli.command()

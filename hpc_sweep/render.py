@@ -111,6 +111,7 @@ def script_context(session, job_name: str, array: Optional[str], ntasks: int, gp
         "partition": profile.partition, "queue": profile.queue, "account": profile.account, "qos": profile.qos,
         "extra_directives": profile.extra_directives, "setup": profile.setup,
         "command": shell_command(spec.command), "index_var": adapter.index_env, "task_id_var": adapter.task_id_env,
+        "submission_var": adapter.submission_env,
         "port_base": PORT_BASE, "port_span": PORT_SPAN, "scheduler": profile.scheduler,
     }
 

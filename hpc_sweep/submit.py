@@ -80,10 +80,13 @@ def _submission_from_markers(session, sub: dict) -> Optional[str]:
         marker = session.paths.markers / f"{att['config']}.{att['attempt']}.start"
         if marker.exists():
             try:
-                job_id = json.loads(marker.read_text())["job_id"]
-            except (ValueError, KeyError, OSError):
+                data = json.loads(marker.read_text())
+            except (ValueError, OSError):
                 continue
-            return _submission_of(job_id)
+            if data.get("submission_id"):
+                return data["submission_id"]
+            if data.get("job_id"):
+                return _submission_of(data["job_id"])
     return None
 
 

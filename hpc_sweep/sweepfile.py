@@ -25,7 +25,7 @@ _SECTIONS = {
               "allow_new_keys", "throttle", "cpus_per_gpu", "mem_per_gpu"),
     "grid": None, "zip": None, "configs": None, "random": ("count", "seed", "params"), "fixed": None,
     "smoke": ("count", "timeout", "walltime", "overrides"),
-    "log": ("path", "epoch", "train_loss", "val_loss", "outputs_key", "max_epoch_key"),
+    "log": ("path", "epoch", "train_loss", "val_loss", "finished", "outputs_key", "max_epoch_key"),
     "poll": ("min_interval",),
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -323,7 +323,7 @@ def _parse_extras(reader: _Reader, data: dict, spec: SweepSpec) -> None:
     for key, value in log.items():
         if not isinstance(value, str):
             raise reader.fail(f"log.{key}", "must be a string")
-        if key in ("epoch", "train_loss", "val_loss"):
+        if key in ("epoch", "train_loss", "val_loss", "finished"):
             try:
                 re.compile(value)
             except re.error as exc:

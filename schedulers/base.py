@@ -97,6 +97,9 @@ class Scheduler:
     # Environment variable holding the array index inside a task, and the id of the task itself.
     index_env = ""
     task_id_env = ""
+    # Variable holding the id submit printed (Slurm's SLURM_JOB_ID is the task's own raw id, not the array's):
+    # the start marker records it so a crashed submit can be reconciled from markers alone.
+    submission_env = ""
 
     # -- submit ---------------------------------------------------------------------------------------
     def submit_argv(self, spec: SubmitSpec) -> list[str]:

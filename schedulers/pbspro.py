@@ -224,6 +224,27 @@ def parse_submitted_id(result: CommandResult) -> str:
     raise SchedulerError(classify_failure(msg), msg)
 
 
+def qdel_argv(ids: Sequence[str]) -> List[str]:
+    """``qdel`` with exact job ids only: no options, no ``all`` (Torque's ``qdel all`` deletes every job)."""
+    ids = list(ids)
+    if not ids:
+        raise ValueError("nothing to cancel")
+    bad = [i for i in ids if not JOB_ID_RE.match(i)]
+    if bad:
+        raise ValueError(f"refusing to qdel things that are not job ids: {bad!r}")
+    return ["qdel", *ids]
+
+
+def pending_reason(attrs: Mapping[str, Any]) -> Optional[str]:
+    """Why a queued job waits: its comment (``Not Running: ...``), or its hold types when held."""
+    comment = str(attrs.get("comment") or "").strip()
+    if comment and not comment.startswith("Job Array Began"):  # template copies repeat the parent's
+        return comment
+    if str(attrs.get("job_state", "")).strip() == "H":
+        return f"held (Hold_Types={attrs.get('Hold_Types', '?')})"
+    return None
+
+
 def parse_cancel_result(result: CommandResult) -> None:
     """Raise SchedulerError unless qdel did its job. Jobs already gone (finished/unknown) are not an error."""
     if result.returncode == 0:
@@ -463,9 +484,10 @@ def version_tuple(version: str) -> Tuple[int, ...]:
 def throttle_supported(pbs_version: str) -> bool:
     """Whether ``qsub -J X-Y%N`` is accepted: OpenPBS >= 22.05 (older PBS Pro rejects ``%N``).
 
-    Commercial PBS Professional numbers releases by year (``2021.1``, ``2024.1``); from 2022 on it shares the
-    OpenPBS 22.05 code base. Unknown or unparsable versions answer False: the safe choice, as an unsupported
-    ``%N`` makes qsub fail while a missing one only loses the throttle.
+    Commercial PBS Professional numbers releases by year (``2021.1``, ``2024.1``); releases from 2022 on (the
+    year of OpenPBS 22.05) are assumed to have it, which is a guess: probe once where it matters. Older or
+    unparsable versions answer False, the safe side: an unsupported ``%N`` makes qsub fail, while a missing
+    one only loses the throttle.
     """
     nums = version_tuple(pbs_version)
     if not nums:
@@ -484,6 +506,14 @@ def parse_pbs_version(result: CommandResult) -> Optional[str]:
     return m.group(1) if m else None
 
 
+def listed_ids(stdout: str) -> Optional[List[str]]:
+    """The ids of ``qselect`` output (one full id a line), or None when stdout is something else."""
+    lines = [ln.strip() for ln in stdout.splitlines() if ln.strip()]
+    if lines and all(JOB_ID_RE.match(ln) for ln in lines):
+        return lines
+    return None if lines else []
+
+
 # ---------------------------------------------------------------------------------------------------------
 # The adapter
 # ---------------------------------------------------------------------------------------------------------
@@ -491,7 +521,6 @@ def parse_pbs_version(result: CommandResult) -> Optional[str]:
 # qstat stderr lines that concern single ids and do not make the whole answer wrong.
 _IGNORABLE_QSTAT_RE = re.compile(r"Unknown Job Id|Job has finished, use -x or -H", re.IGNORECASE)
 _NO_HISTORY_RE = re.compile(r"not configured to maintain job history", re.IGNORECASE)
-_NOT_RUNNING_COMMENT_RE = re.compile(r"^Job Array Began")  # template copies repeat the parent's comment
 
 
 class PbsProScheduler(Scheduler):
@@ -504,6 +533,7 @@ class PbsProScheduler(Scheduler):
     name = "pbspro"
     index_env = "PBS_ARRAY_INDEX"
     task_id_env = "PBS_JOBID"
+    submission_env = "PBS_ARRAY_ID"
 
     def __init__(self, history: bool = True):
         self.history = history
@@ -537,12 +567,29 @@ class PbsProScheduler(Scheduler):
 
     # -- live queue --------------------------------------------------------------------------------------
     def live_argv(self, user: str, submission_ids: Sequence[str] = ()) -> List[str]:
-        """ONE qstat for all our recorded submissions (``123[].server``; ``-t`` expands their subjobs)."""
+        """ONE qstat for all our recorded submissions (``123[].server``; ``-t`` expands their subjobs).
+
+        With none recorded there is nothing of ours to ask about, and a qstat without ids would list every
+        job of every user (history included): ``qselect -u <user>`` then lists the user's unfinished jobs,
+        ids only, so that the room left in the queue still counts them (see :meth:`parse_live`).
+        """
         if not submission_ids:
-            # Without ids qstat would list every job of every user, history included.
-            raise ValueError("PBS polls name the submissions to ask about: pass at least one id")
+            return ["qselect", "-u", user]
         flags = ["-f", "-F", "json"] + (["-x"] if self.history else []) + ["-t"]
         return ["qstat", *flags, *submission_ids]
+
+    def lookup_argv(self, user: str, job_name: str) -> List[str]:
+        """Not in the base contract: the submissions named ``job_name`` (to reconcile an intent after a
+        transient qsub: the live query only names recorded ids, so it cannot find an unrecorded one)."""
+        return ["qselect"] + (["-x"] if self.history else []) + ["-u", user, "-N", job_name]
+
+    def parse_lookup(self, result: CommandResult) -> List[str]:
+        """Submission ids printed by :meth:`lookup_argv` (empty: no such job)."""
+        self._raise_for_qstat_errors(result)
+        ids = listed_ids(result.stdout or "")
+        if ids is None:
+            raise SchedulerError("transient", f"qselect output not understood: {message_of(result)[:200]!r}")
+        return [submission_id_of(i) for i in ids]
 
     def live_argv_text(self, submission_ids: Sequence[str]) -> List[str]:
         """The same question in ``qstat -f`` text, for servers whose qstat has no ``-F json``."""
@@ -559,6 +606,9 @@ class PbsProScheduler(Scheduler):
                 raise SchedulerError("transient", f"qstat exited with status {result.returncode} and printed nothing")
             if not stdout.strip():
                 return []  # nothing printed, and stderr only named ids that are unknown/finished
+            ids = listed_ids(stdout)
+            if ids is not None:
+                return [self._listed_record(jid) for jid in ids]
             first = stdout.strip().splitlines()[0]
             raise SchedulerError("transient", f"qstat output not understood (neither JSON nor -f text): {first!r}")
         return self.records_from_jobs(jobs)
@@ -606,6 +656,13 @@ class PbsProScheduler(Scheduler):
             records.append(self._task_record(jid, attrs))
         return records
 
+    @staticmethod
+    def _listed_record(jid: str) -> TaskRecord:
+        """A job qselect listed: not finished, state not asked (an array counts once here)."""
+        _seq, index, _server = split_job_id(jid)
+        return TaskRecord(task_id=jid, submission_id=submission_id_of(jid), index=int(index) if index else None,
+                          name=None, state=UNKNOWN, raw_state="", reason="listed by qselect; state not asked")
+
     def _task_record(self, jid: str, a: Attrs) -> TaskRecord:
         _seq, index, _server = split_job_id(jid)
         raw = str(a.get("job_state", "")).strip()
@@ -637,14 +694,10 @@ class PbsProScheduler(Scheduler):
 
     @staticmethod
     def _reason(state: str, a: Attrs) -> Optional[str]:
-        comment = a.get("comment")
-        comment = str(comment).strip() if comment else None
         if state == PENDING:
-            if comment and not _NOT_RUNNING_COMMENT_RE.match(comment):
-                return comment
-            holds = str(a.get("Hold_Types", "n"))
-            return f"held (Hold_Types={holds})" if str(a.get("job_state")) == "H" else None
-        return comment if state in FINAL_STATES else None
+            return pending_reason(a)
+        # PBS comments on finished jobs say how they ended ("... and exceeded resource walltime").
+        return str(a["comment"]).strip() if state in FINAL_STATES and a.get("comment") else None
 
     def _records_from_parent(self, jid: str, a: Attrs) -> List[TaskRecord]:
         """Subjob records an array parent vouches for when the answer holds no subjobs (asked without -t).
@@ -661,7 +714,7 @@ class PbsProScheduler(Scheduler):
             indices, state, code = expand_indices(a.get("array_indices_submitted")), COMPLETED, 0
         else:
             indices, state, code = expand_indices(a.get("array_indices_remaining")), PENDING, None
-        reason = str(comment) if state == PENDING and comment and not _NOT_RUNNING_COMMENT_RE.match(str(comment)) else None
+        reason = pending_reason({"comment": comment}) if state == PENDING else None
         return [
             TaskRecord(task_id=task_id_for(jid, i), submission_id=jid, index=i, name=name, state=state,
                        raw_state=("F" if state == COMPLETED else "Q"), reason=reason, exit_code=code,
@@ -672,13 +725,7 @@ class PbsProScheduler(Scheduler):
     # -- cancel ------------------------------------------------------------------------------------------
     def cancel_argv(self, task_or_submission_ids: Sequence[str]) -> List[str]:
         """``qdel`` with exact ids (``123[]`` deletes the whole array, ``123[4]`` one subjob)."""
-        ids = list(task_or_submission_ids)
-        if not ids:
-            raise ValueError("nothing to cancel")
-        bad = [i for i in ids if not JOB_ID_RE.match(i)]
-        if bad:
-            raise ValueError(f"refusing to qdel things that are not job ids: {bad!r}")
-        return ["qdel", *ids]
+        return qdel_argv(task_or_submission_ids)
 
     def parse_cancel(self, result: CommandResult) -> None:
         """Not in the base contract: OK for deleted or already-gone jobs, SchedulerError otherwise."""

@@ -91,6 +91,7 @@ class SlurmScheduler(Scheduler):
     index_env = "SLURM_ARRAY_TASK_ID"
     # The task's OWN job id (46 for task 42_2): markers should also record SLURM_ARRAY_JOB_ID and the index.
     task_id_env = "SLURM_JOB_ID"
+    submission_env = "SLURM_ARRAY_JOB_ID"
 
     def __init__(self, version: Optional[Tuple[int, ...]] = None):
         self.version = tuple(version) if version else None
@@ -289,6 +290,10 @@ def split_task_id(task_id: str, folded_indices: Optional[str] = None) -> Tuple[s
 
     ``folded_indices`` (squeue ``%K``) is preferred for a folded id: ``%i`` is cut at 32 characters."""
     task_id = task_id.strip()
+    if not folded_indices or folded_indices.strip() in ("", "N/A"):
+        read = _read_with_submitit(task_id)
+        if read is not None:
+            return read
     match = _TASK.fullmatch(task_id)
     if match:
         return match.group(1), [int(match.group(2))]
@@ -302,6 +307,32 @@ def split_task_id(task_id: str, folded_indices: Optional[str] = None) -> Tuple[s
 
 # ----------------------------------------------------------------------------------------------------------------
 # value parsers
+
+
+def _read_with_submitit(task_id: str) -> Optional[Tuple[str, List[Optional[int]]]]:
+    """submitit's Slurm job-id reader for the spellings it knows (``42_3``, ``43_[0-3,7%2]``, ``747``); None where
+    it cannot read one (stepped ranges ``0-60:2``, lists Slurm cut short with ``...``), which we read ourselves."""
+    import warnings
+
+    from submitit.slurm.slurm import read_job_id
+
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            parts = read_job_id(task_id)
+    except (ValueError, IndexError):
+        return None
+    main = parts[0][0]
+    if not main.isdigit() or any(p[0] != main for p in parts):
+        return None
+    if len(parts) == 1 and len(parts[0]) == 1:
+        return (main, [None]) if task_id == main else None
+    indices: List[Optional[int]] = []
+    for part in parts:
+        first = int(part[1])
+        last = int(part[2]) if len(part) > 2 else first
+        indices.extend(range(first, last + 1))
+    return main, indices
 
 
 def normalise_state(raw: str) -> str:

@@ -49,6 +49,8 @@ from hpc_sweep.schedulers.pbspro import (
     parse_qstat_f_text,
     parse_submitted_id,
     pbs_time_to_iso,
+    pending_reason,
+    qdel_argv,
     split_job_id,
     submission_id_of,
 )
@@ -232,16 +234,16 @@ class TorqueScheduler(Scheduler):
         exit_code = as_int(a.get("exit_status"))
         state = torque_state(raw, exit_code)
         ran = bool(a.get("exec_host")) or a.get("start_time") is not None
-        comment = a.get("comment")
         elapsed = hms_to_seconds(a.get("resources_used.walltime"))
         return TaskRecord(
             task_id=jid,
             submission_id=submission_id_of(jid),
             index=index,
-            name=a.get("Job_Name"),
+            # Torque names subjob i "<name>-i"; report the submission's name so reconciling by name works.
+            name=submission_name(a.get("Job_Name"), index if id_index else None),
             state=state,
             raw_state=raw,
-            reason=str(comment) if comment and (state == PENDING or state in FINAL_STATES) else None,
+            reason=pending_reason(a) if state == PENDING else None,  # Torque comments on others are chatter
             # A running job may still carry the exit status of an earlier, requeued run (-3 = retry).
             exit_code=exit_code if state in FINAL_STATES else None,
             elapsed_s=elapsed if elapsed is not None else _float(a.get("total_runtime")),
@@ -253,13 +255,7 @@ class TorqueScheduler(Scheduler):
     # -- cancel ------------------------------------------------------------------------------------------
     def cancel_argv(self, task_or_submission_ids: Sequence[str]) -> List[str]:
         """``qdel`` with exact ids only: Torque's ``qdel all`` would delete every job the user may delete."""
-        ids = list(task_or_submission_ids)
-        if not ids:
-            raise ValueError("nothing to cancel")
-        bad = [i for i in ids if not JOB_ID_RE.match(i)]
-        if bad:
-            raise ValueError(f"refusing to qdel things that are not job ids: {bad!r}")
-        return ["qdel", *ids]
+        return qdel_argv(task_or_submission_ids)
 
     def parse_cancel(self, result: CommandResult) -> None:
         """Not in the base contract: OK for deleted or already-gone jobs, SchedulerError otherwise."""

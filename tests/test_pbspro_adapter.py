@@ -548,8 +548,23 @@ def test_live_argv() -> None:
     assert S.live_argv("bob", ["0[].vm", "5.vm"]) == ["qstat", "-f", "-F", "json", "-x", "-t", "0[].vm", "5.vm"]
     assert PbsProScheduler(history=False).live_argv("bob", ["0[].vm"]) == ["qstat", "-f", "-F", "json", "-t", "0[].vm"]
     assert S.live_argv_text(["0[].vm"]) == ["qstat", "-f", "-x", "-t", "0[].vm"]
-    with pytest.raises(ValueError):
-        S.live_argv("bob", [])
+    # Nothing recorded yet: no qstat without ids (every user's jobs and history); qselect lists the user's.
+    assert S.live_argv("bob", []) == ["qselect", "-u", "bob"]
+
+
+def test_qselect_listing_counts_as_unfinished_jobs() -> None:
+    recs = S.parse_live(CommandResult(["qselect", "-u", "bob"], 0, "12[].vm\n13.vm\n", ""))
+    assert [(r.task_id, r.submission_id, r.state) for r in recs] == [("12[].vm", "12[].vm", UNKNOWN),
+                                                                    ("13.vm", "13.vm", UNKNOWN)]
+    assert S.parse_live(CommandResult(["qselect", "-u", "bob"], 0, "", "")) == []
+
+
+def test_lookup_by_name() -> None:
+    assert S.lookup_argv("bob", "sw-g1-3") == ["qselect", "-x", "-u", "bob", "-N", "sw-g1-3"]
+    assert S.parse_lookup(CommandResult(["qselect"], 0, "41[].vm\n", "")) == ["41[].vm"]
+    assert S.parse_lookup(CommandResult(["qselect"], 0, "", "")) == []
+    with pytest.raises(SchedulerError):
+        S.parse_lookup(CommandResult(["qselect"], 255, "", "qselect: cannot connect to server vm (errno=15010)\n"))
 
 
 def test_cancel_argv() -> None:
@@ -749,8 +764,12 @@ def test_fake_refusals(tmp_path: Path, fake: Dict[str, str]) -> None:
 
 
 def test_fake_plain_job_and_limits(tmp_path: Path, fake: Dict[str, str]) -> None:
+    assert S.parse_live(run(S.live_argv("bob", []), fake)) == []
     sid = submit(tmp_path, fake, "")
     assert sid == "0.vm"
+    assert [r.task_id for r in S.parse_live(run(S.live_argv("bob", []), fake))] == ["0.vm"]
+    assert S.parse_lookup(run(S.lookup_argv("bob", "sweep-g0-1"), fake)) == ["0.vm"]
+    assert S.parse_lookup(run(S.lookup_argv("bob", "other"), fake)) == []
     assert poll(fake, [sid, "99[].vm"]) == {None: PENDING}
     fakepbs.set_state(sid, None, "R")
     fakepbs.set_state(sid, None, "F", 1)

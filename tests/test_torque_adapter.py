@@ -92,6 +92,7 @@ def _(path: Path) -> None:
         "549159": PENDING, "555716": RUNNING, "556491": RUNNING, "546437": CANCELLED, "547637": PENDING,
         "547683": PENDING, "549004": PENDING, "549005": PENDING, "549008": PENDING, "543984": CANCELLED}
     assert recs["546437"].exit_code == 271 and recs["543984"].exit_code == 271
+    assert recs["549159"].reason == "held (Hold_Types=s)"
     assert recs["555716"].start == "2015-06-28T23:20:51"
     # The multi-line sched_hint (unindented lines, blank lines) does not swallow the attributes after it.
     attrs = parse_qstat_f_text(captures.read(path))["543984"]
@@ -152,7 +153,9 @@ def _(path: Path) -> None:
     # The running job still carries exit_status -3 from a requeued run: not reported as its exit.
     assert recs["665199.superserver.stanford.edu"].exit_code is None
     sub = recs["673175[19].fruster.stanford.edu"]
-    assert (sub.name, submission_name(sub.name, sub.index)) == ("t.sh-19", "t.sh")
+    # Torque calls the subjob "t.sh-19"; the record carries the submission's name for reconciling by name.
+    assert parse_qstat_xml(captures.read(path))[sub.task_id]["Job_Name"] == "t.sh-19"
+    assert sub.name == "t.sh" == submission_name("t.sh-19", 19)
     # The parent and its subjobs spell the server differently in this capture: match by submission_key.
     assert submission_key(sub.submission_id) == submission_key("673175[].superserver.stanford.edu")
 
@@ -376,7 +379,7 @@ def test_fake_torque_slot_limit_and_errors(tmp_path: Path, fake: Dict[str, str])
     sid = submit(tmp_path, fake, "#PBS -t 1,3,5-7%2\n")
     recs = T.parse_live(run(T.live_argv("bob"), fake))
     assert {r.index: r.raw_state for r in recs} == {1: "Q", 3: "Q", 5: "H", 6: "H", 7: "H"}
-    assert {submission_name(r.name, r.index) for r in recs} == {"sweep-g0-1"}
+    assert {r.name for r in recs} == {"sweep-g0-1"}
     assert {r.submission_id for r in recs} == {sid}
     expect_error("rejected", lambda: submit(tmp_path, fake, "#PBS -J 0-3\n"))  # PBS Pro syntax on Torque
     expect_error("limit", lambda: submit(tmp_path, dict(fake, FAKE_PBS_MAX_QUEUED="6"), "#PBS -t 0-3\n"))

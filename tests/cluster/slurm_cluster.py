@@ -351,7 +351,7 @@ class SlurmCluster:
         want = "" if value < 0 else str(value)
 
         def applied() -> bool:
-            r = self.run_as_root(["sacctmgr", "-n", "-P", "show", "assoc", f"where", f"user={self.user}",
+            r = self.run_as_root(["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={self.user}",
                                   "format=MaxSubmit"])
             if r.returncode != 0 or r.stdout.strip() != want:
                 return False

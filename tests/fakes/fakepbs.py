@@ -1,4 +1,4 @@
-"""Stand-in PBS Pro / Torque commands for tests (``qsub``, ``qstat``, ``qdel`` in this folder).
+"""Stand-in PBS Pro / Torque commands for tests (``qsub``, ``qstat``, ``qdel``, ``qselect`` in this folder).
 
 Put this folder first on PATH (see :func:`environ`). The commands:
 
@@ -494,7 +494,8 @@ def _pbs_task_record(jid: str, job: Dict[str, Any], task: Dict[str, Any], parent
     return _pbs_ran(jid, job, task, letter)
 
 
-def _pbs_select(table: Dict[str, Any], ids: Sequence[str], expand: bool, history: bool) -> Tuple[Dict[str, Any], str, int]:
+def _pbs_select(table: Dict[str, Any], ids: Sequence[str], expand: bool,
+                history: bool) -> Tuple[Dict[str, Any], str, int]:
     out: Dict[str, Any] = {}
     errors, rc = "", 0
     wanted = list(ids) or [f"{s}[].{_server()}" if j["indices"] is not None else f"{s}.{_server()}"
@@ -720,10 +721,32 @@ def qdel(args: Sequence[str]) -> Output:
     return "", errors, rc
 
 
+# ---------------------------------------------------------------------------------------------------------
+# qselect [-x] [-u user] [-N name]: full ids, one a line (array parents, not subjobs)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def qselect(args: Sequence[str]) -> Output:
+    if os.environ.get("FAKE_PBS_DOWN"):
+        return _down("qselect", flavor())
+    opts = _options([a for a in args if a != "-x"])
+    table, lines = load(), []
+    for seq, job in table["jobs"].items():
+        finished = _parent_letter(job, "pbspro") == "F"
+        if finished and "-x" not in args:
+            continue
+        if "N" in opts and job["name"] != opts["N"][-1]:
+            continue
+        if "u" in opts and opts["u"][-1] != _user():
+            continue
+        lines.append(f"{seq}[].{_server()}" if job["indices"] is not None else f"{seq}.{_server()}")
+    return "".join(line + "\n" for line in lines), "", 0
+
+
 def main(command: str) -> int:
-    """Entry point of the ``qsub``/``qstat``/``qdel`` scripts in this folder."""
+    """Entry point of the ``qsub``/``qstat``/``qdel``/``qselect`` scripts in this folder."""
     log_call(sys.argv)
-    handler = {"qsub": qsub, "qstat": qstat, "qdel": qdel}[command]
+    handler = {"qsub": qsub, "qstat": qstat, "qdel": qdel, "qselect": qselect}[command]
     stdout, stderr, rc = handler(sys.argv[1:])
     sys.stdout.write(stdout)
     sys.stderr.write(stderr)
