@@ -103,7 +103,8 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
                 kind, reason = found
                 if state == "failed" and kind in ("oom", "timeout"):
                     state = kind
-            reason = reason or _exit_reason(state, fields.get("exit_code"))
+            # The scheduler's own word last (the local runner says "time limit", "needs 3 GPUs; ...").
+            reason = reason or _exit_reason(state, fields.get("exit_code")) or record.reason
         return state, reason, fields
     if end is not None:
         code = end.get("exit_code")

@@ -1,0 +1,51 @@
+#!/bin/bash
+#PBS -N render-test-PREFIX-gpu2-1
+#PBS -J 0-2
+#PBS -j oe
+#PBS -o /SWEEP/logs/render-test-PREFIX-gpu2-1_^array_index^.out
+#PBS -l walltime=02:30:00
+#PBS -l select=1:ncpus=8:ngpus=2:mem=32768mb
+# Written by hpc-sweep 0.1.0 for sweep render-test, submission render-test-PREFIX-gpu2-1 (3 task(s)).
+# Each task finds its config from its array index through the map below, records start and exit markers,
+# runs the site's setup lines and the command. Re-render with `hpc-sweep render`; do not edit by hand.
+set -u
+HPCS_SWEEP_DIR=/SWEEP
+HPCS_MAP=/SWEEP/script/render-test-PREFIX-gpu2-1.map
+HPCS_MARKERS=/SWEEP/.hpc_sweep/markers
+HPCS_LOGS=/SWEEP/logs
+HPCS_INDEX="${PBS_ARRAY_INDEX:-0}"
+HPCS_TASK_ID="${PBS_JOBID:-unknown}"
+HPCS_SUBMISSION_ID="${PBS_ARRAY_ID:-}"
+# The map is tab-separated: index, config, attempt, config file, outputs folder, device, GPUs.
+HPCS_LINE=$(awk -F '\t' -v i="$HPCS_INDEX" '$1 == i { print; exit }' "$HPCS_MAP")
+if [ -z "$HPCS_LINE" ]; then
+    echo "hpc-sweep: no config for array index $HPCS_INDEX in $HPCS_MAP" >&2
+    exit 3
+fi
+IFS=$'\t' read -r _ HPCS_NAME HPCS_ATTEMPT HPCS_CONFIG HPCS_OUTPUTS HPCS_DEVICE HPCS_GPUS <<< "$HPCS_LINE"
+HPCS_PORT=$(( 29500 + HPCS_INDEX % 2000 ))
+export HPCS_NAME HPCS_ATTEMPT HPCS_CONFIG HPCS_OUTPUTS HPCS_DEVICE HPCS_GPUS HPCS_PORT HPCS_INDEX
+# Markers make status right even where accounting (sacct, job history) is off.
+HPCS_MARKER="$HPCS_MARKERS/$HPCS_NAME.$HPCS_ATTEMPT"
+HPCS_RUN_LOG="$HPCS_LOGS/$HPCS_NAME.$HPCS_ATTEMPT.log"
+printf '{"job_id": "%s", "submission_id": "%s", "host": "%s", "time": %s, "index": %s, "pid": %s}\n' \
+    "$HPCS_TASK_ID" "$HPCS_SUBMISSION_ID" "$(hostname)" "$(date +%s)" "$HPCS_INDEX" "$$" > "$HPCS_MARKER.start.tmp" \
+    && mv -f "$HPCS_MARKER.start.tmp" "$HPCS_MARKER.start"
+hpcs_record_exit() {
+    printf '{"exit_code": %s, "time": %s}\n' "$1" "$(date +%s)" > "$HPCS_MARKER.exit.tmp" \
+        && mv -f "$HPCS_MARKER.exit.tmp" "$HPCS_MARKER.exit"
+}
+cd "$HPCS_SWEEP_DIR" || { hpcs_record_exit 2; exit 2; }
+# The command runs in the background so a TERM from the scheduler (time limit, cancel) reaches it and the
+# exit marker is still written; its output goes to logs/<config>.<attempt>.log.
+( exec cat "$HPCS_CONFIG" ) >> "$HPCS_RUN_LOG" 2>&1 &
+HPCS_CHILD=$!
+trap 'kill -TERM "$HPCS_CHILD" 2>/dev/null' TERM INT
+wait "$HPCS_CHILD"
+HPCS_CODE=$?
+while kill -0 "$HPCS_CHILD" 2>/dev/null; do
+    wait "$HPCS_CHILD"
+    HPCS_CODE=$?
+done
+hpcs_record_exit "$HPCS_CODE"
+exit "$HPCS_CODE"
