@@ -119,7 +119,7 @@ class Sweep:
 
     def effects(self) -> list[dict]:
         """Per swept parameter, most influential first: key, levels (per value or bin: value, label, n, scored,
-        no_score, best, median, best_config, scores), influence (spread of the per-value medians / the overall
+        no_score, best, median, best_config, scores and their configs, best first), influence (spread of the per-value medians / the overall
         median; None when under two values have a score), best_value, best_label, numeric, binned, together_with
         (keys of the same [[zip]] group, which move with it and share its effect)."""
         return copy.deepcopy(self._effects())
@@ -372,7 +372,8 @@ def _level(value: Any, recs: list[dict], binned: bool) -> dict:
     label = f"{value[0]:g} – {value[1]:g}" if binned and value is not None else value_label(value)
     return {"value": value, "label": label, "n": len(recs), "scored": len(scores), "no_score": len(ended),
             "best": scores[0] if scores else None, "median": statistics.median(scores) if scores else None,
-            "best_config": scored[0]["config"] if scored else None, "scores": scores}
+            "best_config": scored[0]["config"] if scored else None, "scores": scores,
+            "configs": [r["config"] for r in scored]}
 
 
 # -- convergence and failures ----------------------------------------------------------------------------------

@@ -128,7 +128,7 @@ def status(sweep_dir: Path, fmt: str, states: tuple, sort: str, refresh: bool) -
             from hpc_sweep.poll import poll as run_poll
 
             run_poll(session, verbose=False)
-        _say(session.render_status(fmt, states, sort))
+        _say(session.render_status(fmt, states, sort).rstrip("\n"))
     finally:
         session.close()
 

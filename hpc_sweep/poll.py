@@ -88,6 +88,8 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
         fields["ended_at"] = end.get("time")
         fields["exit_code"] = end.get("exit_code")
     record = live if live is not None else acct
+    if record is not None and record.state == "cancelled" and record.exit_code is None and end is not None:
+        record = None  # a task that wrote its exit before the array was deleted: its own marker is the truth
     if record is not None and record.state not in FINAL_STATES and record.state != "unknown":
         if end is None or live is not None:
             return record.state, record.reason, fields

@@ -153,9 +153,10 @@ def build_page(data: dict, have_plots: bool) -> Page:
         Section("advice", "Advice", _advice_blocks(data)),
         Section("progress", "Progress", _progress_blocks(data["progress"])),
         Section("best", "Best config", _best_blocks(data["best"])),
-        Section("ranking", "Ranking", _ranking_blocks(data["ranking"], data["keys"], short)),
+        # The pictures before the long tables: a reader sees what won before scrolling through every config.
         Section("effects", "Parameter effects", _effect_blocks(data["effects"], have_plots)),
         Section("convergence", "Convergence", _convergence_blocks(data, short, have_plots)),
+        Section("ranking", "Ranking", _ranking_blocks(data["ranking"], data["keys"], short)),
         Section("failures", "Failures", _failure_blocks(data["failures"])),
     ]
     return Page(f"Sweep {status['sweep']}: report", meta, sections)
@@ -185,11 +186,12 @@ def _advice_blocks(data: dict) -> list:
 
 
 def _progress_blocks(prog: dict) -> list:
-    rows = [[state, str(n)] for state, n in prog["counts"].items()] + [["total", str(prog["total"])]]
+    header = [*prog["counts"], "total"]
+    counts = [*[str(n) for n in prog["counts"].values()], str(prog["total"])]
     used = f"GPU-hours used: {prog['gpu_hours']:.1f} ({prog['run_hours']:.1f} run-hours, all attempts)."
     if prog["unknown_durations"]:
         used += f" {prog['unknown_durations']} attempt(s) ran for an unknown time and are not counted."
-    return [Table(["state", "configs"], rows, (1,)), Para(used), Para(_eta_text(prog))]
+    return [Table(header, [counts], tuple(range(len(header)))), Para(used), Para(_eta_text(prog))]
 
 
 def _eta_text(prog: dict) -> str:
@@ -253,6 +255,8 @@ def _effect_blocks(effects: list, have_plots: bool) -> list:
                          "values' medians relative to the median of all scores.")]
     if have_plots:
         blocks.append(Image("effects", "score per parameter value (dots: configs, bars: medians)"))
+        blocks.append(Para(f"Dots are configs (the top {TOP_HIGHLIGHT} of the ranking in the colours of the loss "
+                           "curves below), black bars the medians."))
     for effect in effects:
         influence = "not enough scores" if effect["influence"] is None else f"influence {effect['influence']:.1%}"
         partners = f", moves with {', '.join(effect['together_with'])}" if effect["together_with"] else ""
@@ -314,7 +318,7 @@ def make_plots(data: dict) -> Optional[dict]:
         plots["curves"] = _curves_png(data)
     drawn = [e for e in data["effects"] if any(lv["scores"] for lv in e["levels"])][:EFFECT_PLOTS]
     if drawn:
-        plots["effects"] = _effects_png(drawn)
+        plots["effects"] = _effects_png(drawn, data["ranking"])
     return plots
 
 
@@ -387,19 +391,21 @@ def _points(rows: list, column: str, log: bool) -> list:
             if r[column] is not None and math.isfinite(r[column]) and (r[column] > 0 or not log)]
 
 
-def _effects_png(effects: list) -> bytes:
+def _effects_png(effects: list, ranking: list) -> bytes:
     cols = min(4, len(effects))
     rows = -(-len(effects) // cols)
     fig = _figure(3.2 * cols, 3.1 * rows)
     axes = fig.subplots(rows, cols, squeeze=False).ravel()
+    top = {r["config"]: n for n, r in enumerate(ranking[:TOP_HIGHLIGHT])}
     for ax, effect in zip(axes, effects):
-        _effect_axis(ax, effect)
+        _effect_axis(ax, effect, top)
     for ax in axes[len(effects):]:
         ax.set_visible(False)
     return _png(fig)
 
 
-def _effect_axis(ax, effect: dict) -> None:
+def _effect_axis(ax, effect: dict, top: dict) -> None:
+    """One parameter: every config's score at its value, the medians as bars, the top configs in colour."""
     levels = effect["levels"]
     if _log_scale([s for lv in levels for s in lv["scores"]]):
         ax.set_yscale("log")
@@ -407,9 +413,14 @@ def _effect_axis(ax, effect: dict) -> None:
         scores = level["scores"]
         if not scores:
             continue
-        # Spread the dots sideways (deterministically) so hundreds of configs at one value stay visible.
-        xs = [x + 0.5 * ((i + 0.5) / len(scores) - 0.5) for i in range(len(scores))]
-        ax.scatter(xs, scores, s=9, alpha=0.5, color=COLOURS[0], linewidths=0)
+        # Spread the dots sideways (golden-ratio steps: even, deterministic, not ordered by score) so hundreds
+        # of configs at one value stay visible.
+        xs = [x + 0.5 * ((i * 0.618034) % 1.0 - 0.5) for i in range(len(scores))]
+        ax.scatter(xs, scores, s=9, alpha=0.5, color="#7f7f7f", linewidths=0)
+        for x_dot, score, config in zip(xs, scores, level["configs"]):
+            if config in top:
+                ax.scatter([x_dot], [score], s=36, color=COLOURS[top[config] % len(COLOURS)], zorder=3,
+                           edgecolors="black", linewidths=0.5)
         if level["median"] is not None:
             ax.hlines(level["median"], x - 0.3, x + 0.3, colors="black", linewidth=2)
     ax.set_xticks(range(len(levels)))

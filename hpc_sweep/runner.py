@@ -401,6 +401,23 @@ def place(task: dict, gpus: Optional[list], settings: Settings, per_gpu: dict, c
 
 
 # -- the runner ------------------------------------------------------------------------------------------------------
+def _take_runner_lock(spool: Spool, patience_s: float = 3.0):
+    """The open, locked runner.lock, or None when another runner holds it. A status checking whether a runner
+    is alive holds the lock for an instant: retry a little so that check never turns a new runner away."""
+    spool.dir.mkdir(parents=True, exist_ok=True)
+    lock = open(spool.runner_lock, "a+")
+    deadline = time.monotonic() + patience_s
+    while True:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            return lock
+        except OSError:
+            if time.monotonic() >= deadline:
+                lock.close()
+                return None
+            time.sleep(0.05)
+
+
 class Runner:
     def __init__(self, spool: Spool, settings: Settings):
         self.spool = spool
@@ -415,11 +432,8 @@ class Runner:
     # -- main loop ----------------------------------------------------------------------------------------------
     def run(self) -> int:
         self.spool.dir.mkdir(parents=True, exist_ok=True)
-        lock = open(self.spool.runner_lock, "a+")
-        try:
-            fcntl.flock(lock, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError:
-            lock.close()
+        lock = _take_runner_lock(self.spool)
+        if lock is None:
             return 0  # another runner serves this sweep
         from hpc_sweep.atomicio import write_atomic
 
@@ -427,6 +441,11 @@ class Runner:
                      fsync=False)
         log(f"runner started for {self.spool.sweep} (cpu slots {self.settings.cpu_slots}, "
             f"{self.settings.runs_per_gpu} run(s) per GPU, >= {self.settings.gpu_min_free_mb} MiB free)")
+        with self.spool.locked():
+            self.refresh()
+        for task in self.data["tasks"].values():
+            if task["state"] == "running":  # started by an earlier runner: watched, never started again
+                log(f"{task['task_id']} ({task.get('config')}): adopting run pid {task.get('pid')}")
         try:
             self.loop(lock)
         finally:
@@ -448,8 +467,8 @@ class Runner:
                     if time.monotonic() - idle_since >= self.settings.idle_s:
                         # Give the runner lock up while holding the spool lock: a submit that queues work
                         # after this sees no runner and starts one.
-                        lock.close()
                         self.spool.pid_file.unlink(missing_ok=True)
+                        lock.close()
                         log("nothing queued or running: runner exits")
                         return
             time.sleep(self.settings.tick_s)

@@ -62,7 +62,8 @@ def reconcile_intents(session, records: Sequence[TaskRecord], report: SubmitRepo
         if rec.name:
             by_name.setdefault(rec.name, rec.submission_id)
     for sub in store.submissions("intent"):
-        found = by_name.get(sub["name"]) or _submission_from_markers(session, sub)
+        found = by_name.get(sub["name"]) or _lookup_by_name(session, sub["name"]) or \
+            _submission_from_markers(session, sub)
         with store.transaction():
             if found:
                 _record_submitted(session, sub, found)
@@ -71,6 +72,17 @@ def reconcile_intents(session, records: Sequence[TaskRecord], report: SubmitRepo
                 store.conn.execute("DELETE FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))
                 store.conn.execute("UPDATE submissions SET status = 'abandoned' WHERE name = ?", (sub["name"],))
                 report.abandoned.append(sub["name"])
+
+
+def _lookup_by_name(session, job_name: str) -> Optional[str]:
+    """Schedulers whose live query names only recorded ids (PBS) are asked by name. A failed lookup raises:
+    an intent is never dropped on a guess."""
+    adapter = session.scheduler
+    argv = adapter.lookup_argv(getpass.getuser(), job_name)
+    if argv is None:
+        return None
+    found = adapter.parse_lookup(shell.run(argv, timeout=60))
+    return found[0] if found else None
 
 
 def _submission_from_markers(session, sub: dict) -> Optional[str]:

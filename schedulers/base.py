@@ -130,6 +130,14 @@ class Scheduler:
     def cancel_argv(self, task_or_submission_ids: Sequence[str]) -> list[str]:
         raise NotImplementedError
 
+    # -- finding a submission by its unique name (where the live query cannot) ----------------------------------
+    def lookup_argv(self, user: str, job_name: str) -> Optional[list[str]]:
+        """None where :meth:`live_argv` already lists every job of the user with its name (Slurm)."""
+        return None
+
+    def parse_lookup(self, result: CommandResult) -> list[str]:
+        return []
+
     # -- limits --------------------------------------------------------------------------------------------
     def limits_argvs(self, user: str, queue: Optional[str] = None) -> list[list[str]]:
         """Commands whose outputs, in order, :meth:`parse_limits` reads."""

@@ -611,7 +611,23 @@ class PbsProScheduler(Scheduler):
                 return [self._listed_record(jid) for jid in ids]
             first = stdout.strip().splitlines()[0]
             raise SchedulerError("transient", f"qstat output not understood (neither JSON nor -f text): {first!r}")
+        self._raise_for_silent_omissions(result, jobs)
         return self.records_from_jobs(jobs)
+
+    @staticmethod
+    def _raise_for_silent_omissions(result: CommandResult, jobs: Mapping[str, Attrs]) -> None:
+        """Every id we asked about must be answered or named in stderr (unknown, finished).
+
+        Some OpenPBS builds answer ``qstat -f -F json a b`` with the first job only (openpbs#2672): jobs
+        missing without a word must not read as jobs that left the queue.
+        """
+        asked = [a for a in result.argv[1:] if JOB_ID_RE.match(a)]
+        answered = {submission_key(jid) for jid in jobs if JOB_ID_RE.match(jid)}
+        answered |= {submission_key(submission_id_of(jid)) for jid in jobs if JOB_ID_RE.match(jid)}
+        named = result.stderr or ""
+        silent = [a for a in asked if submission_key(a) not in answered and a not in named]
+        if silent:
+            raise SchedulerError("transient", f"qstat answered nothing, not even an error, for {', '.join(silent)}")
 
     def _raise_for_qstat_errors(self, result: CommandResult) -> None:
         stderr = result.stderr or ""

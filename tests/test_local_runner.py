@@ -106,8 +106,9 @@ def make_sweep(tmp_path: Path, command: str, env: Optional[dict] = None, fixed: 
     data: dict[str, Any] = {
         "sweep": {"name": "local-test", "program": "deeph", "base": "configs/.base_config.toml", "command": command,
                   "site": "site.toml", "walltime": "5m", **(sweep or {})},
-        "fixed": {**TINY, **(fixed or {})},
     }
+    swept = set(grid or {}) | {key for group in zips or [] for key in group}
+    data["fixed"] = {k: v for k, v in {**TINY, **(fixed or {})}.items() if k not in swept}
     if grid:
         data["grid"] = grid
     if zips:
@@ -251,7 +252,7 @@ def test_poll_restarts_a_killed_runner_without_duplicate_runs(tmp_path: Path, sw
     adopted = {c: t["pid"] for c, t in sweep.tasks().items() if t["state"] == "running"}
 
     sweep.cli("poll", str(sweep.root), "--force")
-    assert sweep.spool.runner_alive() or all_finished(sweep, 3)
+    wait_until(lambda: sweep.spool.runner_alive() or all_finished(sweep, 3), 5, "poll to restart the runner")
     wait_until(lambda: all_finished(sweep, 3), 30, "all runs to finish under the new runner")
 
     tasks = sweep.tasks()

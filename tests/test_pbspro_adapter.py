@@ -438,6 +438,19 @@ def test_unknown_ids_do_not_hide_the_others() -> None:
     assert rec.task_id == "0[0].vm"
 
 
+@needs_fixtures
+def test_ids_answered_by_nothing_at_all_change_nothing() -> None:
+    text = captures.read(OPENPBS / "a_t_json.txt")
+    argv = S.live_argv("bob", ["0[].vm", "1[].vm"])
+    with pytest.raises(SchedulerError) as err:  # openpbs#2672: only the first job comes back
+        S.parse_live(CommandResult(argv, 0, text, ""))
+    assert err.value.kind == "transient" and "1[].vm" in err.value.message
+    said = S.parse_live(CommandResult(argv, 153, text, "qstat: Unknown Job Id 1[].vm\n"))
+    assert len(said) == 6
+    # A subjob id is answered by its array's records; the server part may be spelt differently.
+    assert len(S.parse_live(CommandResult(S.live_argv("bob", ["0[3].vm", "0[]"]), 0, text, ""))) == 6
+
+
 def test_unknown_failure_changes_nothing() -> None:
     with pytest.raises(SchedulerError) as err:
         S.parse_live(CommandResult(["qstat"], 2, "", "qstat: illegally formed job identifier: x\n"))

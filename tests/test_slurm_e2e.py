@@ -123,11 +123,9 @@ def test_cap_two_shapes_hand_job_counts_all_run_once(slurm_cluster):
     job_ids = sorted({c["job_id"].split("_")[0] for c in final["configs"]})
     wanted = {c["job_id"] for c in final["configs"]}
 
-    def all_accounted():  # slurmdbd may lag a few seconds behind the controller
-        rows = {row[0]: row[-1] for row in cluster.sacct(job_ids, fmt="JobID,AllocTRES")}
-        return rows if wanted <= set(rows) else None
-
-    tres = cluster.wait_for(all_accounted, timeout=60)
+    rows = cluster.sacct_settled(job_ids, fmt="JobID,State,AllocTRES", expect=25, timeout=60)
+    tres = {row[0]: row[-1] for row in rows}
+    assert wanted <= set(tres)
     by_config = {c["config"]: c for c in final["configs"]}
     for cfg in final["configs"]:
         gpus = 2 if cfg["params"]["system.device"] == "gpu*8:0-1" else 1

@@ -471,6 +471,32 @@ class SlurmCluster:
         r = self.run_as_root(["sacct", "-X", "-n", "-P", "-j", ids, f"--format={fmt}"], check=True)
         return [line.split("|") for line in r.stdout.splitlines() if line.strip()]
 
+    FINAL_STATES = ("COMPLETED", "FAILED", "TIMEOUT", "CANCELLED", "OUT_OF_MEMORY", "NODE_FAIL", "PREEMPTED",
+                    "BOOT_FAIL", "DEADLINE")
+
+    def sacct_settled(self, job_ids: Iterable, fmt: str = "JobID,JobIDRaw,State,ExitCode,AllocTRES",
+                      expect: Optional[int] = None, timeout: float = 30) -> List[List[str]]:
+        """Like ``sacct`` but first waits until slurmdbd has caught up with slurmctld: every row in a final state,
+        no folded ``123_[4-5]`` rows, ``expect`` rows when given, and the same answer twice in a row. (Accounting
+        lags slurmctld by a few seconds, more under load: right after submission sacct may show nothing, then an
+        array as one PENDING row, although squeue already lists its tasks finished.)"""
+        ids = list(job_ids)
+        last: List[Optional[List[List[str]]]] = [None]
+
+        def settled():
+            rows = self.sacct(ids, fmt="JobID,State," + fmt)
+            ok = (rows and all("_[" not in r[0] and r[1].split()[0] in self.FINAL_STATES for r in rows)
+                  and (expect is None or len(rows) == expect))
+            if not ok:
+                last[0] = None
+                return None
+            if rows == last[0]:
+                return [r[2:] for r in rows]
+            last[0] = rows
+            return None
+
+        return wait_for(settled, timeout, interval=0.5, what=f"sacct rows of {ids} in final states")
+
     def cancel_all_user_jobs(self, timeout: float = 60) -> None:
         """scancel every job of the test user and wait until the queue shows none of them."""
         if not self._alive("slurmctld"):

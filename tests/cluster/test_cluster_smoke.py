@@ -35,6 +35,8 @@ def test_user_gpu_array_completes_and_is_accounted(slurm_cluster):
     assert sorted(row[0] for row in rows) == [f"{job}_{i}" for i in range(3)]
     for row in rows:
         assert "gres/gpu=2" in row[2], row
+    settled = c.sacct_settled([job], fmt="JobID,AllocTRES", expect=3)
+    assert sorted(r[0] for r in settled) == [f"{job}_{i}" for i in range(3)]
     for i in range(3):
         text = (work / f"out_{job}_{i}.txt").read_text()
         assert f"task={i} user={c.user}" in text
