@@ -18,6 +18,7 @@ A "score" is a config's best validation loss (``best_val_loss``): lower is bette
 from __future__ import annotations
 
 import copy
+import itertools
 import json
 import statistics
 import time
@@ -103,9 +104,21 @@ class Sweep:
         gpu_hours (run_s × gpus); run_s/gpu_hours are None where no attempt's duration is known."""
         return copy.deepcopy(self._configs())
 
-    def curves(self, config: Optional[str] = None) -> list[dict]:
-        """Loss curve rows {config, attempt, epoch, train_loss, val_loss} of one config or all, in order."""
-        return self._session.store.epochs(config)
+    def curves(self, config: Optional[str] = None, max_points: Optional[int] = None) -> list[dict]:
+        """Loss curve rows {config, attempt, epoch, train_loss, val_loss} of one config or all, in order.
+        ``max_points`` thins each config's curve to about that many rows, keeping its first, last and best
+        validation epochs: enough to plot thousands of long runs without holding every epoch in memory."""
+        if max_points is None:
+            return self._session.store.epochs(config)
+        where, args = ("WHERE config = ?", (config,)) if config is not None else ("", ())
+        cursor = self._session.store.conn.execute(
+            f"SELECT config, attempt, epoch, train_loss, val_loss FROM epochs {where} ORDER BY config, attempt, epoch",
+            args)
+        thinned: list[dict] = []
+        # One config's rows at a time: memory stays at one curve, however long the sweep's history.
+        for _, rows in itertools.groupby(cursor, key=lambda row: row[0]):
+            thinned += [dict(zip(_CURVE_FIELDS, row)) for row in thin(list(rows), max_points)]
+        return thinned
 
     def ranking(self) -> list[dict]:
         """Scored configs, best first (the order of `status --sort best`): rank, config, state, best_val_loss,
@@ -183,6 +196,22 @@ class Sweep:
         except Exception as exc:  # a deleted or hand-edited config file must not sink the whole report
             top["diff_error"] = f"cannot compare {row.get('path')} with the base: {exc}"
         return top
+
+
+_CURVE_FIELDS = ("config", "attempt", "epoch", "train_loss", "val_loss")
+
+
+def thin(rows: list, max_points: int) -> list:
+    """Every k-th row of one curve so about ``max_points`` remain, plus the last and the best validation row
+    (column 4), in their original order."""
+    if len(rows) <= max_points:
+        return rows
+    stride = -(-len(rows) // max(1, max_points))
+    keep = set(range(0, len(rows), stride)) | {len(rows) - 1}
+    scored = [i for i, row in enumerate(rows) if row[4] is not None]
+    if scored:
+        keep.add(min(scored, key=lambda i: rows[i][4]))
+    return [rows[i] for i in sorted(keep)]
 
 
 # -- configs and progress ---------------------------------------------------------------------------------------

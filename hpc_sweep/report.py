@@ -28,6 +28,8 @@ from hpc_sweep.durations import format_short
 
 FORMATS = ("html", "markdown")
 RANK_LIMIT = 500          # rows of the ranking table; the rest are one `status --sort best` away
+FLAG_LIMIT = 200          # rows of the flagged-runs table
+CURVE_POINTS = 300        # points per config drawn on the loss curves (a plot is ~1000 px wide)
 TOP_HIGHLIGHT = 5         # configs drawn in colour on the loss curves
 EFFECT_PLOTS = 8          # most influential parameters drawn
 NAMES_SHOWN = 30
@@ -128,7 +130,7 @@ def gather(sweep: Sweep) -> dict:
     """Everything the report shows, read once through the API."""
     status = sweep.status()
     curves: dict = {}
-    for row in sweep.curves():
+    for row in sweep.curves(max_points=CURVE_POINTS):
         curves.setdefault(row["config"], []).append(row)
     return {"root": sweep.root, "status": status, "keys": sweep.keys(), "ranking": sweep.ranking(),
             "best": sweep.best(), "effects": sweep.effects(), "progress": sweep.progress(),
@@ -284,11 +286,14 @@ def _convergence_blocks(data: dict, short: dict, have_plots: bool) -> list:
         counts[flag["flag"]] = counts.get(flag["flag"], 0) + 1
     keys = data["keys"]
     rows = [[f["config"], f["flag"], f["state"], f["trend"] or "", num(f["best_val_loss"]), num(f["val_loss"]),
-             _epoch(f), *[value_label(f["params"].get(k)) for k in keys]] for f in flags]
+             _epoch(f), *[value_label(f["params"].get(k)) for k in keys]] for f in flags[:FLAG_LIMIT]]
     summary = ", ".join(f"{n} {flag}" for flag, n in counts.items())
-    return blocks + [Para(f"Flagged runs: {summary} (plateaued: flat at {PLATEAU_FACTOR:g}× the best score or worse)."),
-                     Table(["config", "flag", "state", "trend", "best val", "last val", "epoch",
-                            *[short[k] for k in keys]], rows, (4, 5))]
+    blocks += [Para(f"Flagged runs: {summary} (plateaued: flat at {PLATEAU_FACTOR:g}× the best score or worse)."),
+               Table(["config", "flag", "state", "trend", "best val", "last val", "epoch", *[short[k] for k in keys]],
+                     rows, (4, 5))]
+    if len(flags) > FLAG_LIMIT:
+        blocks.append(Para(f"{len(flags) - FLAG_LIMIT} more flagged runs: Sweep.convergence() in hpc_sweep.api"))
+    return blocks
 
 
 def _failure_blocks(failures: list) -> list:

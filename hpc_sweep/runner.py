@@ -97,7 +97,7 @@ class Spool:
     def save(self, data: dict, fsync: bool = False) -> None:
         from hpc_sweep.atomicio import write_atomic
 
-        write_atomic(self.file, json.dumps(data, indent=1) + "\n", fsync=fsync)
+        write_atomic(self.file, json.dumps(data, separators=(",", ":")) + "\n", fsync=fsync)
 
     def runner_alive(self) -> bool:
         """True when a runner holds its lock (trying the lock is the only test that cannot be fooled by a
@@ -487,8 +487,14 @@ class Runner:
         """nvidia-smi only while GPU work waits, at most every few seconds, outside the spool lock."""
         waiting = any(t["state"] == "queued" and t.get("gpus") for t in self.data.get("tasks", {}).values())
         if not self.data or (waiting and time.monotonic() - self.gpus_at >= self.settings.gpu_query_s):
-            self.gpus = query_gpus(self.settings)
+            found = query_gpus(self.settings)
             self.gpus_at = time.monotonic()
+            if found is None and self.gpus:
+                # nvidia-smi failed once on a machine that has GPUs: keep the last answer rather than start
+                # GPU configs on CPU slots.
+                log("nvidia-smi failed; using its previous answer")
+                return
+            self.gpus = found
 
     # -- one tick ----------------------------------------------------------------------------------------------
     def step(self, now: float) -> bool:

@@ -5,6 +5,8 @@ real sweep as explicit configs, the ``[smoke]`` overrides added to ``[fixed]``, 
 resume), its own base copy, configs, scripts, logs, outputs (``.test/outputs/configNNN``) and state
 (``.test/.hpc_sweep/``). So the real sweep's state is never touched, and the same generate/submit/poll code runs
 the test: the job template, the site's setup lines, the scheduler and the trainer are all exercised for real.
+The sweep folder's other files (``train.py``, ``inputs/``...) are linked into ``.test/``, where the smoke jobs
+run, so ``{sweep_dir}/train.py`` and relative paths in the command mean the same files as in the real sweep.
 
 Each smoke run starts clean: leftovers of an earlier smoke test that still run are cancelled first.
 """
@@ -120,6 +122,20 @@ def write_test_sweep(spec, chosen: list, test_dir: Path) -> None:
     write_atomic(test_dir / "sweep.toml", text + tomli_w.dumps(_smoke_sweep_data(spec, chosen)))
 
 
+# What the sweep layout owns; every other entry of the sweep folder (the user's train.py, inputs/, ...) is linked
+# into .test/ so that a command naming {sweep_dir}/train.py or a relative path works the same in the smoke test.
+LAYOUT_NAMES = ("sweep.toml", "configs", "script", "logs", "outputs", ".test", ".hpc_sweep", "status.md",
+                "status.json")
+
+
+def link_sweep_files(root: Path, test_dir: Path) -> None:
+    for entry in sorted(root.iterdir()):
+        link = test_dir / entry.name
+        if entry.name in LAYOUT_NAMES or link.exists() or link.is_symlink():
+            continue
+        link.symlink_to(Path("..") / entry.name)  # relative: the sweep folder may be moved
+
+
 def clear_previous(test_dir: Path, echo: Callable[[str], None]) -> None:
     """Cancel what an earlier smoke test left running, then remove its state, scripts, logs and outputs.
     The runner's spool stays: a runner may still be serving it, and its ids must not be reused."""
@@ -135,6 +151,10 @@ def clear_previous(test_dir: Path, echo: Callable[[str], None]) -> None:
         shutil.rmtree(folder, ignore_errors=True)
     for name in ("state.db", "state.db.bak", "lock"):
         (paths.state_dir / name).unlink(missing_ok=True)
+    if test_dir.is_dir():
+        for entry in test_dir.iterdir():
+            if entry.is_symlink():  # links made by link_sweep_files: made again, to what the sweep has now
+                entry.unlink()
 
 
 def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
@@ -189,6 +209,7 @@ def prepare(sweep_dir: Path, count: Optional[int], echo: Callable[[str], None]) 
     chosen = choose(spec, paths, count)
     clear_previous(paths.test, echo)
     write_test_sweep(spec, chosen, paths.test)
+    link_sweep_files(paths.root, paths.test)
     return paths.test, chosen
 
 
@@ -220,7 +241,9 @@ def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], Non
     deadline = started + timeout_s
     session = Session.open(test_dir)
     try:
-        pause = min(30.0, max(1.0, float(session.spec.poll_min_interval_s or session.profile.poll_min_interval_s)))
+        # Quick first looks (a broken environment fails in seconds), then no more often than the poll interval.
+        most = min(30.0, max(1.0, float(session.spec.poll_min_interval_s or session.profile.poll_min_interval_s)))
+        pause = 1.0
         while True:
             with sweep_lock(session.paths):
                 poll(session, force=True)
@@ -232,6 +255,7 @@ def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], Non
             if left <= 0:
                 return False
             time.sleep(min(pause, left))
+            pause = min(most, pause * 2)
     finally:
         session.close()
 

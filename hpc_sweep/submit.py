@@ -140,8 +140,10 @@ def queue_limits(session) -> QueueLimits:
         with store.transaction():
             store.set_meta("limits", json.dumps(data))
     throttle_ok = data["throttle_supported"] if profile.throttle_supported is None else profile.throttle_supported
+    # The scheduler's own cap wins (the profile's is the fallback where it cannot be read); the profile's array
+    # size overrides, for sites whose submit filters are stricter than MaxArraySize.
     return QueueLimits(
-        max_queued=profile.max_queued if profile.max_queued is not None else data["max_queued"],
+        max_queued=data["max_queued"] if data["max_queued"] is not None else profile.max_queued,
         max_array_size=profile.max_array_size if profile.max_array_size is not None else data["max_array_size"],
         max_job_count=data["max_job_count"], throttle_supported=throttle_ok)
 

@@ -163,6 +163,11 @@ def test_concurrency_never_exceeds_cpu_slots(tmp_path: Path, sweeps: list) -> No
     sweeps.append(sweep)
     out = sweep.cli("submit", str(sweep.root)).stdout
     assert "as local-1 (5 tasks)" in out
+    wait_until(lambda: sweep.spool.runner_alive(), 5, "the runner")
+    # A second runner for the same sweep finds the lock taken and leaves: it would double the concurrency.
+    second = subprocess.run([sys.executable, "-m", "hpc_sweep.runner", "run", "--sweep", str(sweep.root)],
+                            env=sweep.env, timeout=30)
+    assert second.returncode == 0
     wait_until(lambda: all_finished(sweep, 5), 40, "all five runs to finish")
 
     intervals = []

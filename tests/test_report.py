@@ -200,6 +200,9 @@ def test_generated_200_configs_with_real_parsed_curves(sweep, status_json):
     curve = sweep.curves("config001")
     assert [r["epoch"] for r in curve] == list(range(1, MAX_EPOCH + 1))
     assert set(curve[0]) == {"config", "attempt", "epoch", "train_loss", "val_loss"}
+    thinned = sweep.curves("config001", max_points=10)
+    assert [r["epoch"] for r in thinned] == [1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 40]  # every 4th, last = best
+    assert thinned == [r for r in curve if r["epoch"] in {1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 40}]
 
 
 def test_ranking_numbers_equal_status_json(sweep, status_json):

@@ -5,9 +5,18 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from test_local_runner import Sweep, make_sweep, sweeps, trainer_command, wait_until  # noqa: F401 (a fixture)
+import pytest
+from test_local_runner import Sweep, make_sweep, trainer_command, wait_until
 
 from hpc_sweep.runner import Spool, session_members
+
+
+@pytest.fixture
+def sweeps():
+    made: list = []
+    yield made
+    for sweep in made:
+        sweep.stop_everything()
 
 
 def smoke_sweep(tmp_path: Path, epoch_sleep: float, smoke: dict) -> Sweep:
@@ -17,7 +26,7 @@ def smoke_sweep(tmp_path: Path, epoch_sleep: float, smoke: dict) -> Sweep:
                       grid={"model.loss_type": ["mae", "bogus"]}, sweep={"walltime": "1h"}, smoke=smoke)
 
 
-def test_smoke_reports_a_passing_and_a_failing_config(tmp_path: Path, sweeps: list) -> None:  # noqa: F811
+def test_smoke_reports_a_passing_and_a_failing_config(tmp_path: Path, sweeps: list) -> None:
     sweep = smoke_sweep(tmp_path, 0.2, {"count": 2, "timeout": "1m", "walltime": "2m",
                                         "overrides": {"process.train.max_epoch": 1}})
     sweeps.append(sweep)
@@ -49,7 +58,7 @@ def test_smoke_reports_a_passing_and_a_failing_config(tmp_path: Path, sweeps: li
     assert "smoke test passed: 1 of 1" in again.stdout
 
 
-def test_smoke_timeout_fails_and_cancels_its_runs(tmp_path: Path, sweeps: list) -> None:  # noqa: F811
+def test_smoke_timeout_fails_and_cancels_its_runs(tmp_path: Path, sweeps: list) -> None:
     sweep = smoke_sweep(tmp_path, 5, {"count": 1, "overrides": {"process.train.max_epoch": 3}})
     sweeps.append(sweep)
     sweeps.append(Sweep(sweep.root / ".test", sweep.env))
