@@ -29,7 +29,8 @@ from hpc_sweep.durations import format_short
 FORMATS = ("html", "markdown")
 RANK_LIMIT = 500          # rows of the ranking table; the rest are one `status --sort best` away
 FLAG_LIMIT = 200          # rows of the flagged-runs table
-CURVE_POINTS = 300        # points per config drawn on the loss curves (a plot is ~1000 px wide)
+CURVE_POINTS = 300        # at most this many points per config on the loss curves (a plot is ~600 px wide)
+CURVE_BUDGET = 200_000    # and about this many in all: 10,000 long runs must not need gigabytes of memory
 TOP_HIGHLIGHT = 5         # configs drawn in colour on the loss curves
 EFFECT_PLOTS = 8          # most influential parameters drawn
 NAMES_SHOWN = 30
@@ -129,8 +130,10 @@ def _format_from(out: Optional[Path]) -> str:
 def gather(sweep: Sweep) -> dict:
     """Everything the report shows, read once through the API."""
     status = sweep.status()
+    with_epochs = sum(1 for rec in status["configs"] if rec["epoch"] is not None)
+    per_config = max(20, min(CURVE_POINTS, CURVE_BUDGET // max(1, with_epochs)))
     curves: dict = {}
-    for row in sweep.curves(max_points=CURVE_POINTS):
+    for row in sweep.curves(max_points=per_config):
         curves.setdefault(row["config"], []).append(row)
     return {"root": sweep.root, "status": status, "keys": sweep.keys(), "ranking": sweep.ranking(),
             "best": sweep.best(), "effects": sweep.effects(), "progress": sweep.progress(),
