@@ -10,16 +10,17 @@
 ``pandas.DataFrame(sweep.ranking())`` works if you want a frame. The report is built from these same methods,
 so what a notebook computes and what the report shows cannot disagree. Scores, epochs and states are the
 values of the status snapshot (``sweep.status()``, the object `hpc-sweep status --format json` prints); run
-times and loss curves come straight from the state database. Nothing here writes to the sweep.
+times and loss curves come straight from the state database. Nothing here changes the sweep (opening one
+whose site is auto-detected records the detection once, as `hpc-sweep status` does).
 
 A "score" is a config's best validation loss (``best_val_loss``): lower is better.
 """
 
 from __future__ import annotations
 
-import copy
 import itertools
 import json
+import operator
 import statistics
 import time
 from pathlib import Path
@@ -97,12 +98,12 @@ class Sweep:
     # -- the records ----------------------------------------------------------------------------------------
     def status(self) -> dict:
         """The status snapshot: sweep, scheduler, polled_at, counts, configs (as `status --format json`)."""
-        return copy.deepcopy(self._snap())
+        return _clone(self._snap())
 
     def configs(self) -> list[dict]:
         """Every config's status record plus gpus, shape, file, attempts, run_s (all attempts' seconds) and
         gpu_hours (run_s × gpus); run_s/gpu_hours are None where no attempt's duration is known."""
-        return copy.deepcopy(self._configs())
+        return _clone(self._configs())
 
     def curves(self, config: Optional[str] = None, max_points: Optional[int] = None) -> list[dict]:
         """Loss curve rows {config, attempt, epoch, train_loss, val_loss} of one config or all, in order.
@@ -111,46 +112,50 @@ class Sweep:
         if max_points is None:
             return self._session.store.epochs(config)
         where, args = ("WHERE config = ?", (config,)) if config is not None else ("", ())
-        cursor = self._session.store.conn.execute(
-            f"SELECT config, attempt, epoch, train_loss, val_loss FROM epochs {where} ORDER BY config, attempt, epoch",
-            args)
+        cursor = self._session.store.conn.cursor()
+        cursor.row_factory = None  # plain tuples: millions of rows read several times faster
+        cursor.execute(f"SELECT config, attempt, epoch, train_loss, val_loss FROM epochs {where} "
+                       "ORDER BY config, attempt, epoch", args)
         thinned: list[dict] = []
         # One config's rows at a time: memory stays at one curve, however long the sweep's history.
-        for _, rows in itertools.groupby(cursor, key=lambda row: row[0]):
+        for _, rows in itertools.groupby(cursor, key=operator.itemgetter(0)):
             thinned += [dict(zip(_CURVE_FIELDS, row)) for row in thin(list(rows), max_points)]
         return thinned
 
     def ranking(self) -> list[dict]:
         """Scored configs, best first (the order of `status --sort best`): rank, config, state, best_val_loss,
         best_epoch, val_loss, train_loss, epoch, max_epoch, trend and params (the swept keys only)."""
-        return copy.deepcopy(self._ranking())
+        return _clone(self._ranking())
 
     def best(self) -> Optional[dict]:
         """The top of the ranking plus file and diff: every dotted key where its config file differs from the
         base ({key, base, value, in_base, in_config, origin: swept | fixed | hpc-sweep}). None before any score."""
-        return copy.deepcopy(self._cached("best", self._make_best))
+        return _clone(self._cached("best", self._make_best))
 
     def effects(self) -> list[dict]:
-        """Per swept parameter, most influential first: key, levels (per value or bin: value, label, n, scored,
-        no_score, best, median, best_config, scores and their configs, best first), influence (spread of the per-value medians / the overall
-        median; None when under two values have a score), best_value, best_label, numeric, binned, together_with
-        (keys of the same [[zip]] group, which move with it and share its effect)."""
-        return copy.deepcopy(self._effects())
+        """Per swept parameter, most influential first: key, levels, influence, best_value, best_label, numeric,
+        binned and together_with (keys of the same [[zip]] group, which move with it and share its effect).
+
+        A level is one value (or, for more than MAX_LEVELS distinct numbers, a bin [low, high]): value, label,
+        n (configs), scored, no_score (ended without a score), best, median, best_config, and scores with their
+        configs, best first. influence is the spread of the levels' medians divided by the median of all
+        scores; None when fewer than two levels have a score."""
+        return _clone(self._effects())
 
     def progress(self) -> dict:
         """Counts per state, GPU-hours used, and the ETA of what is left (see :func:`progress_summary`)."""
-        return copy.deepcopy(progress_summary(self._configs(), self._snap()["counts"]))
+        return _clone(progress_summary(self._configs(), self._snap()["counts"]))
 
     def convergence(self) -> list[dict]:
         """Configs whose curve went wrong: flag 'nan', 'diverged' (trend diverging) or 'plateaued' (flat at
         PLATEAU_FACTOR × the best score or worse)."""
-        return copy.deepcopy(self._flags())
+        return _clone(self._flags())
 
     def failures(self, tail: int = TAIL_LINES) -> list[dict]:
         """Configs that ended without success (FAILED_STATES) grouped by reason, most common first: reason,
         states, count, configs, example, log (logs/<config>.<attempt>.log, else the trainer's log) and tail
         (its last ``tail`` lines)."""
-        return [dict(copy.deepcopy(group), tail=_tail(group["log"], tail)) for group in self._failures()]
+        return [dict(_clone(group), tail=_tail(group["log"], tail)) for group in self._failures()]
 
     def advice(self) -> list[str]:
         """Plain advice the data supports (grid edges, parameters that do not matter, repeated failures...)."""
@@ -196,6 +201,16 @@ class Sweep:
         except Exception as exc:  # a deleted or hand-edited config file must not sink the whole report
             top["diff_error"] = f"cannot compare {row.get('path')} with the base: {exc}"
         return top
+
+
+def _clone(value: Any) -> Any:
+    """A copy of JSON-like records (dicts, lists, scalars) for the caller to change freely; several times
+    faster than copy.deepcopy on 10,000 status records."""
+    if isinstance(value, dict):
+        return {k: _clone(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_clone(v) for v in value]
+    return value
 
 
 _CURVE_FIELDS = ("config", "attempt", "epoch", "train_loss", "val_loss")
@@ -557,7 +572,8 @@ _FAILURE_HINTS = {
 def _failure_advice(group: dict) -> str:
     hint = _FAILURE_HINTS.get(group["states"][0] if len(group["states"]) == 1 else "",
                               "one cause: read the log tail in the report and fix it before resubmitting")
-    return f"{group['count']} configs ended with the same reason, \"{group['reason']}\" ({_names(group['configs'], 4)}): {hint}."
+    who = _names(group["configs"], 4)
+    return f"{group['count']} configs ended with the same reason, \"{group['reason']}\" ({who}): {hint}."
 
 
 def _divergence_advice(flags: list[dict], records: list[dict], effects: list[dict]) -> list[str]:

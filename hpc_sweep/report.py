@@ -25,6 +25,7 @@ from typing import Any, Optional, Union
 
 from hpc_sweep.api import PLATEAU_FACTOR, Sweep, load, value_label
 from hpc_sweep.durations import format_short
+from hpc_sweep.errors import UserError
 
 FORMATS = ("html", "markdown")
 RANK_LIMIT = 500          # rows of the ranking table; the rest are one `status --sort best` away
@@ -101,6 +102,11 @@ def write_report(sweep_dir: Union[str, Path], out: Optional[Path] = None,
     from hpc_sweep.atomicio import write_atomic
 
     fmt = fmt or _format_from(out)
+    if fmt not in FORMATS:
+        raise UserError(f"unknown report format '{fmt}'", fix=f"use one of {', '.join(FORMATS)}")
+    if out is not None and not Path(out).resolve().parent.is_dir():
+        raise UserError("the folder to write the report into does not exist", file=out,
+                        fix="create it first, or choose another --out")
     with load(sweep_dir) as sweep:
         data = gather(sweep)
     out = Path(out) if out is not None else data["root"] / ("report.html" if fmt == "html" else "report.md")
@@ -258,8 +264,8 @@ def _effect_blocks(effects: list, have_plots: bool) -> list:
     blocks: list = [Para("For each value of a parameter: the best and the median score (best validation loss) of "
                          "the configs with that value. Parameters are ordered by influence: the spread of their "
                          "values' medians relative to the median of all scores.")]
+    blocks.append(Image("effects", "score per parameter value (dots: configs, bars: medians)"))
     if have_plots:
-        blocks.append(Image("effects", "score per parameter value (dots: configs, bars: medians)"))
         blocks.append(Para(f"Dots are configs (the top {TOP_HIGHLIGHT} of the ranking in the colours of the loss "
                            "curves below), black bars the medians."))
     for effect in effects:
@@ -275,12 +281,13 @@ def _effect_blocks(effects: list, have_plots: bool) -> list:
 
 def _convergence_blocks(data: dict, short: dict, have_plots: bool) -> list:
     blocks: list = []
-    if have_plots and data["curves"]:
-        blocks += [Image("curves", "train and validation loss per epoch, top configs in colour"),
-                   Para(f"Every config's curves in grey, the top {TOP_HIGHLIGHT} of the ranking in colour, runs "
-                        "that diverged or hit nan in red.")]
-    elif not data["curves"]:
+    if not data["curves"]:
         blocks.append(Para("No epochs logged yet."))
+    else:
+        blocks.append(Image("curves", "train and validation loss per epoch, top configs in colour"))
+        if have_plots:
+            blocks.append(Para(f"Every config's curves in grey, the top {TOP_HIGHLIGHT} of the ranking in colour, "
+                               "runs that diverged or hit nan in red."))
     flags = data["flags"]
     if not flags:
         return blocks + [Para("No run diverged, hit nan, or plateaued far from the best.")]

@@ -400,6 +400,15 @@ def place(task: dict, gpus: Optional[list], settings: Settings, per_gpu: dict, c
     return Placement("gpu", chosen, ",".join(map(str, chosen)))
 
 
+def _wait_reason(task: dict, gpus: Optional[list], settings: Settings) -> str:
+    need = int(task.get("gpus") or 0)
+    if need == 0 or not gpus:
+        return f"waiting for a CPU slot ({settings.cpu_slots} in use)"
+    which = f"GPU(s) of {task.get('device')}" if ":" in str(task.get("device")) else f"{need} free GPU(s)"
+    return f"waiting for {which}: at most {settings.runs_per_gpu} run(s) per GPU, " \
+           f">= {settings.gpu_min_free_mb} MiB free"
+
+
 # -- the runner ------------------------------------------------------------------------------------------------------
 def _take_runner_lock(spool: Spool, patience_s: float = 3.0):
     """The open, locked runner.lock, or None when another runner holds it. A status checking whether a runner
@@ -588,6 +597,10 @@ class Runner:
         for task in queued:
             placement = place(task, self.gpus, self.settings, per_gpu, cpu_used)
             if placement is None:
+                reason = _wait_reason(task, self.gpus, self.settings)
+                if task.get("reason") != reason:  # shown as the pending reason by status; written once
+                    task["reason"] = reason
+                    changed = True
                 continue
             changed = True
             if isinstance(placement, str):
@@ -604,7 +617,8 @@ class Runner:
     def launch(self, task: dict, placement: Placement, now: float) -> None:
         token = f"{task['task_id']}:{secrets.token_hex(8)}"
         task.update(state="running", launch=token, pid=None, pid_start=None, started_at=now, host=self.host,
-                    slot=placement.slot, gpu_ids=placement.gpu_ids, cuda_visible_devices=placement.visible)
+                    reason=None, slot=placement.slot, gpu_ids=placement.gpu_ids,
+                    cuda_visible_devices=placement.visible)
         self.save()  # the launch is on disk before the process exists: a crash now cannot start it twice
         env = dict(os.environ)
         env.update({INDEX_ENV: str(task["index"]), TASK_ID_ENV: task["task_id"], LAUNCH_ENV: token})

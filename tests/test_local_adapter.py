@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep.runner import Settings, WALLTIME_HEADER, nvidia_smi_command, outcome, place, proc_stat
 from hpc_sweep.gpus import GpuStatus
+from hpc_sweep.runner import (WALLTIME_HEADER, Settings, _wait_reason, nvidia_smi_command, outcome, place,
+                              proc_stat)
 from hpc_sweep.schedulers import get_scheduler
 from hpc_sweep.schedulers.base import CommandResult, SchedulerError, SubmitSpec
 from hpc_sweep.schedulers.local import LocalScheduler
@@ -107,6 +108,10 @@ def test_place() -> None:
     assert place({"gpus": 0, "device": "cpu"}, gpus, settings, {}, 0).slot == "cpu"
     assert place({"gpus": 0, "device": "cpu"}, gpus, settings, {}, 1) is None
     assert place({"gpus": 1, "device": "gpu*1"}, None, settings, {}, 0).slot == "cpu"  # no GPUs here
+    # What status shows as the pending reason of a run that does not fit yet.
+    assert _wait_reason({"gpus": 1, "device": "gpu*4:0"}, gpus, settings) == \
+        "waiting for GPU(s) of gpu*4:0: at most 2 run(s) per GPU, >= 4000 MiB free"
+    assert _wait_reason({"gpus": 0, "device": "cpu"}, gpus, settings) == "waiting for a CPU slot (1 in use)"
 
 
 def test_proc_stat_reads_past_odd_command_names(tmp_path: Path) -> None:

@@ -200,9 +200,9 @@ def test_generated_200_configs_with_real_parsed_curves(sweep, status_json):
     curve = sweep.curves("config001")
     assert [r["epoch"] for r in curve] == list(range(1, MAX_EPOCH + 1))
     assert set(curve[0]) == {"config", "attempt", "epoch", "train_loss", "val_loss"}
-    thinned = sweep.curves("config001", max_points=10)
-    assert [r["epoch"] for r in thinned] == [1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 40]  # every 4th, last = best
-    assert thinned == [r for r in curve if r["epoch"] in {1, 5, 9, 13, 17, 21, 25, 29, 33, 37, 40}]
+    best_epoch = next(r["best_epoch"] for r in status_json["configs"] if r["config"] == "config001")
+    wanted = set(range(1, MAX_EPOCH + 1, 4)) | {MAX_EPOCH, best_epoch}  # every 4th, the last, the best
+    assert sweep.curves("config001", max_points=10) == [r for r in curve if r["epoch"] in wanted]
 
 
 def test_ranking_numbers_equal_status_json(sweep, status_json):
@@ -384,11 +384,24 @@ def test_without_matplotlib_the_report_keeps_every_table(sweep_dir, tmp_path, mo
     result = CliRunner().invoke(cli, ["report", str(sweep_dir), "--out", str(out)])
     assert result.exit_code == 0, result.output
     text = out.read_text()
-    assert "pip install &#x27;hpc-sweep[plot]&#x27;" in text
+    assert text.count("pip install &#x27;hpc-sweep[plot]&#x27;") == 3  # at the top and instead of each plot
     assert "<img" not in text
     for anchor in ("ranking", "effects", "convergence", "failures"):
         assert f'<section id="{anchor}">' in text
     assert "<table>" in text[text.index('<section id="effects">'):]
+
+
+def test_bad_output_folder_or_format_is_a_one_line_error(sweep_dir, tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["report", str(sweep_dir), "--out", str(tmp_path / "missing" / "r.html")])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "does not exist" in err and "missing" in err
+    from hpc_sweep.errors import UserError
+    from hpc_sweep.report import write_report
+
+    with pytest.raises(UserError, match="unknown report format 'pdf'"):
+        write_report(sweep_dir, fmt="pdf")
 
 
 def test_report_before_any_score(tmp_path):
