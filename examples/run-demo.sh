@@ -21,4 +21,3 @@ until hpc-sweep poll "$demo" --force && ! grep -qE '"(pending|running|waiting)"'
 done
 hpc-sweep status "$demo"
 hpc-sweep report "$demo" --out "$demo/report.html"
-echo "report: $demo/report.html"

@@ -10,7 +10,7 @@ from typing import Optional
 import click
 
 from hpc_sweep import __version__
-from hpc_sweep.errors import RuntimeFailure, UserError
+from hpc_sweep.errors import RuntimeFailure, UserError, one_line
 
 SWEEP_DIR = click.argument("sweep_dir", required=False, default=".",
                            type=click.Path(file_okay=False, path_type=Path))
@@ -87,10 +87,12 @@ def generate(sweep_dir: Path, force: bool, dry_run: bool) -> None:
         planned = plan(spec, store, paths)
         _say(f"{len(planned)} configs would be generated (nothing written)")
         return
+    # A first generate checks everything before the state folder exists: bad input leaves no file behind.
+    planned = None if paths.db.exists() else plan(spec, None, paths)
     with sweep_lock(paths):
         store = open_store(paths, create=True)
         try:
-            result = run_generate(spec, store, paths, force=force)
+            result = run_generate(spec, store, paths, force=force, planned=planned)
         finally:
             store.close()
     for line in result.notes:
@@ -296,6 +298,8 @@ def poll(sweep_dir: Path, verbose: bool, force: bool, no_submit: bool) -> None:
         report = run_poll(session, verbose=verbose, force=force, submit_waiting=not no_submit)
         for line in summary_lines(report, verbose):
             _say(line)
+        if report.snapshot_error:
+            raise RuntimeFailure(report.snapshot_error)
 
 
 def _dir_and_names(args: tuple) -> tuple:
@@ -432,7 +436,7 @@ def main(argv: Optional[list] = None) -> None:
     except (UserError, RuntimeFailure) as exc:
         if debug:
             raise
-        _say(f"hpc-sweep: error: {exc}", err=True)
+        _say(f"hpc-sweep: error: {one_line(str(exc))}", err=True)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
         _say("hpc-sweep: interrupted", err=True)
@@ -442,7 +446,8 @@ def main(argv: Optional[list] = None) -> None:
     except Exception as exc:  # a bug of ours: one line, the traceback behind --debug
         if debug:
             raise
-        _say(f"hpc-sweep: internal error: {type(exc).__name__}: {exc} (run with --debug for the traceback)", err=True)
+        _say(f"hpc-sweep: internal error: {type(exc).__name__}: {one_line(str(exc))} "
+             "(run with --debug for the traceback)", err=True)
         sys.exit(1)
 
 

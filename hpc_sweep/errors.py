@@ -25,7 +25,16 @@ class UserError(Exception):
         if fix:
             text += f" (fix: {fix})"
         # One line, always: a newline in a value must not split the message.
-        super().__init__(" ".join(text.split("\n")))
+        super().__init__(one_line(text))
+
+
+def one_line(text: str) -> str:
+    """The message as one printable line: newlines become spaces; other control and line-separator characters a
+    hostile value may carry (\\r, NUL, U+2028...) are shown escaped, so a terminal shows exactly one line."""
+    text = " ".join(str(text).split("\n"))
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else ch.encode("unicode_escape").decode("ascii") for ch in text)
 
 
 class RuntimeFailure(Exception):

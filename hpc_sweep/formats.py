@@ -15,6 +15,11 @@ else:  # pragma: no cover - exercised on old login nodes
     import tomli as tomllib
 
 YAML_SUFFIXES = (".yaml", ".yml")
+# Limits on what a parsed file may hold: deeper nesting, more values (a YAML alias bomb expands to billions) or
+# integers outside 64 bits (TOML's own limit; schedulers and trainers choke on them) are refused as bad input.
+MAX_DEPTH = 64
+MAX_VALUES = 1_000_000
+INT64 = (-(2 ** 63), 2 ** 63 - 1)
 
 
 def format_of(path: Path) -> str:
@@ -34,9 +39,15 @@ def read_text(path: Path, what: str = "file") -> str:
 
 def parse_toml(text: str, path: Path) -> dict:
     try:
-        return tomllib.loads(text)
+        data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"malformed TOML: {exc}", file=path, fix="correct the TOML syntax there") from None
+    except RecursionError:
+        raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path) from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int conversion limit)
+        raise UserError(f"unreadable value: {str(exc).split(';')[0]}", file=path) from None
+    check_tree(data, path)
+    return data
 
 
 def parse_yaml(text: str, path: Path) -> dict:
@@ -49,11 +60,38 @@ def parse_yaml(text: str, path: Path) -> dict:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"malformed YAML{where}: {problem}", file=path, fix="correct the YAML syntax there") from None
+    except RecursionError:
+        raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path) from None
+    except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int conversion limit)
+        raise UserError(f"unreadable value: {str(exc).split(';')[0]}", file=path) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
         raise UserError("the top level must be a mapping of sections", file=path)
+    check_tree(data, path)
     return data
+
+
+def check_tree(data: Any, path: Path) -> None:
+    """Refuse what no config needs and what would hang or crash later steps: nesting deeper than MAX_DEPTH, more
+    than MAX_VALUES values once aliases are expanded, integers outside 64 bits. Iterative, and stops early."""
+    stack = [(data, "", 0)]
+    seen = 0
+    while stack:
+        node, key, depth = stack.pop()
+        seen += 1
+        if seen > MAX_VALUES:
+            raise UserError(f"holds more than {MAX_VALUES} values (repeated YAML aliases?)", file=path,
+                            fix="write the values out; anchors that expand to huge trees are refused")
+        if depth > MAX_DEPTH:
+            raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path, key=key)
+        if isinstance(node, dict):
+            stack.extend((value, f"{key}.{name}" if key else str(name), depth + 1) for name, value in node.items())
+        elif isinstance(node, list):
+            stack.extend((value, f"{key}[{i}]", depth + 1) for i, value in enumerate(node))
+        elif isinstance(node, int) and not isinstance(node, bool) and not INT64[0] <= node <= INT64[1]:
+            raise UserError("integer outside the 64-bit range", file=path, key=key,
+                            fix="use a float (e.g. 1e30) or a smaller number")
 
 
 def load_structured(path: Path, what: str = "config") -> dict:

@@ -183,8 +183,12 @@ def _device_of(spec: SweepSpec, program, config: dict) -> str:
     return spec.device or DEFAULT_DEVICE[spec.program]
 
 
-def generate(spec: SweepSpec, store: Store, paths: SweepPaths, force: bool = False) -> GenerateResult:
-    planned = plan(spec, store, paths)
+def generate(spec: SweepSpec, store: Store, paths: SweepPaths, force: bool = False,
+             planned: Optional[list] = None) -> GenerateResult:
+    """``planned``: the plan already made against an empty state (a first generate checks everything before it
+    creates the state database, so bad input leaves no file behind)."""
+    if planned is None or store.configs():
+        planned = plan(spec, store, paths)
     existing = {row["name"]: row for row in store.configs()}
     result = GenerateResult()
     changed_submitted = [p.name for p in planned

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import re
 import secrets
 import shutil
 from pathlib import Path
@@ -9,11 +11,11 @@ from typing import Optional
 
 from hpc_sweep.atomicio import write_atomic
 from hpc_sweep.dotted import iter_leaves
-from hpc_sweep.errors import UserError
+from hpc_sweep.errors import UserError, one_line
 from hpc_sweep.formats import format_of, load_structured
 from hpc_sweep.layout import SweepPaths
 from hpc_sweep.state import open_store
-from hpc_sweep.sweepfile import PROGRAMS
+from hpc_sweep.sweepfile import _NAME, PROGRAMS
 
 COMMANDS = {
     "deeph": "deeph-train {config}",
@@ -57,7 +59,11 @@ def init_sweep(root: Path, base_file: Path, program: Optional[str] = None, name:
     program = program or guess_program(base, base_file)
     if program not in PROGRAMS:
         raise UserError(f"unknown program '{program}'", fix=f"use one of {', '.join(PROGRAMS)}")
-    name = name or paths.root.name
+    if name is not None and not _NAME.fullmatch(name):
+        raise UserError(f"'{name}' is not a usable sweep name", key="--name",
+                        fix="use letters, digits, '-', '_' or '.', at most 64 characters")
+    # The folder's name, made usable: it also starts every job name.
+    name = name or (re.sub(r"[^A-Za-z0-9_.-]", "-", paths.root.name).lstrip("-_.")[:64] or "sweep")
     ext = "yaml" if format_of(base_file) == "yaml" else "toml"
     for folder in paths.all_dirs():
         folder.mkdir(parents=True, exist_ok=True)
@@ -79,9 +85,10 @@ def init_sweep(root: Path, base_file: Path, program: Optional[str] = None, name:
 
 
 def sweep_toml_text(name: str, program: str, base_rel: str, base: dict, site: Optional[str]) -> str:
-    leaves = [f"#   {key} = {value!r}" for key, value in iter_leaves(base)]
+    # Comment lines: a key holding a newline must not put a live line into sweep.toml.
+    leaves = [f"#   {one_line(str(key))} = {value!r}" for key, value in iter_leaves(base)]
     grid = "\n".join(f"# {line}" for line in GRID_EXAMPLES[program])
-    site_line = f'site = "{site}"' if site else '# site = "local"                   # a profile (hpc-sweep sites) or a path; default: detect'
+    site_line = f'site = {json.dumps(site)}' if site else '# site = "local"                   # a profile (hpc-sweep sites) or a path; default: detect'
     smoke = SMOKE_OVERRIDES[program]
     log = ""
     if program == "generic":

@@ -16,6 +16,7 @@ from typing import Optional
 
 from hpc_sweep import shell
 from hpc_sweep.atomicio import write_atomic
+from hpc_sweep.errors import RuntimeFailure
 from hpc_sweep.schedulers.base import FINAL_STATES, SchedulerError, TaskRecord
 
 ACTIVE = ("pending", "running")
@@ -33,6 +34,7 @@ class PollReport:
     new_epochs: int = 0
     bytes_read: int = 0
     notes: list = field(default_factory=list)
+    snapshot_error: Optional[str] = None              # status.json/status.md could not be written
 
 
 # -- markers ----------------------------------------------------------------------------------------------------
@@ -139,6 +141,39 @@ def _exit_reason(state: str, code: Optional[int]) -> Optional[str]:
     return f"exit code {code}"
 
 
+def check_edited(session, report: PollReport) -> None:
+    """A queued or running config whose file was changed by hand after submission: said once (an event), and
+    status shows it. Only files modified since their submission are hashed, so a poll stays cheap."""
+    import hashlib
+
+    store = session.store
+    rows = store.conn.execute(
+        "SELECT c.name, c.path, c.digest, c.attempt, a.submitted_at FROM configs c JOIN attempts a "
+        "ON a.config = c.name AND a.attempt = c.attempt WHERE c.state IN ('pending', 'running')").fetchall()
+    found = []
+    for row in rows:
+        try:
+            if os.stat(row["path"]).st_mtime <= (row["submitted_at"] or 0):
+                continue
+            with open(row["path"], "rb") as handle:
+                digest = hashlib.sha256(handle.read()).hexdigest()
+        except OSError:
+            digest = "missing"
+        if digest != row["digest"]:
+            found.append((row["name"], row["attempt"], row["path"], digest))
+    if not found:
+        return
+    told = {(e["config"], e["detail"]) for e in store.events("edited")}
+    with store.transaction():
+        for name, attempt, path, digest in found:
+            detail = f"attempt {attempt}: {path} edited after submission (now {digest[:12]})"
+            if (name, detail) in told:
+                continue
+            store.add_event("edited", detail, name)
+            report.notes.append(f"warning: {name}: {path} was edited after submission; the run was submitted with "
+                                "the generated version (see 'hpc-sweep generate --force' to record a change)")
+
+
 # -- the poll ----------------------------------------------------------------------------------------------------
 def _scheduler_due(session, now: float, force: bool) -> bool:
     store = session.store
@@ -221,6 +256,10 @@ def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=
                 store.set_config_state(att["config"], state, reason)
                 if cfg["state"] != state:
                     report.changes.append((att["config"], cfg["state"], state, reason))
+        if attempts:
+            from hpc_sweep.submit import fault_point
+
+            fault_point("poll_mid_write")  # a kill inside the transaction: the next poll finds the old states
 
 
 def resume_ended(session, report: PollReport) -> None:
@@ -247,6 +286,7 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
     now = time.time()
     store = session.store
     records = None
+    check_edited(session, report)
     work_left = any(c["state"] in ("pending", "running", "waiting", "generated") for c in store.configs()) or \
         bool(store.submissions("intent"))
     if work_left and _scheduler_due(session, now, force):
@@ -276,7 +316,10 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
         report.notes += sub.errors
     with store.transaction():
         store.set_meta("polled_at", str(now))
-    write_snapshots(session)
+    try:
+        write_snapshots(session)
+    except RuntimeFailure as exc:  # the state is committed; the caller reports it after the summary
+        report.snapshot_error = str(exc)
     store.backup()
     return report
 
@@ -296,8 +339,13 @@ def write_snapshots(session) -> None:
     from hpc_sweep.status import render
 
     snapshot = session.snapshot()
-    write_atomic(session.paths.status_json, json.dumps(snapshot, indent=2) + "\n")
-    write_atomic(session.paths.status_md, render(snapshot, "markdown", session.spec.swept_keys))
+    for path, text in ((session.paths.status_json, json.dumps(snapshot, indent=2) + "\n"),
+                       (session.paths.status_md, render(snapshot, "markdown", session.spec.swept_keys))):
+        try:
+            write_atomic(path, text)
+        except OSError as exc:
+            raise RuntimeFailure(f"{path}: could not write the status snapshot ({exc.strerror or exc}); "
+                                 "the previous one is kept") from None
 
 
 def summary_lines(report: PollReport, verbose: bool) -> list:

@@ -139,11 +139,12 @@ def trend(session, cfg: dict, new_rows, summary) -> Optional[str]:
         return None
     recent, older = values[: len(values) // 2], values[len(values) // 2:]
     mean_recent, mean_older = sum(recent) / len(recent), sum(older) / len(older)
-    best = summary.best_val_loss
-    if best is not None and not _nan(best) and mean_recent > 3 * best and mean_recent > mean_older:
+    best, last = summary.best_val_loss, values[0]
+    if best is not None and not _nan(best) and best > 0 and last > 3 * best:
+        return "diverging"  # far above its own best: the run has blown up
+    at_best = best is not None and last <= best
+    if mean_recent > 1.5 * mean_older and not at_best:
         return "diverging"
     if mean_recent < mean_older * 0.99:
         return "improving"
-    if mean_recent > mean_older * 1.05:
-        return "diverging"
     return "flat"

@@ -139,12 +139,23 @@ def _validate(profile: SiteProfile, path: Path) -> None:
             raise UserError("must be at least 1", file=path, key=key)
     for key in ("setup", "extra_directives"):
         for line in getattr(profile, key):
-            if not isinstance(line, str) or "\n" in line:
+            # A newline (or \r, NUL...) would smuggle a second line into the script: a directive could become a
+            # command, or a command end early.
+            if not isinstance(line, str) or any(ord(ch) < 32 and ch != "\t" for ch in line):
                 raise UserError("must be a list of single-line strings", file=path, key=key)
+    for line in profile.extra_directives:
+        if not line.lstrip().startswith("#"):
+            raise UserError(f"'{line}' is not a directive line; it would run as a shell command", file=path,
+                            key="extra_directives", fix="write the full line, e.g. '#SBATCH --constraint=a100'")
+    for kind, name in profile.gpu_resource.items():
+        # Resource names land in #SBATCH/#PBS lines like the names below.
+        if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.:@+-]+", name):
+            raise UserError(f"{name!r} has characters a scheduler name cannot have", file=path,
+                            key=f"gpu_resource.{kind}")
     for key in ("partition", "queue", "account", "qos", "gpu_type", "mem_per_gpu", "mem"):
         value = getattr(profile, key)
         # These land in #SBATCH/#PBS lines: keep them to characters schedulers accept, nothing a shell reads.
-        if value is not None and not re.match(r"^[A-Za-z0-9_.:@+-]+$", value):
+        if value is not None and not re.fullmatch(r"[A-Za-z0-9_.:@+-]+", value):
             raise UserError(f"'{value}' has characters a scheduler name cannot have", file=path, key=key)
     if profile.hostname:
         try:

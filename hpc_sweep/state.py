@@ -232,7 +232,9 @@ def _connect(path: Path) -> sqlite3.Connection:
 
 def _healthy(path: Path) -> bool:
     try:
-        conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=30)
+        # Read-write, not mode=ro: a process killed inside a large transaction leaves a hot journal, which only a
+        # writable connection rolls back; read-only, SQLite refuses the file and it would be taken for corrupt.
+        conn = sqlite3.connect(str(path), timeout=30)
         try:
             ok = conn.execute("PRAGMA quick_check").fetchone()[0] == "ok"
             conn.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()

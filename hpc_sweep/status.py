@@ -36,11 +36,15 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
     attempts = {}
     for row in store.attempts():
         attempts[(row["config"], row["attempt"])] = row
+    edited = {(e["config"], e["detail"].split(":", 1)[0]) for e in store.events("edited")}
     records = []
     for cfg in store.configs():
         prog = progress.get(cfg["name"], {})
         att = attempts.get((cfg["name"], cfg["attempt"]), {})
         records.append(_record(cfg, prog, att, str(store.paths.config_outputs(cfg["name"]))))
+        if (cfg["name"], f"attempt {cfg['attempt']}") in edited:  # recorded by poll.check_edited
+            reason = records[-1]["reason"]
+            records[-1]["reason"] = (f"{reason}; " if reason else "") + "config file edited after submission"
     counts = {state: 0 for state in STATE_ORDER}
     for rec in records:
         counts[rec["state"]] = counts.get(rec["state"], 0) + 1

@@ -123,6 +123,7 @@ def _record_submitted(session, sub: dict, scheduler_id: str) -> None:
                            "WHERE config = ? AND attempt = ?", (job_id, now, row["config"], row["attempt"]))
         store.conn.execute("UPDATE configs SET state = 'pending', attempt = ?, reason = NULL, next_mode = NULL, "
                            "updated_at = ? WHERE name = ?", (row["attempt"], now, row["config"]))
+    fault_point("during_state_write")  # inside the caller's transaction: a kill here must roll all of it back
 
 
 # -- limits and room -----------------------------------------------------------------------------------------
@@ -355,6 +356,14 @@ def _refused(session, sub: dict, exc: SchedulerError, report: SubmitReport) -> N
 def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
            records: Optional[list] = None) -> SubmitReport:
     """Submit what fits. The caller holds the sweep lock. ``records`` lets poll pass its live answer."""
+    report = _submit(session, only, dry_run, records)
+    if not dry_run and (report.submitted or report.reconciled or report.abandoned):
+        # The copy a corrupt database is restored from must know every submission, or one would be made twice.
+        session.store.backup()
+    return report
+
+
+def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Optional[list]) -> SubmitReport:
     report = SubmitReport()
     prefix = session.prefix  # recorded once, outside the transactions below
     del prefix

@@ -127,7 +127,7 @@ class _Reader:
             raise self.fail(where, "must be a table of \"dotted.key\" = value")
         flat: dict = {}
         for key, value in _flatten_quoted(table):
-            if not _DOTTED.match(key):
+            if not _DOTTED.fullmatch(key):
                 raise self.fail(f"{where}.{key}", "is not a valid dotted key", fix='write it as "section.sub.key"')
             flat[key] = value
         return flat
@@ -177,7 +177,7 @@ def parse_sweep(data: dict, path: Path) -> SweepSpec:
 
 def _parse_sweep_table(reader: _Reader, sweep: dict, root: Path) -> SweepSpec:
     name = reader.typed(sweep, "sweep", "name", str, required=True)
-    if not _NAME.match(name):
+    if not _NAME.fullmatch(name):
         raise reader.fail("sweep.name", f"'{name}' is not a usable job name",
                           fix="use letters, digits, '-', '_' or '.', at most 64 characters")
     program = reader.typed(sweep, "sweep", "program", str, required=True)
