@@ -229,3 +229,21 @@ def test_poll_states_reasons_resume_and_one_query(slurm_cluster, tmp_path):
     sacct = [l for l in lines if l["argv"][0] == "sacct"]
     assert len(squeue) == polls, (len(squeue), polls)
     assert len(sacct) <= polls
+
+
+def test_smoke_reports_pass_and_fail_on_slurm(slurm_cluster):
+    cluster = slurm_cluster
+    grid = '\n[grid]\n"process.train.optimizer.init_learning_rate" = [0.05, 0.02, 0.01]\n'
+    extra = '\n[smoke]\ncount = 2\ntimeout = "4m"\nwalltime = "00:05:00"\n[smoke.overrides]\n"process.train.max_epoch" = 3\n'
+    root = _sweep(cluster, "smoky", grid, epochs=50, extra=extra, fail="config002")
+    assert hpc(cluster, root, "generate", str(root)).returncode == 0
+    result = hpc(cluster, root, "smoke", str(root))
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "PASS config001" in result.stdout and "FAIL config002" in result.stdout
+    assert "RuntimeError" in result.stdout
+    # It went through the real scheduler, and the real sweep's state is untouched.
+    assert list((root / ".test" / "script").glob("*.sh"))
+    assert "#SBATCH" in next((root / ".test" / "script").glob("*.sh")).read_text()
+    assert {c["state"] for c in status(cluster, root)["configs"]} == {"generated"}
+    smoke_cfg = next((root / ".test" / "configs").glob("config001.toml")).read_text()
+    assert "max_epoch = 3" in smoke_cfg
