@@ -241,6 +241,8 @@ def apply_markers_only(session, report: PollReport, now: float) -> None:
 
 def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=True) -> None:
     store = session.store
+    configs = {row[0]: (row[1], row[2], row[3]) for row in
+               store.conn.execute("SELECT name, attempt, state, reason FROM configs")}
     with store.transaction():
         for att in attempts:
             state, reason, fields = decide(session, att, live.get(att["job_id"]), acct.get(att["job_id"]), markers,
@@ -251,11 +253,11 @@ def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=
                 continue
             fields = {k: v for k, v in fields.items() if v is not None}
             store.update_attempt(att["config"], att["attempt"], state=state, reason=reason, **fields)
-            cfg = store.config(att["config"])
-            if cfg and cfg["attempt"] == att["attempt"] and (cfg["state"] != state or cfg["reason"] != reason):
+            attempt, old_state, old_reason = configs.get(att["config"], (None, None, None))
+            if attempt == att["attempt"] and (old_state != state or old_reason != reason):
                 store.set_config_state(att["config"], state, reason)
-                if cfg["state"] != state:
-                    report.changes.append((att["config"], cfg["state"], state, reason))
+                if old_state != state:
+                    report.changes.append((att["config"], old_state, state, reason))
         if attempts:
             from hpc_sweep.submit import fault_point
 

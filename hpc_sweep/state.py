@@ -153,8 +153,12 @@ class Store:
         return rows
 
     def config(self, name: str) -> Optional[dict]:
-        rows = self.configs([name])
-        return rows[0] if rows else None
+        row = self.conn.execute("SELECT * FROM configs WHERE name = ?", (name,)).fetchone()
+        if row is None:
+            return None
+        found = dict(row)
+        found["params"] = json.loads(found["params"])
+        return found
 
     def set_config_state(self, name: str, state: str, reason: Optional[str] = None,
                          attempt: Optional[int] = None) -> None:

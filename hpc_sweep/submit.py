@@ -194,7 +194,7 @@ def plan_chunks(session, rows: list[dict], limits: QueueLimits, room: Optional[i
 
 
 # -- one chunk -----------------------------------------------------------------------------------------------
-def _run_config(session, row: dict, attempt: int) -> tuple[str, str]:
+def _run_config(session, row: dict, attempt: int, record: bool = True) -> tuple[str, str]:
     """The config file this attempt runs and the device string it carries (allocation view on a cluster)."""
     from hpc_sweep.device import allocation_view, parse_device
     from hpc_sweep.dotted import get_dotted, set_dotted
@@ -225,17 +225,36 @@ def _run_config(session, row: dict, attempt: int) -> tuple[str, str]:
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / f"{row['name']}.a{attempt}.{'yaml' if format_of(path) == 'yaml' else 'toml'}"
     write_atomic(target, dump_structured(config, format_of(path)), fsync=False)
-    if notes:
+    if notes and record:
         session.store.add_event("run_config", f"attempt {attempt}: {notes}", row["name"])
     return str(target), device
 
 
-def _job_name(session, chunk: Chunk) -> str:
+def _job_name(session, chunk: Chunk, offset: int = 0, persist: bool = True) -> str:
     store = session.store
-    seq = int(store.get_meta("submission_seq", "0")) + 1
-    store.set_meta("submission_seq", str(seq))
+    seq = int(store.get_meta("submission_seq", "0")) + 1 + offset
+    if persist:
+        store.set_meta("submission_seq", str(seq))
     tag = chunk.shape.replace(":", "").replace("*", "")
     return f"{session.prefix}-{tag}-{seq}"
+
+
+def _write_chunk_files(session, chunk: Chunk, name: str, array: Optional[str], dry_run: bool):
+    """The run configs, the index map and the job script of one submission."""
+    paths = session.paths
+    entries = []
+    for index, row in enumerate(chunk.configs):
+        attempt = row["attempt"] + 1
+        config_file, device = _run_config(session, row, attempt, record=not dry_run)
+        entries.append(MapEntry(index, row["name"], attempt, config_file, str(paths.config_outputs(row["name"])),
+                                device, row["gpus"]))
+    map_file = paths.script / f"{name}.map"
+    script_file = paths.script / f"{name}.sh"
+    context = script_context(session, name, array, len(entries), chunk.configs[0]["gpus"],
+                             chunk.shape.split(":")[0], chunk.walltime_s, map_file)
+    write_atomic(map_file, map_text(entries))
+    write_atomic(script_file, render_script(session, context), mode=0o755)
+    return entries, script_file, map_file
 
 
 def submit_chunk(session, chunk: Chunk, limits: QueueLimits, report: SubmitReport, dry_run: bool) -> bool:
@@ -250,26 +269,14 @@ def submit_chunk(session, chunk: Chunk, limits: QueueLimits, report: SubmitRepor
     n = len(chunk.configs)
     is_array = n > 1 or session.profile.scheduler != "pbspro"  # PBS needs two indices for an array
     array = adapter.array_spec(list(range(n)), throttle) if is_array else None
+    if dry_run:
+        name = _job_name(session, chunk, offset=len(report.planned), persist=False)
+        entries, script_file, map_file = _write_chunk_files(session, chunk, name, array, dry_run=True)
+        report.planned.append((name, array, [e.name for e in entries]))
+        return True
     with store.transaction():
         name = _job_name(session, chunk)
-        entries = []
-        for index, row in enumerate(chunk.configs):
-            attempt = row["attempt"] + 1
-            config_file, device = _run_config(session, row, attempt)
-            entries.append(MapEntry(index, row["name"], attempt, config_file,
-                                    str(paths.config_outputs(row["name"])), device, row["gpus"]))
-        map_file = paths.script / f"{name}.map"
-        script_file = paths.script / f"{name}.sh"
-        device_type = chunk.shape.split(":")[0]
-        context = script_context(session, name, array, n, chunk.configs[0]["gpus"], device_type, chunk.walltime_s,
-                                 map_file)
-        write_atomic(map_file, map_text(entries))
-        write_atomic(script_file, render_script(session, context), mode=0o755)
-        if dry_run:
-            report.planned.append((name, array, [e.name for e in entries]))
-            store.conn.execute("ROLLBACK")
-            store.conn.execute("BEGIN")  # the transaction manager commits an empty one
-            return True
+        entries, script_file, map_file = _write_chunk_files(session, chunk, name, array, dry_run=False)
         store.conn.execute(
             "INSERT INTO submissions (name, shape, script, map, status, ntasks, created_at) "
             "VALUES (?, ?, ?, ?, 'intent', ?, ?)", (name, chunk.shape, str(script_file), str(map_file), n, time.time()))
