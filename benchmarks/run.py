@@ -625,7 +625,7 @@ def write_running_state(root: Path, total_log_bytes: int) -> Tuple[int, int]:
         written += len(data)
         sub_id = job_id.split("_")[0]
         (markers / f"{config}.{attempt}.start").write_text(json.dumps(
-            {"job_id": job_id, "submission_id": sub_id, "host": "node1", "time": now - 600,
+            {"job_id": job_id, "submission_id": sub_id, "host": "node1", "time": now - 60,
              "index": int(job_id.split("_")[1]) if "_" in job_id else 0, "pid": 4242}) + "\n")
     return len(atts), written
 
@@ -671,6 +671,7 @@ def write_fake_bin(bindir: Path, real_squeue: Optional[str]) -> None:
         scripts["scontrol"] = "#!/bin/bash\necho 'MaxArraySize            = 1001'\n" \
                               "echo 'MaxJobCount             = 50000'\n"
         scripts["sacctmgr"] = "#!/bin/bash\nexit 0\n"
+        scripts["scancel"] = "#!/bin/bash\nexit 0\n"
     for name, text in scripts.items():
         (bindir / name).write_text(text)
         (bindir / name).chmod(0o755)

@@ -37,6 +37,9 @@ DEFAULT_RESOURCE_NAMES: dict[str, str] = {
     "tpu": "tpu",
 }
 
+# No node has more devices than this; a larger count is a typo (and ids up to it would be expanded one by one).
+MAX_DEVICES = 1024
+
 _INT = re.compile(r"[0-9]+")
 _RANGE = re.compile(r"([0-9]+)-([0-9]+)")
 
@@ -116,7 +119,11 @@ def _parse_num(num_text: str, whole: str, dtype: str) -> int:
     if not _INT.fullmatch(num_text):
         raise DeviceError(f"device count {num_text!r} in {whole!r} is not a whole number; write e.g. '{dtype}*8' "
                           f"(ids go after a ':', as in '{dtype}*8:0')")
-    num = int(num_text)
+    digits = num_text.lstrip("0") or "0"
+    num = int(digits) if len(digits) <= 6 else MAX_DEVICES + 1
+    if num > MAX_DEVICES:
+        raise DeviceError(f"device count {num_text} in {whole!r} is more than a node has (at most {MAX_DEVICES}); "
+                          f"write the node's real count, e.g. '{dtype}*8'")
     if num == 0:
         fix = " (or 'cpu' for no accelerator)" if dtype != "cpu" else " or 'cpu'"
         raise DeviceError(f"device count 0 in {whole!r} must be at least 1; write '{dtype}*1'{fix}")
@@ -138,6 +145,8 @@ def _parse_item(item: str, whole: str, num: int) -> list[int]:
         raise DeviceError(f"device {whole!r} has an empty id between commas; write ids like '0,2' or '1-4'")
     if item.startswith("-"):
         raise DeviceError(f"id {item!r} in {whole!r} is negative; ids count from 0 up to {num - 1}")
+    if any(len(part) > 6 for part in item.split("-")):  # never converted: thousands of digits would not parse
+        raise DeviceError(f"id {item!r} is out of range 0-{num - 1} in {whole!r}; use ids 0-{num - 1}")
     if _INT.fullmatch(item):
         lo = hi = int(item)
     else:

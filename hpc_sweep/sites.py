@@ -85,6 +85,12 @@ def shipped_dir() -> Path:
     return Path(str(resources.files("hpc_sweep.site_configs")))
 
 
+def shipped_templates() -> Path:
+    from importlib import resources
+
+    return Path(str(resources.files("hpc_sweep.job_templates")))
+
+
 def user_dir() -> Path:
     base = os.environ.get("XDG_CONFIG_HOME") or str(Path.home() / ".config")
     return Path(base) / "hpc-sweep" / "sites"
@@ -157,6 +163,14 @@ def _validate(profile: SiteProfile, path: Path) -> None:
         # These land in #SBATCH/#PBS lines: keep them to characters schedulers accept, nothing a shell reads.
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_.:@+-]+", value):
             raise UserError(f"'{value}' has characters a scheduler name cannot have", file=path, key=key)
+    if profile.template is not None:
+        # A file beside the profile or a shipped one, by plain name: the job script is built from it.
+        beside = path.parent / profile.template
+        if not re.fullmatch(r"[A-Za-z0-9_.+-]+", profile.template) or profile.template.startswith(".") or \
+                not (beside.is_file() or (shipped_templates() / profile.template).is_file()):
+            raise UserError(f"job template '{profile.template}' not found beside the profile or among the shipped "
+                            "ones", file=path, key="template",
+                            fix="a file name beside the profile, or slurm.sh.j2, pbspro.sh.j2, torque.sh.j2, local.sh.j2")
     if profile.hostname:
         try:
             re.compile(profile.hostname)

@@ -252,8 +252,10 @@ def _write_chunk_files(session, chunk: Chunk, name: str, array: Optional[str], d
     script_file = paths.script / f"{name}.sh"
     context = script_context(session, name, array, len(entries), chunk.configs[0]["gpus"],
                              chunk.shape.split(":")[0], chunk.walltime_s, map_file)
-    write_atomic(map_file, map_text(entries))
-    write_atomic(script_file, render_script(session, context), mode=0o755)
+    # Both texts first: a template or map error leaves no file behind.
+    text_map, text_script = map_text(entries), render_script(session, context)
+    write_atomic(map_file, text_map)
+    write_atomic(script_file, text_script, mode=0o755)
     return entries, script_file, map_file
 
 

@@ -19,6 +19,7 @@ DEFAULT_RESUME_STATES = ("timeout", "preempted", "node_fail")
 RESUMABLE_STATES = ("timeout", "preempted", "node_fail", "failed", "oom", "cancelled", "lost")
 COMMAND_FIELDS = ("config", "gpus", "device", "index", "port", "outputs_dir", "name", "sweep_dir")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
+MAX_CONFIGS = 100_000  # one sweep; the generate and poll budgets are measured at 10,000
 
 _SECTIONS = {
     "sweep": ("name", "program", "base", "command", "site", "walltime", "device", "max_retries", "resume_states",
@@ -203,13 +204,18 @@ def _parse_sweep_table(reader: _Reader, sweep: dict, root: Path) -> SweepSpec:
     device = reader.typed(sweep, "sweep", "device", str)
     if device is not None:
         _check_device(reader, "sweep.device", device)
+    cpus_per_gpu = reader.typed(sweep, "sweep", "cpus_per_gpu", int)
+    if cpus_per_gpu is not None and cpus_per_gpu < 1:
+        raise reader.fail("sweep.cpus_per_gpu", "must be a positive integer")
+    mem_per_gpu = reader.typed(sweep, "sweep", "mem_per_gpu", str)
+    if mem_per_gpu is not None and not re.fullmatch(r"\d+(\.\d+)?[kmgtKMGT]?[bB]?", mem_per_gpu.strip()):
+        raise reader.fail("sweep.mem_per_gpu", f"{mem_per_gpu!r} is not a memory size", fix="e.g. \"16G\" or \"500M\"")
     return SweepSpec(
         path=reader.path, root=root, name=name, program=program, base=base, command=command,
         site=reader.typed(sweep, "sweep", "site", str), walltime_s=reader.duration(sweep, "sweep", "walltime"),
         device=device, max_retries=max_retries, resume_states=tuple(resume_states),
         allow_new_keys=reader.typed(sweep, "sweep", "allow_new_keys", bool, default=False), throttle=throttle,
-        cpus_per_gpu=reader.typed(sweep, "sweep", "cpus_per_gpu", int),
-        mem_per_gpu=reader.typed(sweep, "sweep", "mem_per_gpu", str),
+        cpus_per_gpu=cpus_per_gpu, mem_per_gpu=mem_per_gpu,
     )
 
 
@@ -268,10 +274,26 @@ def _parse_space(reader: _Reader, data: dict, spec: SweepSpec) -> None:
         raise reader.fail("configs", "must be written as [[configs]] tables")
     spec.explicit = [reader.dotted_table(t, f"configs[{n}]") for n, t in enumerate(explicit, 1)]
     _parse_random(reader, data.get("random"), spec)
+    _check_size(reader, spec)
     spec.fixed = reader.dotted_table(data.get("fixed", {}), "fixed")
     for key in spec.fixed:
         if key in seen:
             raise reader.fail(f"fixed.{key}", "is both swept and fixed", fix="remove it from one of them")
+
+
+def _check_size(reader: _Reader, spec: SweepSpec) -> None:
+    """Count before expanding: a grid of a few long lists can mean more configs than any cluster runs (and than
+    memory holds while they are built)."""
+    import math
+
+    axes = [len(v) for v in spec.grid.values()] + [len(next(iter(g.values()))) for g in spec.zips if g]
+    product = math.prod(axes) if axes else 0
+    if product > MAX_CONFIGS:
+        raise reader.fail("grid", f"the grid and [[zip]] lists make {product} configs, more than {MAX_CONFIGS}",
+                          fix="sweep fewer values at once, or sample with [random]")
+    if product + len(spec.explicit) + spec.random_count > MAX_CONFIGS:
+        raise reader.fail("random.count", f"{spec.random_count} samples make more than {MAX_CONFIGS} configs",
+                          fix="ask for fewer samples")
 
 
 def _parse_random(reader: _Reader, table: Any, spec: SweepSpec) -> None:

@@ -321,6 +321,7 @@ def _(path: Path) -> None:
     assert rec.host and rec.elapsed_s is not None and rec.start
 
 
+@needs_fixtures
 def test_text_parser_rejoins_wrapped_values_across_an_empty_continuation() -> None:
     path = ELSEWHERE / "palmetto_pbspro14_qstat_xf_F_exit0.txt"
     attrs = parse_qstat_f_text(captures.read(path))["7600424.pbs02"]
