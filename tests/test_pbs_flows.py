@@ -163,3 +163,23 @@ def test_pbs_cap_counts_hand_jobs_and_a_refusal_keeps_configs_waiting(tmp_path):
     assert len(waiting) == 1 and waiting[0]["job_id"] is None
     assert "limit" in waiting[0]["reason"], waiting[0]["reason"]
     assert len([j for j in fakepbs.jobs(env["FAKE_PBS_STATE"]).values() if not j["deleted"]]) == 2
+
+
+def test_manual_resubmit_with_new_walltime_and_fresh_start(tmp_path):
+    root = make_sweep(tmp_path, "pbspro")
+    env = fakepbs.environ(tmp_path, "pbspro")
+    hpc(root, env, "generate", str(root))
+    hpc(root, env, "submit", str(root))
+    submission = states(root, env)["config001"]["job_id"].replace("[0]", "[]")
+    fakepbs.set_state(submission, 2, "done", 1, path=env["FAKE_PBS_STATE"])
+    assert hpc(root, env, "poll", str(root), "--force", "--no-submit").returncode == 0
+    assert states(root, env)["config003"]["state"] == "failed"
+    refused = hpc(root, env, "resubmit", str(root), "config001")
+    assert refused.returncode == 2 and "cancel it first" in refused.stderr  # still queued: never twice
+    result = hpc(root, env, "resubmit", str(root), "config003", "--walltime", "2:00:00", "--fresh")
+    assert result.returncode == 0, result.stderr
+    snap = states(root, env)
+    assert snap["config003"]["attempt"] == 2 and snap["config003"]["state"] == "pending"
+    last = [c for c in fakepbs.calls(env["FAKE_PBS_LOG"]) if c[0] == "qsub"][-1]
+    script = Path(last[1]).read_text()
+    assert "#PBS -l walltime=02:00:00" in script and "#PBS -J" not in script
