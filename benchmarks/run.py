@@ -128,6 +128,8 @@ class Ran:
     stderr: str
     wall: float
     cpu: float          # user+sys of the process and the children it waited for
+    user: float = 0.0
+    sys: float = 0.0
 
 
 class LocalExec:
@@ -212,8 +214,8 @@ def timed(argv: List[str], cwd: Path, env: Dict[str, str], timeout: float) -> Ra
         err = f"timed out after {timeout:.0f} s"
     wall = time.perf_counter() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    return Ran(rc, out, err, wall, cpu)
+    user, system = after.ru_utime - before.ru_utime, after.ru_stime - before.ru_stime
+    return Ran(rc, out, err, wall, user + system, user, system)
 
 
 def check(ran: Ran, what: str) -> Ran:
@@ -351,46 +353,59 @@ def xequinet_log(target_bytes: int) -> Tuple[str, int]:
 # 1. generate
 
 
-def bench_generate(bench: Bench, ex: LocalExec, root: Path, site: str) -> Optional[Path]:
-    log("[generate] 10,000 configs (100 × 100 grid over examples/demo/base.toml)")
-    write_sweep(root, "gen10k", 100, 100, site)
-    ex.own(root)
-    ran = ex.run([*ex.hpc(), "generate", str(root)], root, timeout=300)
-    if ran.rc != 0:
-        bench.add(Row("`generate` 10,000 configs (100×100 grid, DeepH base)", f"error rc={ran.rc}", "< 5 s",
-                      ok=False, detail=ran.stderr[-500:]))
-        return None
-    files = sorted((root / "configs").glob("config*.toml"))
+def bench_generate(bench: Bench, ex: LocalExec, site: str, runs: int) -> Optional[Path]:
+    """`hpc-sweep generate` of 10,000 configs into fresh sweep folders, median of `runs` (the disk of a shared VM
+    is noisy); returns the first folder, which the scheduler benchmarks then submit."""
+    log(f"[generate] 10,000 configs (100 × 100 grid over examples/demo/base.toml), median of {runs}")
+    what = "`generate` 10,000 configs (100×100 grid, DeepH base)"
+    results = []
+    roots = []
+    floors = []
+    for i in range(runs):
+        root = ex.make_dir("s10000" if i == 0 else f"gen{i}")
+        write_sweep(root, "gen10k", 100, 100, site)
+        ex.own(root)
+        floors.append(fs_floor(root.parent, 10000, 1251))  # interleaved: the disk's speed drifts
+        os.sync()  # each timed run starts with no dirty data of the previous one
+        ran = ex.run([*ex.hpc(), "generate", str(root)], root, timeout=300)
+        if ran.rc != 0:
+            bench.add(Row(what, f"error rc={ran.rc}", "< 5 s", ok=False, detail=ran.stderr[-500:]))
+            return None
+        results.append(ran)
+        roots.append(root)
+    files = sorted((roots[0] / "configs").glob("config*.toml"))
     n = len(files)
-    floor = fs_floor(root.parent, n, len(files[0].read_bytes()) if files else 1600)
+    size = len(files[0].read_bytes()) if files else 0
+    mid = sorted(results, key=lambda r: r.wall)[len(results) // 2]
+    floor = statistics.median(floors)
     bench.add(Row(
-        "`generate` 10,000 configs (100×100 grid, DeepH base)",
-        f"{fmt_s(ran.wall)} (cpu {fmt_s(ran.cpu)})", "< 5 s",
-        f"file-system floor {fmt_s(floor)} (10k files + 10k dirs)", "–",
-        ok=ran.wall < 5 and n == 10000,
-        detail=f"{n} config files written; wall {ran.wall:.2f} s, cpu (user+sys) {ran.cpu:.2f} s; creating the "
-               f"same number of files (temp file + rename) and folders with bare Python takes {floor:.2f} s "
-               f"on this disk. Load average before: {loadavg()}."))
-    return root
+        what, f"{fmt_s(mid.wall)} (cpu {fmt_s(mid.cpu)})" + (f", median of {runs}" if runs > 1 else ""), "< 5 s",
+        f"file-system floor {fmt_s(floor)} (10k files + 10k dirs)", "–", ok=mid.wall < 5 and n == 10000,
+        detail=f"{n} config files of {size} bytes; runs (wall / user cpu / system cpu): "
+               + ", ".join(f"{r.wall:.2f} / {r.user:.2f} / {r.sys:.2f} s" for r in results)
+               + "; bare Python creating as many files (temp file + rename) and folders on the same disk, "
+                 "measured just before each run: " + ", ".join(f"{f:.2f} s" for f in floors)
+               + f". Load average: {loadavg()}."))
+    return roots[0]  # the others go with the work folder at the end (deleting them now would disturb timings)
 
 
 def fs_floor(where: Path, n: int, size: int) -> float:
-    """Bare cost of what generate must do to the file system: n files (temp + rename) and n folders."""
+    """Bare cost of what generate must do to the file system: n files (temp + rename) and n folders. The folder
+    is left for the end of the run: deleting 20,000 entries right before a timed run slows that run down."""
     d = Path(tempfile.mkdtemp(prefix="fsfloor-", dir=where))
     payload = b"x" * size
-    try:
-        (d / "c").mkdir()
-        (d / "o").mkdir()
-        t0 = time.perf_counter()
-        for i in range(n):
-            (d / "o" / f"config{i:05d}").mkdir()
-            fd, tmp = tempfile.mkstemp(dir=d / "c", prefix=f".config{i:05d}.toml.", suffix=".tmp")
-            os.write(fd, payload)
-            os.close(fd)
-            os.replace(tmp, d / "c" / f"config{i:05d}.toml")
-        return time.perf_counter() - t0
-    finally:
-        shutil.rmtree(d, ignore_errors=True)
+    (d / "c").mkdir()
+    (d / "o").mkdir()
+    os.sync()
+    t0 = time.perf_counter()
+    for i in range(1, n + 1):
+        (d / "o" / f"config{i:03d}").mkdir()
+        fd, tmp = tempfile.mkstemp(dir=d / "c", prefix=f".config{i:03d}.toml.", suffix=".tmp")
+        os.write(fd, payload)
+        os.close(fd)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, d / "c" / f"config{i:03d}.toml")
+    return time.perf_counter() - t0
 
 
 # ------------------------------------------------------------------------------------------------------------
@@ -516,7 +531,8 @@ def _report():
     with _real_open(_out, "w") as f:
         json.dump({"cpu": ru.ru_utime + ru.ru_stime, "user": ru.ru_utime, "sys": ru.ru_stime,
                    "maxrss_kb": ru.ru_maxrss, "wall_in_process": time.perf_counter() - _t0,
-                   "rchar": proc_io.get("rchar"), "read_bytes": proc_io.get("read_bytes"),
+                   "rchar": proc_io.get("rchar"), "wchar": proc_io.get("wchar"),
+                   "read_bytes": proc_io.get("read_bytes"),
                    "watched_bytes": _count["bytes"], "watched_files": _count["files"]}, f)
 
 atexit.register(_report)
@@ -558,7 +574,7 @@ class PollResult:
                 f"tool time (wall − scheduler) {self.tool_s:.3f} s, process CPU {self.cpu:.3f} s "
                 f"(user {self.probe.get('user', 0):.3f} + sys {self.probe.get('sys', 0):.3f}), "
                 f"log bytes read {self.log_bytes} in {self.probe.get('watched_files')} opens, rchar "
-                f"{self.probe.get('rchar')}, max RSS {self.probe.get('maxrss_kb', 0) / 1024:.0f} MB")
+                f"{self.probe.get('rchar')}, wchar {self.probe.get('wchar')}, max RSS {self.probe.get('maxrss_kb', 0) / 1024:.0f} MB")
 
 
 def run_poll(ex: LocalExec, probe_dir: Path, root: Path, tag: str, timeout: float,
@@ -709,6 +725,7 @@ class SchedulerBench:
         write_fake_bin(self.bindir, real_squeue)
         self.poll_timeout = 60 if bench.quick else 150
         self.sweeps: Dict[int, Path] = {}
+        self.naive_status_per_call: Optional[float] = None
 
     # -- helpers ----------------------------------------------------------------------------------------------
     def hpc(self, root: Path, *args: str, env: Optional[Dict[str, str]] = None, timeout: float = 300) -> Ran:
@@ -743,6 +760,7 @@ class SchedulerBench:
         if calls.exists():
             calls.unlink()
         env = dict(self.fake_env(root), HPC_SWEEP_CALL_LOG=str(calls))
+        os.sync()
         ran = self.hpc(root, "submit", str(root), env=env)
         return ran, call_log(calls)
 
@@ -818,7 +836,25 @@ class SchedulerBench:
         loop = f"while read id; do squeue -h -j \"$id\" -o '{fmt}' > /dev/null || exit 1; done < {listfile}"
         ran = self.ex.run(["bash", "-c", loop], root, env=self.fake_env(root), timeout=600)
         check(ran, "naive squeue loop")
+        self.naive_status_per_call = ran.wall / max(1, len(ids))
         return ran.wall, len(ids)
+
+    def limits_probe(self, root: Path) -> None:
+        """What the first submit of a sweep pays to learn the queue limits, and what slurmctld's own cache
+        (scontrol show assoc_mgr) would cost instead."""
+        if not self.real:
+            return
+        from hpc_sweep.schedulers.slurm import SlurmScheduler
+
+        user = self.cluster.user
+        argvs = SlurmScheduler().limits_argvs(user) + [
+            ["scontrol", "show", "assoc_mgr", f"users={user}", "flags=assoc,qos"]]
+        parts = []
+        for argv in argvs:
+            runs = [self.ex.run(argv, root) for _ in range(3)]
+            parts.append(f"`{' '.join(argv[:5])}...` {statistics.median(r.wall for r in runs) * 1000:.0f} ms "
+                         f"(rc {runs[-1].rc}, {len(runs[-1].stdout)} bytes)")
+        self.bench.note("queue-limit queries (median of 3, as the user, each a process start): " + "; ".join(parts))
 
     def bare_squeue(self, root: Path) -> float:
         times = [self.ex.run(["squeue", "--me", "-r", "-h", "-o", "%i|%A|%F|%K|%j|%T|%r|%M|%l|%N"], root,
@@ -832,6 +868,7 @@ class SchedulerBench:
             write_fake_squeue(root, root / "bench-squeue.out")
         self.ex.own(root / "outputs")
         self.ex.own(root / ".hpc_sweep" / "markers")
+        os.sync()  # the timed polls do not pay for writing back the logs just written
         return files, nbytes
 
     def bench_poll_1k(self, root: Path, naive_status: Optional[Tuple[float, int]]) -> None:
@@ -839,6 +876,7 @@ class SchedulerBench:
         files, nbytes = self.prepare_running(root, 1_000_000)
         first = run_poll(self.ex, self.probe_dir, root, "1k-first", self.poll_timeout, self.running_env(root))
         grown, added = append_epochs(root, 100)
+        os.sync()
         second = run_poll(self.ex, self.probe_dir, root, "1k-second", self.poll_timeout, self.running_env(root))
         naive_s = naive_status[0] * 1000 / naive_status[1] if naive_status else None
         naive_text = ((f"1,000× squeue -j: {fmt_s(naive_s)}"
@@ -856,11 +894,11 @@ class SchedulerBench:
         log(f"[poll] 10,000 running configs, {fmt_bytes(total_bytes)} of logs")
         files, nbytes = self.prepare_running(root, total_bytes)
         first = run_poll(self.ex, self.probe_dir, root, "10k-first", self.poll_timeout, self.running_env(root))
+        naive10k = self.naive_status_per_call * 10000 if self.naive_status_per_call else None
+        naive_text = f"10,000× squeue -j ≈ {fmt_s(naive10k)} (extrapolated; reads no logs)" if naive10k else "–"
         self.bench.add(Row(f"`poll` 10,000 running: tool time, first poll ({fmt_bytes(nbytes)} logs new)",
-                           (f"{fmt_s(first.tool_s)} (cpu {fmt_s(first.cpu)})" if first.rc == 0
-                            else f"> {fmt_s(first.wall)} (killed)" if first.rc == 124 else f"error rc={first.rc}"),
-                           "< 1 s", "–", "–", ok=first.rc == 0 and first.tool_s < 1,
-                           detail=f"poll 10k first: {first.summary()}"))
+                           self.poll_text(first), "< 1 s", naive_text, fmt_ratio(naive10k, first.wall),
+                           ok=first.rc == 0 and first.tool_s < 1, detail=f"poll 10k first: {first.summary()}"))
         self.bench.add(Row("`poll` 10,000 running: log bytes read, first poll",
                            fmt_bytes(first.log_bytes) if first.rc == 0 else "n/a",
                            f"all {fmt_bytes(nbytes)} once", "–", "–",
@@ -874,12 +912,11 @@ class SchedulerBench:
                                ok=False))
             return
         grown, added = append_epochs(root, 100)
+        os.sync()
         second = run_poll(self.ex, self.probe_dir, root, "10k-second", self.poll_timeout, self.running_env(root))
         self.bench.add(Row(f"`poll` 10,000 running: tool time, second poll ({grown} logs grew)",
-                           (f"{fmt_s(second.tool_s)} (cpu {fmt_s(second.cpu)})" if second.rc == 0
-                            else f"> {fmt_s(second.wall)} (killed)" if second.rc == 124 else f"error rc={second.rc}"),
-                           "< 1 s", "–", "–", ok=second.rc == 0 and second.tool_s < 1,
-                           detail=f"poll 10k second: {second.summary()}"))
+                           self.poll_text(second), "< 1 s", naive_text, fmt_ratio(naive10k, second.wall),
+                           ok=second.rc == 0 and second.tool_s < 1, detail=f"poll 10k second: {second.summary()}"))
         self.bench.add(Row(f"`poll` 10,000 running: log bytes read, second poll (+{fmt_bytes(added)} in {grown} "
                            "logs)", fmt_bytes(second.log_bytes) if second.rc == 0 else "n/a",
                            f"≈ new bytes (≤ {fmt_bytes(added + 64 * grown)})", f"re-read all: {fmt_bytes(nbytes + added)}",
@@ -889,6 +926,14 @@ class SchedulerBench:
                            detail=f"appended one epoch line to {grown} logs ({added} bytes); the poll read "
                                   f"{second.log_bytes} bytes of logs; rchar {second.probe.get('rchar')} "
                                   f"(first poll: {first.probe.get('rchar')})"))
+
+    @staticmethod
+    def poll_text(res: PollResult) -> str:
+        if res.rc == 124:
+            return f"> {fmt_s(res.wall)} (killed)"
+        if res.rc != 0:
+            return f"error rc={res.rc}"
+        return f"{fmt_s(res.tool_s)} (cpu {fmt_s(res.cpu)}; {calls_text(res.calls)})"
 
     # -- 4. scheduler calls per poll ----------------------------------------------------------------------------
 
@@ -944,8 +989,10 @@ class SchedulerBench:
             left = self.cluster.squeue_user()
             self.cluster.cancel_all_user_jobs()
             after = self.cluster.squeue_user()
-            self.bench.note(f"after `hpc-sweep cancel --yes`: {len(left)} task line(s) of the test user left in "
-                            f"squeue; after scancel of the user's jobs: {len(after)}")
+            self.bench.add(Row("test user's queue after `hpc-sweep cancel --yes` of every sweep",
+                               f"{len(left)} task(s) left", "0", ok=not left,
+                               detail=f"squeue -u {self.cluster.user} -r after the cancels: {left[:5]}; after "
+                                      f"scancel -u (cleanup): {len(after)} left"))
 
 
 def run_scheduler(bench: Bench, ex: LocalExec, cluster, gen_root: Optional[Path]) -> None:
@@ -964,6 +1011,7 @@ def run_scheduler(bench: Bench, ex: LocalExec, cluster, gen_root: Optional[Path]
                 bench.add(Row("bare `squeue --me -r` of 1,000 queued tasks (median of 5)", fmt_s(bare), "–",
                               f"PRODUCT.md: {PRODUCT_BARE_SQUEUE_S} s", ok=None))
                 naive_stat = sb.naive_status(root1k, naive_n)
+                sb.limits_probe(root1k)
             else:
                 naive_stat = None
             sb.bench_poll_1k(root1k, naive_stat)
@@ -1081,9 +1129,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     unknown = only - set(SECTIONS)
     if unknown:
         parser.error(f"unknown section(s) {', '.join(sorted(unknown))}; known: {', '.join(SECTIONS)}")
-    try:
-        import hpc_sweep  # noqa: F401
-    except ImportError:
+    import importlib.util
+
+    if importlib.util.find_spec("hpc_sweep") is None:
         parser.error("hpc_sweep is not importable: run with the venv that has it installed, "
                      "e.g. /tmp/devvenv/bin/python benchmarks/run.py")
 
@@ -1100,6 +1148,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     cluster = None
     work_root = Path(tempfile.mkdtemp(prefix="hpc-sweep-bench-", dir="/tmp"))
     os.chmod(work_root, 0o755)
+    status = 0
     try:
         if "help" in only:
             bench_help(bench, work_root)
@@ -1112,14 +1161,19 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             ex = LocalExec(work_root)
         gen_root = None
         if "generate" in only:
-            gen_root = ex.make_dir("s10000")
             site = slurm_site(hold=True, max_array=None if use_slurm else 1001)
-            gen_root = bench_generate(bench, ex, gen_root, site)
+            gen_root = bench_generate(bench, ex, site, 1 if args.quick else 3)
         if "scheduler" in only:
             if not use_slurm:
                 for what in ("`submit` to the real Slurm", "naive per-job sbatch / squeue -j on the real Slurm"):
                     bench.add(Row(what, "skipped (--no-slurm or not root)", ok=None))
             run_scheduler(bench, ex, cluster, gen_root)
+    except Exception as exc:  # noqa: BLE001 - the rows measured so far are still written
+        import traceback
+
+        traceback.print_exc()
+        bench.note(f"ABORTED: {type(exc).__name__}: {str(exc)[:500]}")
+        status = 1
     finally:
         info["load average at end"] = loadavg()
         if cluster is not None:
@@ -1136,7 +1190,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     out = write_results(bench, info, mode, sys.argv[1:] if argv is None else argv)
     print(table(bench.rows))
     log(f"written {out}; {time.monotonic() - bench.started:.0f} s")
-    return 0
+    return status
 
 
 if __name__ == "__main__":

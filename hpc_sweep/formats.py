@@ -32,7 +32,7 @@ def read_text(path: Path, what: str = "file") -> str:
     except FileNotFoundError:
         raise UserError(f"{what} not found", file=path, fix="check the path") from None
     except UnicodeDecodeError:
-        raise UserError(f"{what} is not UTF-8 text", file=path) from None
+        raise UserError(f"{what} is not UTF-8 text", file=path, fix="save it as UTF-8 text") from None
     except OSError as exc:
         raise UserError(f"cannot read {what}: {exc.strerror}", file=path) from None
 
@@ -43,9 +43,10 @@ def parse_toml(text: str, path: Path) -> dict:
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"malformed TOML: {exc}", file=path, fix="correct the TOML syntax there") from None
     except RecursionError:
-        raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path) from None
+        raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path, fix="flatten it") from None
     except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int conversion limit)
-        raise UserError(f"unreadable value: {str(exc).split(';')[0]}", file=path) from None
+        raise UserError(f"unreadable value: {str(exc).split(';')[0]}", file=path,
+                        fix="use a float (e.g. 1e30) or a smaller number") from None
     check_tree(data, path)
     return data
 
@@ -61,9 +62,10 @@ def parse_yaml(text: str, path: Path) -> dict:
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"malformed YAML{where}: {problem}", file=path, fix="correct the YAML syntax there") from None
     except RecursionError:
-        raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path) from None
+        raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path, fix="flatten it") from None
     except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int conversion limit)
-        raise UserError(f"unreadable value: {str(exc).split(';')[0]}", file=path) from None
+        raise UserError(f"unreadable value: {str(exc).split(';')[0]}", file=path,
+                        fix="use a float (e.g. 1e30) or a smaller number") from None
     if data is None:
         data = {}
     if not isinstance(data, dict):
@@ -84,7 +86,7 @@ def check_tree(data: Any, path: Path) -> None:
             raise UserError(f"holds more than {MAX_VALUES} values (repeated YAML aliases?)", file=path,
                             fix="write the values out; anchors that expand to huge trees are refused")
         if depth > MAX_DEPTH:
-            raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path, key=key)
+            raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path, key=key, fix="flatten it")
         if isinstance(node, dict):
             stack.extend((value, f"{key}.{name}" if key else str(name), depth + 1) for name, value in node.items())
         elif isinstance(node, list):

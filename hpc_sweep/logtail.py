@@ -33,15 +33,15 @@ def read_new(path: PathLike, cursor: Optional[dict] = None,
     """
     try:
         stat = os.stat(path)
-    except OSError:
-        return "", cursor
+    except OSError:  # deleted or rotated away: nothing new, and no reset (the last call's reset was handled)
+        return "", _without_reset(cursor) if cursor else cursor
     if cursor and cursor.get("path") == str(path) and _unchanged(cursor, stat):
         return "", _without_reset(cursor)
     try:
         with open(path, "rb") as handle:
             return _read(handle, str(path), cursor, max_bytes)
     except OSError:
-        return "", cursor
+        return "", _without_reset(cursor) if cursor else cursor
 
 
 def _unchanged(cursor: dict, stat: os.stat_result) -> bool:

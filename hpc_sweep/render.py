@@ -93,6 +93,10 @@ def script_context(session, job_name: str, array: Optional[str], ntasks: int, gp
     from hpc_sweep.durations import format_hms
 
     profile, spec, paths = session.profile, session.spec, session.paths
+    if profile.scheduler != "local" and re.search(r"[\s\"'\\]", str(paths.logs)):
+        # The log path goes into #SBATCH/#PBS lines, which split at blanks: sbatch would refuse the script.
+        raise UserError(f"the sweep folder's path has a blank, quote or backslash, which {profile.scheduler} job "
+                        "directives cannot carry", file=paths.root, fix="move the sweep to a path without them")
     cpus_per_gpu = spec.cpus_per_gpu or profile.cpus_per_gpu
     if gpus > 0:
         cpus = cpus_per_gpu * gpus

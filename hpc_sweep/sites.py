@@ -26,6 +26,7 @@ GPU_REQUESTS = {
     "torque": ("nodes",),
     "local": ("local",),
 }
+_NAME_FIX = "use only letters, digits and _ . : @ + -"
 DEFAULT_GPU_REQUEST = {"slurm": "gres", "pbspro": "select", "torque": "nodes", "local": "local"}
 
 _KEYS = {
@@ -114,7 +115,8 @@ def load_profile_file(path: Path, name: Optional[str] = None) -> SiteProfile:
             fix = f"did you mean '{close[0]}'?" if close else "remove it"
             raise UserError("is not a site profile key", file=path, key=key, fix=fix)
         if not isinstance(value, _KEYS[key]) or isinstance(value, bool) and _KEYS[key] is int:
-            raise UserError(f"has the wrong type ({type(value).__name__})", file=path, key=key)
+            wanted = " or ".join(t.__name__ for t in (_KEYS[key] if isinstance(_KEYS[key], tuple) else (_KEYS[key],)))
+            raise UserError(f"has the wrong type ({type(value).__name__})", file=path, key=key, fix=f"give a {wanted}")
     scheduler = data.get("scheduler")
     if scheduler not in SCHEDULERS:
         raise UserError(f"'{scheduler}' is not a scheduler", file=path, key="scheduler",
@@ -142,13 +144,14 @@ def _validate(profile: SiteProfile, path: Path) -> None:
     for key in ("max_queued", "max_array_size", "array_throttle", "cpus_per_gpu", "runs_per_gpu", "cpu_slots"):
         value = getattr(profile, key)
         if value is not None and value < 1:
-            raise UserError("must be at least 1", file=path, key=key)
+            raise UserError("must be at least 1", file=path, key=key, fix="give a positive integer")
     for key in ("setup", "extra_directives"):
         for line in getattr(profile, key):
             # A newline (or \r, NUL...) would smuggle a second line into the script: a directive could become a
             # command, or a command end early.
             if not isinstance(line, str) or any(ord(ch) < 32 and ch != "\t" for ch in line):
-                raise UserError("must be a list of single-line strings", file=path, key=key)
+                raise UserError("must be a list of single-line strings", file=path, key=key,
+                                fix="one string per line, without control characters")
     for line in profile.extra_directives:
         if not line.lstrip().startswith("#"):
             raise UserError(f"'{line}' is not a directive line; it would run as a shell command", file=path,
@@ -157,12 +160,13 @@ def _validate(profile: SiteProfile, path: Path) -> None:
         # Resource names land in #SBATCH/#PBS lines like the names below.
         if not isinstance(name, str) or not re.fullmatch(r"[A-Za-z0-9_.:@+-]+", name):
             raise UserError(f"{name!r} has characters a scheduler name cannot have", file=path,
-                            key=f"gpu_resource.{kind}")
+                            key=f"gpu_resource.{kind}", fix=_NAME_FIX)
     for key in ("partition", "queue", "account", "qos", "gpu_type", "mem_per_gpu", "mem"):
         value = getattr(profile, key)
         # These land in #SBATCH/#PBS lines: keep them to characters schedulers accept, nothing a shell reads.
         if value is not None and not re.fullmatch(r"[A-Za-z0-9_.:@+-]+", value):
-            raise UserError(f"'{value}' has characters a scheduler name cannot have", file=path, key=key)
+            raise UserError(f"'{value}' has characters a scheduler name cannot have", file=path, key=key,
+                            fix=_NAME_FIX)
     if profile.template is not None:
         # A file beside the profile or a shipped one, by plain name: the job script is built from it.
         beside = path.parent / profile.template

@@ -276,8 +276,8 @@ def _recover(paths: SweepPaths) -> None:
         import shutil
 
         shutil.copy2(paths.db_backup, paths.db)
-        print(f"hpc-sweep: {broken.name} was corrupt; restored the last good copy ({paths.db_backup.name}). "
-              "The next poll re-reads the scheduler and markers.", file=__import__("sys").stderr)
+        print(f"hpc-sweep: {paths.db} was corrupt (kept as {broken.name}); restored the last good copy "
+              f"({paths.db_backup.name}). The next poll re-reads the scheduler and markers.", file=__import__("sys").stderr)
         return
     raise RuntimeFailure(f"{paths.db}: the state database is corrupt and no good backup exists "
                          f"(moved to {broken.name}); run 'hpc-sweep generate' to rebuild the config list")

@@ -374,6 +374,7 @@ def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
 
 def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Optional[list]) -> SubmitReport:
     report = SubmitReport()
+    session.scheduler  # the site profile is read (and checked) before anything is written
     prefix = session.prefix  # recorded once, outside the transactions below
     del prefix
     if records is None:
