@@ -1064,9 +1064,34 @@ def machine() -> Dict[str, str]:
                 info["memory"] = f"{int(line.split()[1]) / 1024 / 1024:.1f} GiB"
     except OSError:
         pass
-    r = subprocess.run(["sinfo", "--version"], capture_output=True, text=True) if shutil.which("sinfo") else None
-    info["slurm"] = r.stdout.strip() if r is not None and r.returncode == 0 else "none"
+    info["slurm"] = "none"
+    if shutil.which("sbatch", path=SYSTEM_PATH):
+        # `sinfo --version` needs a slurm.conf; the package version does not
+        r = subprocess.run(["dpkg-query", "-W", "-f=${Version}", "slurm-client"], capture_output=True, text=True) \
+            if shutil.which("dpkg-query") else None
+        info["slurm"] = (f"slurm-client {r.stdout.strip()}" if r is not None and r.returncode == 0
+                         else "installed (version unknown)")
+    info["code"] = code_version()
     return info
+
+
+def code_version() -> str:
+    """The commit measured, whether the working tree differs from it, and which hpc_sweep this interpreter runs
+    (from a neutral folder, as the local runs do: a stale installed copy would not measure this checkout)."""
+    def git(*args: str) -> str:
+        r = subprocess.run(["git", "-C", str(REPO), *args], capture_output=True, text=True)
+        return r.stdout.strip() if r.returncode == 0 else ""
+
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    dirty = [line[3:] for line in git("status", "--porcelain").splitlines()
+             if line[3:] and not line[3:].startswith("benchmarks/")]
+    r = subprocess.run([sys.executable, "-c", "import hpc_sweep; print(hpc_sweep.__file__)"], capture_output=True,
+                       text=True, cwd="/")
+    where = r.stdout.strip()
+    text = f"{head}" + (f" + uncommitted changes in {len(dirty)} file(s)" if dirty else "")
+    if where and not where.startswith(str(REPO)):
+        text += f"; WARNING: this interpreter imports {where}, not this checkout"
+    return text
 
 
 # ------------------------------------------------------------------------------------------------------------

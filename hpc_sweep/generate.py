@@ -46,6 +46,7 @@ class PlannedConfig:
     gpus: int
     shape: str
     path: Path
+    log_context: str = "{}"
     notes: list = field(default_factory=list)
     warnings: list = field(default_factory=list)
 
@@ -156,7 +157,8 @@ def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths) -> list[Pla
             name=name, idx=idx, params=params, key=key, text=text,
             digest=hashlib.sha256(text.encode()).hexdigest(), device=device_text, gpus=gpus,
             shape=f"{device.type}:{gpus}" if device.is_accelerator else "cpu",
-            path=paths.configs / f"{name}.{fmt}", notes=notes, warnings=[f"{name}: {w}" for w in warnings]))
+            path=paths.configs / f"{name}.{fmt}", log_context=json.dumps(program.log_context(config)), notes=notes,
+            warnings=[f"{name}: {w}" for w in warnings]))
     return planned
 
 
@@ -214,14 +216,14 @@ def generate(spec: SweepSpec, store: Store, paths: SweepPaths, force: bool = Fal
             if row is None:
                 conn.execute(
                     "INSERT INTO configs (name, idx, params, params_key, path, digest, device, gpus, shape, state,"
-                    " attempt, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'generated', 0, ?)",
+                    " attempt, log_context, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'generated', 0, ?, ?)",
                     (p.name, p.idx, json.dumps(p.params), p.key, str(p.path), p.digest, p.device, p.gpus, p.shape,
-                     now))
+                     p.log_context, now))
                 result.written.append(p.name)
             elif row["digest"] != p.digest:
                 conn.execute("UPDATE configs SET digest = ?, device = ?, gpus = ?, shape = ?, path = ?, "
-                             "in_definition = 1, updated_at = ? WHERE name = ?",
-                             (p.digest, p.device, p.gpus, p.shape, str(p.path), now, p.name))
+                             "log_context = ?, in_definition = 1, updated_at = ? WHERE name = ?",
+                             (p.digest, p.device, p.gpus, p.shape, str(p.path), p.log_context, now, p.name))
                 if row["attempt"] > 0:
                     store.add_event("forced_regenerate", f"rewritten with --force (was {row['digest'][:12]})",
                                     p.name)
@@ -229,8 +231,9 @@ def generate(spec: SweepSpec, store: Store, paths: SweepPaths, force: bool = Fal
                 else:
                     result.written.append(p.name)
             else:
-                if not row["in_definition"]:
-                    conn.execute("UPDATE configs SET in_definition = 1 WHERE name = ?", (p.name,))
+                if not row["in_definition"] or row.get("log_context") != p.log_context:
+                    conn.execute("UPDATE configs SET in_definition = 1, log_context = ? WHERE name = ?",
+                                 (p.log_context, p.name))
                 result.unchanged.append(p.name)
         for name, row in existing.items():
             if name not in wanted and row["in_definition"]:

@@ -38,24 +38,43 @@ class PollReport:
 
 
 # -- markers ----------------------------------------------------------------------------------------------------
-def read_markers(markers_dir: Path) -> dict:
-    """{"config007.2": {"start": {...}, "exit": {...}}} from one directory scan."""
-    found: dict = {}
-    try:
-        entries = list(os.scandir(markers_dir))
-    except FileNotFoundError:
-        return found
-    for entry in entries:
-        name = entry.name
-        for kind in ("start", "exit"):
-            if name.endswith("." + kind):
-                key = name[: -len(kind) - 1]
-                try:
-                    with open(entry.path, encoding="utf-8") as handle:
-                        found.setdefault(key, {})[kind] = json.load(handle)
-                except (OSError, ValueError):
-                    pass  # being written: the next poll reads it
-    return found
+class Markers:
+    """The job-written markers, from one directory listing; a file is opened only when its content is needed
+    (a poll of 10,000 running tasks must not read 10,000 start markers it already knows)."""
+
+    def __init__(self, folder: Path):
+        try:
+            self.names = set(os.listdir(folder))
+        except FileNotFoundError:
+            self.names = set()
+        self.folder = folder
+        self._cache: dict = {}
+
+    def has(self, key: str, kind: str) -> bool:
+        return f"{key}.{kind}" in self.names
+
+    def load(self, key: str, kind: str) -> Optional[dict]:
+        name = f"{key}.{kind}"
+        if name not in self.names:
+            return None
+        if name not in self._cache:
+            try:
+                with open(self.folder / name, encoding="utf-8") as handle:
+                    self._cache[name] = json.load(handle)
+            except (OSError, ValueError):
+                self._cache[name] = None  # being written: the next poll reads it
+        return self._cache[name]
+
+    def get(self, key: str, default=None) -> dict:
+        found = {kind: self.load(key, kind) for kind in ("start", "exit") if self.has(key, kind)}
+        return {k: v for k, v in found.items() if v is not None} or (default if default is not None else {})
+
+    def __getitem__(self, key: str) -> dict:
+        return self.get(key)
+
+
+def read_markers(markers_dir: Path) -> Markers:
+    return Markers(markers_dir)
 
 
 # -- deciding one attempt's state -----------------------------------------------------------------------------
@@ -75,13 +94,14 @@ def task_output(session, att: dict) -> str:
     return "\n".join(texts)
 
 
-def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRecord], markers: dict,
+def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRecord], markers: Markers,
            now: float) -> tuple[str, Optional[str], dict]:
     """(state, reason, attempt fields) for one active attempt."""
     from hpc_sweep.failure import diagnose
 
-    marks = markers.get(f"{att['config']}.{att['attempt']}", {})
-    start, end = marks.get("start"), marks.get("exit")
+    key = f"{att['config']}.{att['attempt']}"
+    end = markers.load(key, "exit")
+    start = markers.load(key, "start") if att.get("started_at") is None or live is None else None
     fields: dict = {}
     if start:
         fields["started_at"] = start.get("time")
@@ -206,7 +226,7 @@ def refresh_states(session, report: PollReport, records: list, now: float) -> No
     report.notes += [f"found submission {name} ({sid}) again" for name, sid in sub_report.reconciled]
     ours = {s["scheduler_id"] for s in store.submissions("submitted")}
     live = {r.task_id: r for r in records if r.submission_id in ours}
-    active = [a for a in store.attempts() if a["state"] in ACTIVE]
+    active = store.attempts(states=ACTIVE)
     gone = [a for a in active if a["job_id"] not in live]
     acct: dict = {}
     if gone:
@@ -225,7 +245,7 @@ def refresh_states(session, report: PollReport, records: list, now: float) -> No
 def apply_markers_only(session, report: PollReport, now: float) -> None:
     """Between scheduler queries, the jobs' own exit markers still end attempts."""
     markers = read_markers(session.paths.markers)
-    active = [a for a in session.store.attempts() if a["state"] in ACTIVE]
+    active = session.store.attempts(states=ACTIVE)
     finished = [a for a in active if "exit" in markers.get(f"{a['config']}.{a['attempt']}", {})]
     started = [a for a in active if a["state"] == "pending" and
                "start" in markers.get(f"{a['config']}.{a['attempt']}", {}) and a not in finished]
@@ -267,12 +287,11 @@ def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=
 def resume_ended(session, report: PollReport) -> None:
     """Runs that ended in a resumable state wait for resubmission from their checkpoint, up to max_retries."""
     spec, store = session.spec, session.store
+    marks = ",".join("?" for _ in spec.resume_states)
+    ended = store.conn.execute(f"SELECT name, state, attempt FROM configs WHERE state IN ({marks}) AND attempt <= ?",
+                               (*spec.resume_states, spec.max_retries)).fetchall()
     with store.transaction():
-        for cfg in store.configs():
-            if cfg["state"] not in spec.resume_states:
-                continue
-            if cfg["attempt"] > spec.max_retries:
-                continue
+        for cfg in ended:
             store.conn.execute("UPDATE configs SET state = 'waiting', next_mode = 'resume', reason = ? WHERE name = ?",
                                (f"resuming after {cfg['state']} (attempt {cfg['attempt'] + 1} of "
                                 f"{spec.max_retries + 1})", cfg["name"]))
@@ -289,8 +308,8 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
     store = session.store
     records = None
     check_edited(session, report)
-    work_left = any(c["state"] in ("pending", "running", "waiting", "generated") for c in store.configs()) or \
-        bool(store.submissions("intent"))
+    work_left = store.conn.execute("SELECT 1 FROM configs WHERE state IN ('pending', 'running', 'waiting', "
+                                   "'generated') LIMIT 1").fetchone() is not None or bool(store.submissions("intent"))
     if work_left and _scheduler_due(session, now, force):
         try:
             result = shell.run(session.scheduler.live_argv(_user(), _our_ids(session)), timeout=120,
@@ -322,8 +341,20 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
         write_snapshots(session)
     except RuntimeFailure as exc:  # the state is committed; the caller reports it after the summary
         report.snapshot_error = str(exc)
-    store.backup()
+    _backup_if_changed(session, report, now)
     return report
+
+
+def _backup_if_changed(session, report: PollReport, now: float) -> None:
+    """The copy a corrupt database is recovered from: refreshed whenever this poll changed anything that
+    matters, and at least hourly (copying a large database every few minutes for nothing is wasteful)."""
+    store = session.store
+    changed = report.changes or report.submitted or report.resumed or report.new_epochs or report.notes
+    last = float(store.get_meta("backup_at", "0"))
+    if changed or now - last > 3600 or not session.paths.db_backup.exists():
+        with store.transaction():
+            store.set_meta("backup_at", str(now))
+        store.backup()
 
 
 def _user() -> str:
@@ -336,12 +367,20 @@ def _our_ids(session) -> list:
     return [s["scheduler_id"] for s in session.store.submissions("submitted")]
 
 
+def snapshot_json(snapshot: dict) -> str:
+    """Readable and fast: the header indented, one config per line (json's C encoder, not its indenting one)."""
+    head = {k: v for k, v in snapshot.items() if k != "configs"}
+    lines = json.dumps(head, indent=2)[:-2].rstrip("\n")
+    configs = ",\n    ".join(json.dumps(c) for c in snapshot["configs"])
+    return f"{lines},\n  \"configs\": [\n    {configs}\n  ]\n}}\n"
+
+
 def write_snapshots(session) -> None:
     """status.json and status.md, each replaced atomically: a reader never sees half a file."""
     from hpc_sweep.status import render
 
     snapshot = session.snapshot()
-    for path, text in ((session.paths.status_json, json.dumps(snapshot, indent=2) + "\n"),
+    for path, text in ((session.paths.status_json, snapshot_json(snapshot)),
                        (session.paths.status_md, render(snapshot, "markdown", session.spec.swept_keys))):
         try:
             write_atomic(path, text)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 from pathlib import Path
 from typing import Optional
@@ -58,27 +59,36 @@ def update_progress(session, report) -> None:
 
 
 def _read_one(session, program, cfg: dict, att: dict, prog: Optional[dict]):
-    outputs = session.paths.config_outputs(cfg["name"])
+    outputs_text = f"{session.paths.outputs}/{cfg['name']}"
     same_attempt = prog is not None and prog.get("attempt") == cfg["attempt"]
-    saved = json.loads(prog["parser_state"]) if same_attempt and prog.get("parser_state") else None
-    config = None
-    if saved is None:
-        config = _load_config(att, cfg)
-    log = program.find_log(outputs, config) if program.name != "xequinet" or config is not None else None
-    if log is None and same_attempt and prog.get("log"):
-        log = Path(prog["log"])
+    cursor = json.loads(prog["cursor"]) if same_attempt and prog.get("cursor") else None
+    outputs_mtime = _mtime(outputs_text)
+    if cursor and prog.get("log") and cursor.get("outputs_mtime") == outputs_mtime:
+        log = prog["log"]  # no new run folder since the last poll: the same log
+        context = None
+    else:
+        context = _log_context(program, cfg, att)
+        log = program.find_log(Path(outputs_text), context.get("find"))
+        if log is None and same_attempt and prog.get("log"):
+            log = prog["log"]
     if log is None:
         return None
-    cursor = json.loads(prog["cursor"]) if same_attempt and prog.get("cursor") else None
-    if saved is not None and prog.get("log") != str(log):
+    if cursor and prog.get("log") != str(log):
         # A new run folder within the same attempt (the trainer restarted itself): continue the same parser.
         cursor = None
     text, cursor = read_new(log, cursor)
+    if cursor is not None:
+        cursor["outputs_mtime"] = outputs_mtime
+    if not text and same_attempt and prog.get("parser_state") and prog.get("log") == str(log):
+        return None  # nothing new: the stored numbers stand (most polls of a long sweep)
+    saved = json.loads(prog["parser_state"]) if same_attempt and prog.get("parser_state") else None
+    if saved is not None and context is None and cursor and cursor.get("reset"):
+        context = _log_context(program, cfg, att)
     if cursor and cursor.get("reset"):
         saved = None  # the file was replaced: parse it again from the start
     if saved is None:
-        config = config or _load_config(att, cfg)
-        parser = program.log_parser(config or {}, None, None)
+        context = context or _log_context(program, cfg, att)
+        parser = program.log_parser({}, context.get("options"), None)
     else:
         parser = program.log_parser({}, saved["options"], saved["state"])
     rows = parser.feed(text) if text else []
@@ -93,6 +103,22 @@ def _read_one(session, program, cfg: dict, att: dict, prog: Optional[dict]):
         "best_epoch": best_epoch, "trend": trend(session, cfg, rows, summary), "updated_at": time.time(),
     }
     return row, curve
+
+
+def _mtime(path: str) -> Optional[int]:
+    try:
+        return os.stat(path).st_mtime_ns
+    except OSError:
+        return None
+
+
+def _log_context(program, cfg: dict, att: dict) -> dict:
+    """The parser options and log location recorded at generate time; a sweep generated before they were
+    recorded (or a config rewritten by hand) falls back to reading the config file once."""
+    if cfg.get("log_context"):
+        return json.loads(cfg["log_context"])
+    config = _load_config(att, cfg) or {}
+    return program.log_context(config)
 
 
 def _best_across_attempts(session, cfg: dict, summary, previous: Optional[dict]):

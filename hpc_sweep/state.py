@@ -45,6 +45,7 @@ CREATE TABLE IF NOT EXISTS configs (
     in_definition INTEGER NOT NULL DEFAULT 1,
     next_mode TEXT,
     walltime_s INTEGER,
+    log_context TEXT,
     updated_at REAL
 );
 CREATE TABLE IF NOT EXISTS submissions (
@@ -143,8 +144,14 @@ class Store:
                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     # -- configs ------------------------------------------------------------------------------------------
-    def configs(self, names: Optional[Iterable[str]] = None) -> list[dict]:
-        rows = [dict(r) for r in self.conn.execute("SELECT * FROM configs ORDER BY idx")]
+    def configs(self, names: Optional[Iterable[str]] = None, states: Optional[Iterable[str]] = None) -> list[dict]:
+        if states is None:
+            cur = self.conn.execute("SELECT * FROM configs ORDER BY idx")
+        else:
+            wanted_states = list(states)
+            marks = ",".join("?" for _ in wanted_states)
+            cur = self.conn.execute(f"SELECT * FROM configs WHERE state IN ({marks}) ORDER BY idx", wanted_states)
+        rows = [dict(r) for r in cur]
         for row in rows:
             row["params"] = json.loads(row["params"])
         if names is not None:
@@ -178,8 +185,13 @@ class Store:
         return [dict(r) for r in cur]
 
     # -- attempts -----------------------------------------------------------------------------------------
-    def attempts(self, config: Optional[str] = None) -> list[dict]:
-        if config is None:
+    def attempts(self, config: Optional[str] = None, states: Optional[Iterable[str]] = None) -> list[dict]:
+        if states is not None:
+            wanted_states = list(states)
+            marks = ",".join("?" for _ in wanted_states)
+            cur = self.conn.execute(f"SELECT * FROM attempts WHERE state IN ({marks}) ORDER BY config, attempt",
+                                    wanted_states)
+        elif config is None:
             cur = self.conn.execute("SELECT * FROM attempts ORDER BY config, attempt")
         else:
             cur = self.conn.execute("SELECT * FROM attempts WHERE config = ? ORDER BY attempt", (config,))
@@ -234,6 +246,15 @@ def _connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
+def _add_missing_columns(conn: sqlite3.Connection) -> None:
+    """Columns added after a table was first created (CREATE TABLE IF NOT EXISTS leaves old tables as they are)."""
+    for table, column, kind in (("configs", "next_mode", "TEXT"), ("configs", "walltime_s", "INTEGER"),
+                                ("configs", "log_context", "TEXT")):
+        present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
+        if column not in present:
+            conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")
+
+
 def _healthy(path: Path) -> bool:
     try:
         # Read-write, not mode=ro: a process killed inside a large transaction leaves a hot journal, which only a
@@ -260,6 +281,7 @@ def open_store(paths: SweepPaths, create: bool = False) -> Store:
         _recover(paths)
     conn = _connect(db)
     conn.executescript(_SCHEMA)
+    _add_missing_columns(conn)
     store = Store(conn, paths)
     version = store.get_meta("schema_version")
     if version is None:

@@ -38,10 +38,11 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
         attempts[(row["config"], row["attempt"])] = row
     edited = {(e["config"], e["detail"].split(":", 1)[0]) for e in store.events("edited")}
     records = []
+    outputs = str(store.paths.outputs)
     for cfg in store.configs():
         prog = progress.get(cfg["name"], {})
         att = attempts.get((cfg["name"], cfg["attempt"]), {})
-        records.append(_record(cfg, prog, att, str(store.paths.config_outputs(cfg["name"]))))
+        records.append(_record(cfg, prog, att, f"{outputs}/{cfg['name']}"))
         if (cfg["name"], f"attempt {cfg['attempt']}") in edited:  # recorded by poll.check_edited
             reason = records[-1]["reason"]
             records[-1]["reason"] = (f"{reason}; " if reason else "") + "config file edited after submission"
@@ -196,7 +197,7 @@ def render(snapshot: dict, fmt: str, param_keys: list[str], states: tuple = (), 
 
     header, body = table_rows(rows, param_keys)
     if fmt == "markdown":
-        return f"# Sweep {snapshot['sweep']}\n\n" + tabulate(body, header, tablefmt="github") + "\n\n" + \
+        return f"# Sweep {snapshot['sweep']}\n\n" + markdown_table(header, body) + "\n\n" + \
             footer(snapshot).replace("\n", "  \n") + "\n"
     if colour is None:
         colour = sys.stdout.isatty()
@@ -206,7 +207,18 @@ def render(snapshot: dict, fmt: str, param_keys: list[str], states: tuple = (), 
             code = _COLOURS.get(line[state_col].split(" ")[0])
             if code:
                 line[state_col] = f"\033[{code}m{line[state_col]}\033[0m"
-    return tabulate(body, header, tablefmt="simple") + "\n\n" + footer(snapshot)
+    # Cells are already formatted strings: numparse off keeps tabulate from re-typing 10,000 rows.
+    return tabulate(body, header, tablefmt="simple", disable_numparse=True) + "\n\n" + footer(snapshot)
+
+
+def markdown_table(header: list, body: list) -> str:
+    """A GitHub table without column padding: status.md is rewritten by every poll of sweeps of 10,000 configs."""
+    def cells(row):
+        return "| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+
+    lines = [cells(header), "|" + "|".join("---" for _ in header) + "|"]
+    lines += [cells(row) for row in body]
+    return "\n".join(lines)
 
 
 def _csv(rows: list[dict], param_keys: list[str]) -> str:

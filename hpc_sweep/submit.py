@@ -159,7 +159,7 @@ def room_in_queue(limits: QueueLimits, records: Sequence[TaskRecord]) -> Optiona
 
 # -- planning ------------------------------------------------------------------------------------------------
 def candidates(session, only: Optional[Sequence[str]] = None) -> list[dict]:
-    rows = [r for r in session.store.configs() if r["state"] in SUBMITTABLE and r["in_definition"]]
+    rows = [r for r in session.store.configs(states=SUBMITTABLE) if r["in_definition"]]
     if only:
         wanted = set(only)
         unknown = wanted - {r["name"] for r in session.store.configs()}

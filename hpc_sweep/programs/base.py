@@ -95,6 +95,16 @@ class Program:
     def log_parser(self, config: dict, options: dict, state: Optional[dict] = None) -> LogParser:
         raise NotImplementedError
 
+    def log_context(self, config: dict) -> dict:
+        """What the poller needs of a config to find and read its log, computed once at generate time so a poll
+        never parses thousands of config files: the parser's options, and the part of the config
+        :meth:`find_log` reads."""
+        return {"options": self.log_parser(config, None, None).options, "find": self.find_log_config(config)}
+
+    def find_log_config(self, config: dict) -> Optional[dict]:
+        """The subset of ``config`` that :meth:`find_log` reads (None: it reads nothing)."""
+        return None
+
     def resume_config(self, config: dict, outputs_dir: Path) -> Optional[dict]:
         """A copy of ``config`` that continues from the newest checkpoint, or None when there is none
         (the caller then restarts fresh)."""

@@ -79,6 +79,10 @@ class XequiNet(Program):
         log = Path(outputs_dir) / (name or DEFAULT_LOG_FILE)
         return log if log.is_file() else None
 
+    def find_log_config(self, config: dict) -> Optional[dict]:
+        name = get_dotted(config, "trainer.log_file", None)
+        return {"trainer": {"log_file": name}} if name else None
+
     def log_parser(self, config: dict, options: Optional[dict] = None,
                    state: Optional[dict] = None) -> "XequiNetLogParser":
         merged = {"max_epoch": self.max_epoch(config), "weights": score_weights(config)}
