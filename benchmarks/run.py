@@ -776,16 +776,15 @@ class SchedulerBench:
                                detail=ran.stderr[-500:]))
             return None
         tasks = sum(t for _, _, t in submissions(root))
-        detail = (
-                  f"submit {n:,}: wall {ran.wall:.3f} s (cpu {ran.cpu:.3f} s); {tasks} tasks in "
+        each = "; ".join(c["argv"][0] + " " + format(c["seconds"], ".3f") for c in calls)
+        detail = (f"submit {n:,}: wall {ran.wall:.3f} s (cpu {ran.cpu:.3f} s); {tasks} tasks in "
                   f"{len(submissions(root))} array(s); scheduler calls: {calls_text(calls)} taking "
-                  f"{sched_seconds(calls):.3f} s of the wall "
-                  f"({'; '.join(c['argv'][0] + ' ' + format(c['seconds'], '.3f') for c in calls)}).")
+                  f"{sched_seconds(calls):.3f} s of the wall ({each}).")
         ok_tasks = tasks == n
         if n == 1000:
             naive_s = naive[0] * 1000 / naive[1] if naive else None
-            naive_text = (f"{naive[1]:,}× sbatch: {fmt_s(naive_s)}"
-                          + (f" (×{1000 // naive[1]} of {naive[1]})" if naive and naive[1] < 1000 else "")
+            naive_text = (f"1,000× sbatch: {fmt_s(naive_s)}"
+                          + (f" (×{1000 // naive[1]} of {naive[1]} measured)" if naive[1] < 1000 else "")
                           + f"; signac-flow {PEER_SUBMIT_1K_S} s (quoted)") if naive else \
                 f"signac-flow {PEER_SUBMIT_1K_S} s (quoted)"
             self.bench.add(Row(f"`submit` 1,000 configs: sbatch calls ({where})", str(sbatch), "≤ 2",
@@ -880,7 +879,8 @@ class SchedulerBench:
         second = run_poll(self.ex, self.probe_dir, root, "1k-second", self.poll_timeout, self.running_env(root))
         naive_s = naive_status[0] * 1000 / naive_status[1] if naive_status else None
         naive_text = ((f"1,000× squeue -j: {fmt_s(naive_s)}"
-                       + (f" (×{1000 // naive_status[1]} of {naive_status[1]})" if naive_status[1] < 1000 else "")
+                       + (f" (×{1000 // naive_status[1]} of {naive_status[1]} measured)"
+                          if naive_status[1] < 1000 else "")
                        + "; ") if naive_status else "") + f"signac-flow status {PEER_STATUS_1K_S} s (quoted, no logs)"
         for tag, res, what in (("first", first, f"first: all {files:,} logs new, {fmt_bytes(nbytes)}"),
                                ("steady", second, f"next: {grown} logs grew")):

@@ -101,8 +101,14 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
 
     key = f"{att['config']}.{att['attempt']}"
     end = markers.load(key, "exit")
-    start = markers.load(key, "start") if att.get("started_at") is None or live is None else None
     fields: dict = {}
+    if live is not None and live.state == "running" and live.elapsed_s is not None and end is None:
+        # The live answer knows when and where it started: no need to open 10,000 start markers.
+        start = None
+        if att.get("started_at") is None:
+            fields["started_at"], fields["host"] = now - live.elapsed_s, live.host
+    else:
+        start = markers.load(key, "start") if att.get("started_at") is None or live is None else None
     if start:
         fields["started_at"] = start.get("time")
         fields["host"] = start.get("host")

@@ -100,7 +100,8 @@ def _read_one(session, program, cfg: dict, att: dict, prog: Optional[dict]):
         "parser_state": json.dumps({"options": parser.options, "state": parser.state}),
         "phase": summary.phase, "epoch": summary.epoch, "max_epoch": summary.max_epoch,
         "train_loss": summary.train_loss, "val_loss": summary.val_loss, "best_val_loss": best,
-        "best_epoch": best_epoch, "trend": trend(session, cfg, rows, summary), "updated_at": time.time(),
+        "best_epoch": best_epoch, "trend": trend(session, cfg, rows, summary, has_history=same_attempt or cfg["attempt"] > 1),
+        "updated_at": time.time(),
     }
     return row, curve
 
@@ -151,15 +152,17 @@ def _nan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def trend(session, cfg: dict, new_rows, summary) -> Optional[str]:
-    """improving / flat / diverging / nan, from the last epochs of the curve."""
+def trend(session, cfg: dict, new_rows, summary, has_history: bool = True) -> Optional[str]:
+    """improving / flat / diverging / nan, from the last epochs of the curve. The stored curve is consulted only
+    when the new rows are too few and there is a stored curve (not on a config's first read)."""
     if summary.val_loss is not None and _nan(summary.val_loss):
         return "nan"
-    rows = session.store.conn.execute(
-        "SELECT val_loss FROM epochs WHERE config = ? AND val_loss IS NOT NULL ORDER BY attempt DESC, epoch DESC "
-        "LIMIT ?", (cfg["name"], 2 * TREND_WINDOW)).fetchall()
     values = [r.val_loss for r in reversed(new_rows) if r.val_loss is not None][: 2 * TREND_WINDOW]
-    values += [r[0] for r in rows][: max(0, 2 * TREND_WINDOW - len(values))]
+    if len(values) < 2 * TREND_WINDOW and has_history:
+        rows = session.store.conn.execute(
+            "SELECT val_loss FROM epochs WHERE config = ? AND val_loss IS NOT NULL ORDER BY attempt DESC, epoch DESC"
+            " LIMIT ?", (cfg["name"], 2 * TREND_WINDOW)).fetchall()
+        values += [r[0] for r in rows][: 2 * TREND_WINDOW - len(values)]
     values = [v for v in values if not _nan(v)]
     if len(values) < 4:
         return None
