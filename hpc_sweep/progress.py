@@ -43,7 +43,9 @@ def update_progress(session, report) -> None:
             continue
         result = _read_one(session, program, cfg, att, prog)
         if result is not None:
-            updates.append(result)
+            row, curve, size = result
+            updates.append((row, curve))
+            report.bytes_read += size
     if not updates:
         return
     with store.transaction() as conn:
@@ -103,7 +105,7 @@ def _read_one(session, program, cfg: dict, att: dict, prog: Optional[dict]):
         "best_epoch": best_epoch, "trend": trend(session, cfg, rows, summary, has_history=same_attempt or cfg["attempt"] > 1),
         "updated_at": time.time(),
     }
-    return row, curve
+    return row, curve, len(text)
 
 
 def _mtime(path: str) -> Optional[int]:

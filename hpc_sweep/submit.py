@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -244,6 +245,7 @@ def _write_chunk_files(session, chunk: Chunk, name: str, array: Optional[str], d
     paths = session.paths
     entries = []
     for index, row in enumerate(chunk.configs):
+        os.makedirs(paths.config_outputs(row["name"]), exist_ok=True)  # the trainer writes there from its start
         attempt = row["attempt"] + 1
         config_file, device = _run_config(session, row, attempt, record=not dry_run)
         entries.append(MapEntry(index, row["name"], attempt, config_file, str(paths.config_outputs(row["name"])),

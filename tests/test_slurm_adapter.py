@@ -463,7 +463,7 @@ def test_cancel_argv_exact_ids_only(slurm):
 def test_limits_argvs(slurm):
     config, assoc, qos = slurm.limits_argvs("alice")
     assert config == ["scontrol", "show", "config"]
-    assert assoc[:7] == ["sacctmgr", "-n", "-P", "show", "assoc", "where", "user=alice"]
+    assert assoc == ["scontrol", "show", "assoc_mgr", "users=alice", "flags=assoc"]  # slurmctld's cache, not slurmdbd
     assert qos[:5] == ["sacctmgr", "-n", "-P", "show", "qos"]
 
 
@@ -479,13 +479,14 @@ def test_assoc_mgr_gives_the_same_cap(slurm):
 
 
 def test_parse_limits_of_the_own_commands(slurm):
-    config, assoc, qos = slurm.limits_argvs("hpcsweep")
-    limits = slurm.parse_limits([ok(config, read(SLURM / "scontrol_config_limits.txt")), ok(assoc, PROBE_ASSOC),
+    config, assoc, qos = slurm.limits_argvs("alice")
+    assoc_mgr = read(SLURM / "scontrol_assoc_mgr.txt")
+    limits = slurm.parse_limits([ok(config, read(SLURM / "scontrol_config_limits.txt")), ok(assoc, assoc_mgr),
                                  ok(qos, PROBE_QOS)])
-    assert (limits.max_queued, limits.max_array_size) == (2, 1001)
-    # a MaxSubmitPU on the QOS the association uses caps too (same rows, the QOS with a limit set)
-    stricter = slurm.parse_limits([ok(assoc, PROBE_ASSOC), ok(qos, PROBE_QOS.replace("|", "|1"))])
-    assert stricter.max_queued == 1
+    assert (limits.max_queued, limits.max_array_size) == (5, 1001)
+    # a MaxSubmitPU on the default QOS caps too
+    stricter = slurm.parse_limits([ok(assoc, assoc_mgr), ok(qos, PROBE_QOS.replace("|", "|3"))])
+    assert stricter.max_queued == 3
 
 
 def test_parse_limits_failed_commands_leave_none(slurm):
