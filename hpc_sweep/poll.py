@@ -395,12 +395,31 @@ def write_snapshots(session) -> None:
                                  "the previous one is kept") from None
 
 
+GROUP_CHANGES_OVER = 20
+
+
+def change_lines(changes: list) -> list:
+    """One line per change; past a screenful, one line per transition (cron mails every line printed).
+    Failures always get their own line: their reason matters."""
+    if len(changes) <= GROUP_CHANGES_OVER:
+        return [f"{c}: {old} -> {new}" + (f" ({why})" if why else "") for c, old, new, why in changes]
+    lines, grouped = [], {}
+    for config, old, new, reason in changes:
+        if reason and new not in ("pending", "running", "completed"):
+            lines.append(f"{config}: {old} -> {new} ({reason})")
+        else:
+            grouped.setdefault((old, new), []).append(config)
+    for (old, new), names in grouped.items():
+        shown = ", ".join(names[:3]) + (f" ... {names[-1]}" if len(names) > 3 else "")
+        lines.insert(0, f"{len(names)} configs: {old} -> {new} ({shown})")
+    return lines
+
+
 def summary_lines(report: PollReport, verbose: bool) -> list:
     lines = []
     if report.scheduler_error:
         lines.append(f"warning: {report.scheduler_error}")
-    for config, old, new, reason in report.changes:
-        lines.append(f"{config}: {old} -> {new}" + (f" ({reason})" if reason else ""))
+    lines += change_lines(report.changes)
     for name in report.resumed:
         lines.append(f"{name}: will be resumed from its checkpoint")
     for job, sid, n in report.submitted:

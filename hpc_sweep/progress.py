@@ -49,14 +49,14 @@ def update_progress(session, report) -> None:
     if not updates:
         return
     with store.transaction() as conn:
+        conn.executemany("INSERT OR REPLACE INTO epochs (config, attempt, epoch, train_loss, val_loss) "
+                         "VALUES (?, ?, ?, ?, ?)", [row for _, epochs in updates for row in epochs])
         for row, epochs in updates:
             conn.execute(
                 "INSERT OR REPLACE INTO progress (config, attempt, log, cursor, parser_state, phase, epoch, max_epoch,"
                 " train_loss, val_loss, best_val_loss, best_epoch, trend, updated_at) VALUES "
                 "(:config, :attempt, :log, :cursor, :parser_state, :phase, :epoch, :max_epoch, :train_loss, "
                 ":val_loss, :best_val_loss, :best_epoch, :trend, :updated_at)", row)
-            conn.executemany("INSERT OR REPLACE INTO epochs (config, attempt, epoch, train_loss, val_loss) "
-                             "VALUES (?, ?, ?, ?, ?)", epochs)
             report.new_epochs += len(epochs)
 
 

@@ -37,6 +37,8 @@ SIZE_KEYS = ("batch_size", "train_size", "validate_size", "test_size")
 _RUN_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}$")
 _IRREP = re.compile(r"^(\d+)x(\d+)([eo])$")
 _EPOCH = re.compile(r"\bEpoch\s+(\d+)\s*\|(.*)")
+# DeepH's own spelling of an epoch line, read in one match; other spellings take the tolerant path.
+_EPOCH_EXACT = re.compile(r"\] Epoch (\d+) \| Time (\S+) s \| Train-Loss (\S+) \| Val-Loss (\S+) \| Scale (\S+)\s*$")
 _VERSION = re.compile(r"\bVersion\s+(\S+)")
 _SIZES = re.compile(r"\b(Train|Val|Test) size:\s*`?(\d+)`?")
 _PARAMS = re.compile(r"parameters size is\s*`?(\d+)`?")
@@ -90,10 +92,11 @@ class DeepH(Program):
         return errors, warnings
 
     def find_log(self, outputs_dir: Path, config: Optional[dict] = None) -> Optional[Path]:
-        for run in run_dirs(outputs_dir):
-            log = run / LOG_NAME
-            if log.is_file():
-                return log
+        # Plain strings: a poll calls this for thousands of configs.
+        for name in run_dir_names(outputs_dir):
+            log = os.path.join(outputs_dir, name, LOG_NAME)
+            if os.path.isfile(log):
+                return Path(log)
         return None
 
     def log_parser(self, config: dict, options: Optional[dict] = None,
@@ -132,12 +135,16 @@ class DeepH(Program):
 
 def run_dirs(outputs_dir: Path) -> list[Path]:
     """Timestamped run folders under ``outputs_dir``, newest first (the names sort as times)."""
+    return [Path(outputs_dir) / name for name in run_dir_names(outputs_dir)]
+
+
+def run_dir_names(outputs_dir) -> list[str]:
     try:
         with os.scandir(outputs_dir) as entries:
             names = [e.name for e in entries if _RUN_DIR.match(e.name) and e.is_dir()]
     except (FileNotFoundError, NotADirectoryError):
         return []
-    return [Path(outputs_dir) / name for name in sorted(names, reverse=True)]
+    return sorted(names, reverse=True)
 
 
 def saved_model_kind(run: Path) -> Optional[str]:
@@ -235,6 +242,10 @@ class DeepHLogParser(InfoParser):
 
     def feed_line(self, line: str) -> Optional[EpochRow]:
         if "Epoch" in line:
+            exact = _EPOCH_EXACT.search(line)
+            if exact:
+                return self._row(EpochRow(int(exact.group(1)), number(exact.group(3)), number(exact.group(4)),
+                                          number(exact.group(2)), number(exact.group(5))))
             match = _EPOCH.search(line)
             if match:
                 return self._epoch(int(match.group(1)), match.group(2))
@@ -247,8 +258,10 @@ class DeepHLogParser(InfoParser):
             bits = part.split()
             if len(bits) >= 2:
                 fields[bits[0].lower()] = bits[1]
-        row = EpochRow(epoch, number(fields.get("train-loss")), number(fields.get("val-loss")),
-                       number(fields.get("time")), number(fields.get("scale")))
+        return self._row(EpochRow(epoch, number(fields.get("train-loss")), number(fields.get("val-loss")),
+                                  number(fields.get("time")), number(fields.get("scale"))))
+
+    def _row(self, row: EpochRow) -> EpochRow:
         minimum = self.options.get("min_learning_rate_scale")
         if row.lr_scale is not None and minimum is not None and row.lr_scale >= minimum:
             self.state["scale_hi"] = True
