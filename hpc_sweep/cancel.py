@@ -38,6 +38,7 @@ def cancel(session, names: Optional[Sequence[str]] = None) -> tuple[list, list]:
                 store.set_config_state(name, "cancelled", "cancelled by hpc-sweep cancel")
                 marked.append(name)
         store.add_event("cancel", f"{len(ids)} id(s): {' '.join(ids)[:500]}")
+    store.backup()  # a restored older copy must not bring cancelled configs back to the queue
     return ids, marked
 
 

@@ -22,6 +22,7 @@ from hpc_sweep.schedulers.base import FINAL_STATES, SchedulerError, TaskRecord
 ACTIVE = ("pending", "running")
 SUBMIT_GRACE_S = 600        # a just-submitted job may be in neither squeue nor sacct yet (slurmdbd lag)
 MAX_BACKOFF_S = 3600
+BACKUP_EVERY_S = 600
 
 
 @dataclass
@@ -352,12 +353,16 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
 
 
 def _backup_if_changed(session, report: PollReport, now: float) -> None:
-    """The copy a corrupt database is recovered from: refreshed whenever this poll changed anything that
-    matters, and at least hourly (copying a large database every few minutes for nothing is wasteful)."""
+    """The copy a corrupt database is recovered from. Refreshed at once when this poll submitted or resumed
+    anything (what a restored copy must not forget, or runs would be submitted twice); otherwise at most every
+    BACKUP_EVERY_S while anything changed: states and curves lost with an older copy are found again by the
+    next poll from the scheduler, the markers and the logs."""
     store = session.store
-    changed = report.changes or report.submitted or report.resumed or report.new_epochs or report.notes
+    vital = report.submitted or report.resumed or any(n.startswith("found submission") for n in report.notes)
+    changed = report.changes or report.new_epochs
     last = float(store.get_meta("backup_at", "0"))
-    if changed or now - last > 3600 or not session.paths.db_backup.exists():
+    if vital or (changed and now - last > BACKUP_EVERY_S) or now - last > 3600 or \
+            not session.paths.db_backup.exists():
         with store.transaction():
             store.set_meta("backup_at", str(now))
         store.backup()
