@@ -255,12 +255,16 @@ def test_corrupt_state_db_is_restored_from_the_last_good_copy(tmp_path, sweeps, 
     _damage(db, how)
     result = sweep.cli("status", str(sweep.root), "--format", "json")
     assert str(db) in one_line(result.stderr) and "restored the last good copy" in result.stderr
-    after = {c["config"]: c for c in json.loads(result.stdout)["configs"]}
-    assert {k: (c["state"], c["epoch"], c["job_id"]) for k, c in after.items()} == \
-        {k: (c["state"], c["epoch"], c["job_id"]) for k, c in before.items()}
+    restored = {c["config"]: c for c in json.loads(result.stdout)["configs"]}
+    # The copy knows every submission (it is refreshed right after each); states and curves it missed are found
+    # again by the next poll from the runner, the markers and the logs.
+    assert {k: c["job_id"] for k, c in restored.items()} == {k: c["job_id"] for k, c in before.items()}
     assert len(list(db.parent.glob("state.db.corrupt-*"))) == 1
     quiet = sweep.cli("poll", str(sweep.root), "--force")
     assert quiet.stderr == ""
+    after = sweep.status()
+    assert {k: (c["state"], c["epoch"], c["job_id"]) for k, c in after.items()} == \
+        {k: (c["state"], c["epoch"], c["job_id"]) for k, c in before.items()}
     assert sweep.starts() == Counter({"config001": 1, "config002": 1, "config003": 1})
 
 
