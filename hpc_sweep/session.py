@@ -27,8 +27,12 @@ class Session:
 
     @property
     def prefix(self) -> str:
+        return self.ensure_prefix()
+
+    def ensure_prefix(self) -> str:
+        """The job-name prefix recorded at init; a sweep folder made without init records one now, once."""
         prefix = self.store.get_meta("prefix")
-        if not prefix:  # a sweep folder made by hand, without init: record one now, once
+        if not prefix:
             from hpc_sweep.init import new_prefix
 
             prefix = new_prefix(self.spec.name)

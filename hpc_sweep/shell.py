@@ -7,7 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
+import sys
 import time
 from typing import Mapping, Optional, Sequence
 
@@ -18,11 +20,15 @@ NOT_FOUND = 127
 
 
 def run(argv: Sequence[str], timeout: float = 120, cwd: Optional[str] = None,
-        env: Optional[Mapping[str, str]] = None) -> CommandResult:
+        env: Optional[Mapping[str, str]] = None, die_with_us: bool = False) -> CommandResult:
+    """Run argv. ``die_with_us``: the child is killed if this process dies first (Linux), so a submit command
+    still retrying against a slow controller cannot land after the next run reconciled its intent."""
     started = time.monotonic()
+    preexec = _kill_when_parent_dies if die_with_us and sys.platform.startswith("linux") else None
     try:
         proc = subprocess.run(list(argv), capture_output=True, timeout=timeout, cwd=cwd,
-                              env=dict(env) if env is not None else None, stdin=subprocess.DEVNULL)
+                              env=dict(env) if env is not None else None, stdin=subprocess.DEVNULL,
+                              preexec_fn=preexec)
         result = CommandResult(argv=list(argv), returncode=proc.returncode,
                                stdout=proc.stdout.decode("utf-8", "replace"),
                                stderr=proc.stderr.decode("utf-8", "replace"))
@@ -34,6 +40,13 @@ def run(argv: Sequence[str], timeout: float = 120, cwd: Optional[str] = None,
                                stderr=f"{argv[0]}: command not found")
     _log(result, time.monotonic() - started)
     return result
+
+
+def _kill_when_parent_dies() -> None:
+    import ctypes
+
+    PR_SET_PDEATHSIG = 1
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def _log(result: CommandResult, seconds: float) -> None:

@@ -299,7 +299,7 @@ def _submit_with_retries(session, spec: SubmitSpec, report: SubmitReport) -> boo
     sub = next(s for s in store.submissions("intent") if s["name"] == spec.job_name)
     for attempt in range(TRANSIENT_RETRIES):
         fault_point("before_submit")
-        result = shell.run(adapter.submit_argv(spec), timeout=150, cwd=spec.workdir)
+        result = shell.run(adapter.submit_argv(spec), timeout=150, cwd=spec.workdir, die_with_us=True)
         fault_point("after_submit")
         try:
             scheduler_id = adapter.parse_submit(result)
@@ -377,8 +377,7 @@ def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
 def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Optional[list]) -> SubmitReport:
     report = SubmitReport()
     session.scheduler  # the site profile is read (and checked) before anything is written
-    prefix = session.prefix  # recorded once, outside the transactions below
-    del prefix
+    session.ensure_prefix()  # a hand-made sweep records its job-name prefix now, outside the transactions below
     if records is None:
         try:
             records = live_records(session)
