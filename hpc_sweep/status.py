@@ -208,7 +208,22 @@ def render(snapshot: dict, fmt: str, param_keys: list[str], states: tuple = (), 
             if code:
                 line[state_col] = f"\033[{code}m{line[state_col]}\033[0m"
     # Cells are already formatted strings: numparse off keeps tabulate from re-typing 10,000 rows.
-    return tabulate(body, header, tablefmt="simple", disable_numparse=True) + "\n\n" + footer(snapshot)
+    return tabulate(body, header, tablefmt="simple", disable_numparse=True, colalign=_alignments(body, len(header))) \
+        + "\n\n" + footer(snapshot)
+
+
+def _alignments(body: list, width: int, sample: int = 50) -> tuple:
+    """Numbers right-aligned, text left: decided from the first rows, as tabulate's own detection would."""
+    def numeric(cell: str) -> bool:
+        try:
+            float(cell.split(" ")[0].split("/")[0])
+            return True
+        except ValueError:
+            return False
+
+    rows = body[:sample]
+    return tuple("right" if rows and all(numeric(r[i]) for r in rows if r[i]) and any(r[i] for r in rows)
+                 else "left" for i in range(width))
 
 
 def markdown_table(header: list, body: list) -> str:
