@@ -16,7 +16,9 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import shutil
 import sqlite3
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -296,11 +298,9 @@ def _recover(paths: SweepPaths) -> None:
     broken = paths.db.with_name(f"state.db.corrupt-{int(time.time())}")
     os.replace(paths.db, broken)
     if paths.db_backup.exists() and _healthy(paths.db_backup):
-        import shutil
-
         shutil.copy2(paths.db_backup, paths.db)
         print(f"hpc-sweep: {paths.db} was corrupt (kept as {broken.name}); restored the last good copy "
-              f"({paths.db_backup.name}). The next poll re-reads the scheduler and markers.", file=__import__("sys").stderr)
+              f"({paths.db_backup.name}). The next poll re-reads the scheduler and markers.", file=sys.stderr)
         return
     raise RuntimeFailure(f"{paths.db}: the state database is corrupt and no good backup exists "
                          f"(moved to {broken.name}); run 'hpc-sweep generate' to rebuild the config list")
