@@ -5,8 +5,7 @@ from __future__ import annotations
 from typing import Optional, Sequence
 
 from hpc_sweep import shell
-from hpc_sweep.errors import RuntimeFailure, UserError
-from hpc_sweep.schedulers.base import SchedulerError
+from hpc_sweep.errors import RuntimeFailure
 
 CANCELLABLE = ("pending", "running")
 
@@ -16,9 +15,7 @@ def cancel(session, names: Optional[Sequence[str]] = None) -> tuple[list, list]:
     store, adapter = session.store, session.scheduler
     configs = {c["name"]: c for c in store.configs()}
     if names:
-        unknown = sorted(set(names) - set(configs))
-        if unknown:
-            raise UserError(f"unknown config(s): {', '.join(unknown)}", fix="see 'hpc-sweep status'")
+        store.require_names(names)
     wanted = set(names) if names else set(configs)
     active = [a for a in store.attempts() if a["state"] in CANCELLABLE and a["config"] in wanted
               and configs[a["config"]]["attempt"] == a["attempt"] and a["job_id"]]

@@ -37,16 +37,22 @@ def read_text(path: Path, what: str = "file") -> str:
         raise UserError(f"cannot read {what}: {exc.strerror}", file=path) from None
 
 
+def _beyond_limits(exc: Exception, path: Path) -> UserError:
+    """What a parser raises past Python's own limits, as a user error."""
+    if isinstance(exc, RecursionError):
+        return UserError(f"nested more than {MAX_DEPTH} levels deep", file=path, fix="flatten it")
+    # e.g. an integer of thousands of digits (Python's int conversion limit)
+    return UserError(f"unreadable value: {str(exc).split(';')[0]}", file=path,
+                     fix="use a float (e.g. 1e30) or a smaller number")
+
+
 def parse_toml(text: str, path: Path) -> dict:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise UserError(f"malformed TOML: {exc}", file=path, fix="correct the TOML syntax there") from None
-    except RecursionError:
-        raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path, fix="flatten it") from None
-    except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int conversion limit)
-        raise UserError(f"unreadable value: {str(exc).split(';')[0]}", file=path,
-                        fix="use a float (e.g. 1e30) or a smaller number") from None
+    except (RecursionError, ValueError) as exc:
+        raise _beyond_limits(exc, path) from None
     check_tree(data, path)
     return data
 
@@ -61,11 +67,8 @@ def parse_yaml(text: str, path: Path) -> dict:
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
         raise UserError(f"malformed YAML{where}: {problem}", file=path, fix="correct the YAML syntax there") from None
-    except RecursionError:
-        raise UserError(f"nested more than {MAX_DEPTH} levels deep", file=path, fix="flatten it") from None
-    except ValueError as exc:  # e.g. an integer of thousands of digits (Python's int conversion limit)
-        raise UserError(f"unreadable value: {str(exc).split(';')[0]}", file=path,
-                        fix="use a float (e.g. 1e30) or a smaller number") from None
+    except (RecursionError, ValueError) as exc:
+        raise _beyond_limits(exc, path) from None
     if data is None:
         data = {}
     if not isinstance(data, dict):

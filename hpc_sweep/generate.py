@@ -6,7 +6,6 @@ numbers stick to parameter sets: generating again changes nothing, added values 
 
 from __future__ import annotations
 
-import copy
 import hashlib
 import json
 import time
@@ -131,7 +130,7 @@ def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths) -> list[Pla
     param_sets = expand(spec)
     known = {} if store is None else {row["params_key"]: row for row in store.configs()}
     next_idx = max([row["idx"] for row in known.values()] or [0]) + 1
-    resolved_base = copy.deepcopy(base)
+    resolved_base = plain_copy(base)
     _resolve_paths(resolved_base, spec.program, spec.base.parent)
     for key, value in spec.fixed.items():
         set_dotted(resolved_base, key, value)

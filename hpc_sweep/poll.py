@@ -231,14 +231,15 @@ def refresh_states(session, report: PollReport, records: list, now: float) -> No
     sub_report = SubmitReport()
     reconcile_intents(session, records, sub_report)
     report.notes += [f"found submission {name} ({sid}) again" for name, sid in sub_report.reconciled]
-    ours = {s["scheduler_id"] for s in store.submissions("submitted")}
+    submitted = store.submissions("submitted")
+    ours = {s["scheduler_id"] for s in submitted}
     live = {r.task_id: r for r in records if r.submission_id in ours}
     active = store.attempts(states=ACTIVE)
     gone = [a for a in active if a["job_id"] not in live]
     acct: dict = {}
     if gone:
-        sub_ids = sorted({s["scheduler_id"] for s in store.submissions("submitted")
-                          if s["name"] in {a["submission"] for a in gone}})
+        gone_subs = {a["submission"] for a in gone}
+        sub_ids = sorted({s["scheduler_id"] for s in submitted if s["name"] in gone_subs})
         argv = adapter.accounting_argv(sub_ids)
         if argv is not None:
             try:
@@ -309,6 +310,7 @@ def resume_ended(session, report: PollReport) -> None:
 def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bool = True) -> PollReport:
     """One poll. The caller holds the sweep lock."""
     from hpc_sweep.progress import update_progress
+    from hpc_sweep.submit import live_records
 
     report = PollReport()
     now = time.time()
@@ -319,9 +321,7 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
                                    "'generated') LIMIT 1").fetchone() is not None or bool(store.submissions("intent"))
     if work_left and _scheduler_due(session, now, force):
         try:
-            result = shell.run(session.scheduler.live_argv(_user(), _our_ids(session)), timeout=120,
-                               cwd=str(session.paths.root))
-            records = session.scheduler.parse_live(result)
+            records = live_records(session)
             report.queried = True
             with store.transaction():
                 store.set_meta("scheduler_queried_at", str(now))
@@ -366,16 +366,6 @@ def _backup_if_changed(session, report: PollReport, now: float) -> None:
         with store.transaction():
             store.set_meta("backup_at", str(now))
         store.backup()
-
-
-def _user() -> str:
-    import getpass
-
-    return getpass.getuser()
-
-
-def _our_ids(session) -> list:
-    return [s["scheduler_id"] for s in session.store.submissions("submitted")]
 
 
 def snapshot_json(snapshot: dict) -> str:

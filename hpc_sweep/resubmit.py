@@ -13,10 +13,9 @@ BLOCKING = ("pending", "running")
 
 def resubmit(session, names: Sequence[str], walltime: Optional[str], fresh: bool) -> SubmitReport:
     store = session.store
+    store.require_names(names)
     configs = {c["name"]: c for c in store.configs()}
     for name in names:
-        if name not in configs:
-            raise UserError(f"unknown config '{name}'", fix="see 'hpc-sweep status'")
         if configs[name]["state"] in BLOCKING:
             raise UserError(f"{name} is {configs[name]['state']}", fix=f"cancel it first: hpc-sweep cancel {name}")
     seconds = None

@@ -150,9 +150,8 @@ class Store:
         if states is None:
             cur = self.conn.execute("SELECT * FROM configs ORDER BY idx")
         else:
-            wanted_states = list(states)
-            marks = ",".join("?" for _ in wanted_states)
-            cur = self.conn.execute(f"SELECT * FROM configs WHERE state IN ({marks}) ORDER BY idx", wanted_states)
+            marks, values = _in_clause(states)
+            cur = self.conn.execute(f"SELECT * FROM configs WHERE state IN ({marks}) ORDER BY idx", values)
         rows = [dict(r) for r in cur]
         for row in rows:
             row["params"] = json.loads(row["params"])
@@ -160,6 +159,13 @@ class Store:
             wanted = set(names)
             rows = [r for r in rows if r["name"] in wanted]
         return rows
+
+    def require_names(self, names: Iterable[str]) -> None:
+        """A UserError naming every config in ``names`` this sweep does not have."""
+        known = {row[0] for row in self.conn.execute("SELECT name FROM configs")}
+        unknown = sorted(set(names) - known)
+        if unknown:
+            raise UserError(f"unknown config(s): {', '.join(unknown)}", fix="see 'hpc-sweep status'")
 
     def config(self, name: str) -> Optional[dict]:
         row = self.conn.execute("SELECT * FROM configs WHERE name = ?", (name,)).fetchone()
@@ -189,10 +195,9 @@ class Store:
     # -- attempts -----------------------------------------------------------------------------------------
     def attempts(self, config: Optional[str] = None, states: Optional[Iterable[str]] = None) -> list[dict]:
         if states is not None:
-            wanted_states = list(states)
-            marks = ",".join("?" for _ in wanted_states)
+            marks, values = _in_clause(states)
             cur = self.conn.execute(f"SELECT * FROM attempts WHERE state IN ({marks}) ORDER BY config, attempt",
-                                    wanted_states)
+                                    values)
         elif config is None:
             cur = self.conn.execute("SELECT * FROM attempts ORDER BY config, attempt")
         else:
@@ -237,6 +242,12 @@ class Store:
         finally:
             target.close()
         os.replace(tmp, self.paths.db_backup)
+
+
+def _in_clause(values: Iterable[str]) -> tuple[str, list]:
+    """"?,?,?" and the values, for ``... IN (?,?,?)``."""
+    values = list(values)
+    return ",".join("?" for _ in values), values
 
 
 def _connect(path: Path) -> sqlite3.Connection:

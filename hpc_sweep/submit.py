@@ -99,15 +99,8 @@ def _submission_from_markers(session, sub: dict) -> Optional[str]:
             if data.get("submission_id"):
                 return data["submission_id"]
             if data.get("job_id"):
-                return _submission_of(data["job_id"])
+                return session.scheduler.submission_of(data["job_id"])
     return None
-
-
-def _submission_of(task_id: str) -> str:
-    if "[" in task_id:
-        head, _, rest = task_id.partition("[")
-        return f"{head}[]{rest.partition(']')[2]}"
-    return task_id.split("_", 1)[0]
 
 
 def _record_submitted(session, sub: dict, scheduler_id: str) -> None:
@@ -163,11 +156,7 @@ def candidates(session, only: Optional[Sequence[str]] = None) -> list[dict]:
     rows = [r for r in session.store.configs(states=SUBMITTABLE) if r["in_definition"]]
     if only:
         wanted = set(only)
-        unknown = wanted - {r["name"] for r in session.store.configs()}
-        if unknown:
-            from hpc_sweep.errors import UserError
-
-            raise UserError(f"unknown config(s): {', '.join(sorted(unknown))}", fix="see 'hpc-sweep status'")
+        session.store.require_names(wanted)
         rows = [r for r in rows if r["name"] in wanted]
     return rows
 
@@ -198,7 +187,7 @@ def plan_chunks(session, rows: list[dict], limits: QueueLimits, room: Optional[i
 def _run_config(session, row: dict, attempt: int, record: bool = True) -> tuple[str, str]:
     """The config file this attempt runs and the device string it carries (allocation view on a cluster)."""
     from hpc_sweep.device import allocation_view, parse_device
-    from hpc_sweep.dotted import get_dotted, set_dotted
+    from hpc_sweep.dotted import set_dotted
     from hpc_sweep.formats import dump_structured, format_of, load_structured
 
     program = session.program

@@ -155,6 +155,13 @@ class Scheduler:
             return submission_id.replace("[]", f"[{index}]", 1)
         return f"{submission_id}_{index}"
 
+    def submission_of(self, task_id: str) -> str:
+        """The inverse of :meth:`task_id`: "42_3" -> "42", "123[3].server" -> "123[].server"."""
+        if "[" in task_id:
+            head, _, rest = task_id.partition("[")
+            return f"{head}[]{rest.partition(']')[2]}"
+        return task_id.split("_", 1)[0]
+
     def array_spec(self, indices: Sequence[int], throttle: Optional[int]) -> str:
         """The array argument in this scheduler's syntax ("0-9%4", "0-9:2"...)."""
         raise NotImplementedError
