@@ -31,17 +31,23 @@ def read_new(path: PathLike, cursor: Optional[dict] = None,
     it parsed before. A cursor for another path (a resumed DeepH run writes a new folder) starts at 0 without
     ``reset``. A missing file returns ``("", cursor)`` unchanged. ``max_bytes`` bounds one call's read.
     """
+    if cursor and cursor.get("path") == str(path):
+        try:
+            stat = os.stat(path)
+        except OSError:  # deleted or rotated away: nothing new, and no reset (the last call's reset was handled)
+            return "", _without_reset(cursor)
+        if _unchanged(cursor, stat):
+            return "", _without_reset(cursor)
     try:
-        stat = os.stat(path)
-    except OSError:  # deleted or rotated away: nothing new, and no reset (the last call's reset was handled)
-        return "", _without_reset(cursor) if cursor else cursor
-    if cursor and cursor.get("path") == str(path) and _unchanged(cursor, stat):
-        return "", _without_reset(cursor)
-    try:
-        with open(path, "rb") as handle:
-            return _read(handle, str(path), cursor, max_bytes)
+        fd = os.open(path, os.O_RDONLY)  # os-level: a first poll opens 10,000 logs
     except OSError:
         return "", _without_reset(cursor) if cursor else cursor
+    try:
+        return _read(fd, str(path), cursor, max_bytes)
+    except OSError:
+        return "", _without_reset(cursor) if cursor else cursor
+    finally:
+        os.close(fd)
 
 
 def _unchanged(cursor: dict, stat: os.stat_result) -> bool:
@@ -55,19 +61,19 @@ def _without_reset(cursor: dict) -> dict:
     return {k: v for k, v in cursor.items() if k != "reset"}
 
 
-def _read(handle, path: str, cursor: Optional[dict], max_bytes: Optional[int]) -> tuple[str, dict]:
-    stat = os.fstat(handle.fileno())  # the file actually opened, in case it was replaced since os.stat
-    first = handle.read(HEAD_BYTES)
-    same_path = bool(cursor) and cursor.get("path") == path
+def _read(fd: int, path: str, cursor: Optional[dict], max_bytes: Optional[int]) -> tuple[str, dict]:
+    stat = os.fstat(fd)  # the file actually opened, in case it was replaced since os.stat
     offset, reset = 0, False
-    if same_path:
+    if cursor and cursor.get("path") == path:
+        first = os.pread(fd, HEAD_BYTES, 0)
         if _same_file(cursor, stat, first):
             offset = cursor["offset"]
         else:
             reset = True
-    handle.seek(offset)
     wanted = stat.st_size - offset
-    data = handle.read(wanted if max_bytes is None else min(wanted, max_bytes))
+    data = _pread_all(fd, wanted if max_bytes is None else min(wanted, max_bytes), offset)
+    if offset == 0:
+        first = data[:HEAD_BYTES]  # one read for a file read from its start (a first poll reads 10,000)
     cut = data.rfind(b"\n") + 1
     if cut == 0 and max_bytes is not None and len(data) >= max_bytes:
         cut = len(data)  # one line longer than max_bytes: hand it over in pieces rather than stall forever
@@ -80,6 +86,18 @@ def _read(handle, path: str, cursor: Optional[dict], max_bytes: Optional[int]) -
     if cut and not text.endswith("\n"):
         text += "\n"
     return text, new_cursor
+
+
+def _pread_all(fd: int, size: int, offset: int) -> bytes:
+    """``size`` bytes from ``offset``, or fewer at the end of the file (pread may return less than asked)."""
+    chunks, got = [], 0
+    while got < size:
+        chunk = os.pread(fd, size - got, offset + got)
+        if not chunk:
+            break
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 def _same_file(cursor: dict, stat: os.stat_result, first: bytes) -> bool:

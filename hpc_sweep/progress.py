@@ -20,91 +20,89 @@ from hpc_sweep.logtail import read_new
 TREND_WINDOW = 5
 
 
-def _needs_read(cfg: dict, prog: Optional[dict], att: Optional[dict]) -> bool:
-    if cfg["attempt"] < 1 or att is None:
-        return False
-    if cfg["state"] == "running":
-        return True
-    if prog is None or prog.get("attempt") != cfg["attempt"]:
-        return att.get("started_at") is not None or cfg["state"] not in ("pending", "waiting")
-    ended = att.get("ended_at") or 0
-    return cfg["state"] not in ("pending", "waiting") and (prog.get("updated_at") or 0) <= ended + 5
+# Which configs a poll reads: a running attempt; an attempt the log was never read for (that has started or
+# ended); an ended attempt whose log was last read before it ended (its last lines). Filtered in SQL, so a poll
+# of a sweep whose 10,000 runs are over loads nothing.
+_TO_READ = """
+SELECT c.name, c.attempt, c.state, c.path, c.log_context, a.run_config, p.attempt AS p_attempt, p.log AS p_log,
+       p.cursor AS p_cursor, p.parser_state AS p_parser_state
+FROM configs c
+JOIN attempts a ON a.config = c.name AND a.attempt = c.attempt
+LEFT JOIN progress p ON p.config = c.name
+WHERE c.attempt >= 1 AND (
+    c.state = 'running'
+    OR ((p.config IS NULL OR p.attempt != c.attempt)
+        AND (a.started_at IS NOT NULL OR c.state NOT IN ('pending', 'waiting')))
+    OR (p.attempt = c.attempt AND c.state NOT IN ('pending', 'waiting')
+        AND COALESCE(p.updated_at, 0) <= COALESCE(a.ended_at, 0) + 5))
+ORDER BY c.idx
+"""
+
+_PROGRESS_COLUMNS = ("config", "attempt", "log", "cursor", "parser_state", "phase", "epoch", "max_epoch",
+                     "train_loss", "val_loss", "best_val_loss", "best_epoch", "trend", "updated_at")
 
 
 def update_progress(session, report) -> None:
     store, program = session.store, session.program
-    progress = store.progress()
-    attempts = {(a["config"], a["attempt"]): a for a in store.attempts()}
-    updates = []
-    for cfg in store.configs():
-        prog = progress.get(cfg["name"])
-        att = attempts.get((cfg["name"], cfg["attempt"]))
-        if not _needs_read(cfg, prog, att):
-            continue
-        result = _read_one(session, program, cfg, att, prog)
+    contexts: dict = {}  # log_context text -> parsed: most configs of a sweep share one
+    outputs = str(session.paths.outputs)
+    updates, curves = [], []
+    for cfg in store.rows(_TO_READ):
+        result = _read_one(session, program, cfg, outputs, contexts)
         if result is not None:
             row, curve, size = result
-            updates.append((row, curve))
+            updates.append(row)
+            curves += curve
             report.bytes_read += size
     if not updates:
         return
     with store.transaction() as conn:
         conn.executemany("INSERT OR REPLACE INTO epochs (config, attempt, epoch, train_loss, val_loss) "
-                         "VALUES (?, ?, ?, ?, ?)", [row for _, epochs in updates for row in epochs])
-        for row, epochs in updates:
-            conn.execute(
-                "INSERT OR REPLACE INTO progress (config, attempt, log, cursor, parser_state, phase, epoch, max_epoch,"
-                " train_loss, val_loss, best_val_loss, best_epoch, trend, updated_at) VALUES "
-                "(:config, :attempt, :log, :cursor, :parser_state, :phase, :epoch, :max_epoch, :train_loss, "
-                ":val_loss, :best_val_loss, :best_epoch, :trend, :updated_at)", row)
-            report.new_epochs += len(epochs)
+                         "VALUES (?, ?, ?, ?, ?)", curves)
+        conn.executemany(f"INSERT OR REPLACE INTO progress ({', '.join(_PROGRESS_COLUMNS)}) VALUES "
+                         f"({', '.join('?' for _ in _PROGRESS_COLUMNS)})", updates)
+    report.new_epochs += len(curves)
 
 
-def _read_one(session, program, cfg: dict, att: dict, prog: Optional[dict]):
-    outputs_text = f"{session.paths.outputs}/{cfg['name']}"
-    same_attempt = prog is not None and prog.get("attempt") == cfg["attempt"]
-    cursor = json.loads(prog["cursor"]) if same_attempt and prog.get("cursor") else None
+def _read_one(session, program, cfg: dict, outputs: str, contexts: dict):
+    """(progress row, curve rows, bytes read) for one config, or None when its log has nothing new."""
+    name, attempt = cfg["name"], cfg["attempt"]
+    outputs_text = f"{outputs}/{name}"
+    same_attempt = cfg["p_attempt"] == attempt
+    old_log = cfg["p_log"] if same_attempt else None
+    cursor = json.loads(cfg["p_cursor"]) if same_attempt and cfg["p_cursor"] else None
     outputs_mtime = _mtime(outputs_text)
-    if cursor and prog.get("log") and cursor.get("outputs_mtime") == outputs_mtime:
-        log = prog["log"]  # no new run folder since the last poll: the same log
-        context = None
+    context = None
+    if cursor and old_log and cursor.get("outputs_mtime") == outputs_mtime:
+        log = old_log  # no new run folder since the last poll: the same log
     else:
-        context = _log_context(program, cfg, att)
-        log = program.find_log(Path(outputs_text), context.get("find"))
-        if log is None and same_attempt and prog.get("log"):
-            log = prog["log"]
+        context = _log_context(program, cfg, contexts)
+        log = program.find_log_text(outputs_text, context.get("find")) or old_log
     if log is None:
         return None
-    if cursor and prog.get("log") != str(log):
+    if cursor and old_log != log:
         # A new run folder within the same attempt (the trainer restarted itself): continue the same parser.
         cursor = None
     text, cursor = read_new(log, cursor)
     if cursor is not None:
         cursor["outputs_mtime"] = outputs_mtime
-    if not text and same_attempt and prog.get("parser_state") and prog.get("log") == str(log):
+    saved_text = cfg["p_parser_state"] if same_attempt else None
+    if not text and saved_text and old_log == log:
         return None  # nothing new: the stored numbers stand (most polls of a long sweep)
-    saved = json.loads(prog["parser_state"]) if same_attempt and prog.get("parser_state") else None
-    if saved is not None and context is None and cursor and cursor.get("reset"):
-        context = _log_context(program, cfg, att)
-    if cursor and cursor.get("reset"):
-        saved = None  # the file was replaced: parse it again from the start
+    reset = bool(cursor and cursor.get("reset"))
+    saved = json.loads(saved_text) if saved_text and not reset else None  # reset: the file was replaced
     if saved is None:
-        context = context or _log_context(program, cfg, att)
+        context = context or _log_context(program, cfg, contexts)
         parser = program.log_parser({}, context.get("options"), None)
     else:
         parser = program.log_parser({}, saved["options"], saved["state"])
     rows = parser.feed(text) if text else []
     summary = parser.summary()
-    curve = [(cfg["name"], cfg["attempt"], r.epoch, _real(r.train_loss), _real(r.val_loss)) for r in rows]
-    best, best_epoch = _best_across_attempts(session, cfg, summary, prog if not same_attempt else None)
-    row = {
-        "config": cfg["name"], "attempt": cfg["attempt"], "log": str(log), "cursor": json.dumps(cursor),
-        "parser_state": json.dumps({"options": parser.options, "state": parser.state}),
-        "phase": summary.phase, "epoch": summary.epoch, "max_epoch": summary.max_epoch,
-        "train_loss": summary.train_loss, "val_loss": summary.val_loss, "best_val_loss": best,
-        "best_epoch": best_epoch, "trend": trend(session, cfg, rows, summary, has_history=same_attempt or cfg["attempt"] > 1),
-        "updated_at": time.time(),
-    }
+    curve = [(name, attempt, r.epoch, _real(r.train_loss), _real(r.val_loss)) for r in rows]
+    best, best_epoch = _best_across_attempts(session, cfg, summary)
+    row = (name, attempt, log, json.dumps(cursor), json.dumps({"options": parser.options, "state": parser.state}),
+           summary.phase, summary.epoch, summary.max_epoch, summary.train_loss, summary.val_loss, best, best_epoch,
+           trend(session, cfg, rows, summary, has_history=same_attempt or attempt > 1), time.time())
     return row, curve, len(text)
 
 
@@ -115,16 +113,18 @@ def _mtime(path: str) -> Optional[int]:
         return None
 
 
-def _log_context(program, cfg: dict, att: dict) -> dict:
+def _log_context(program, cfg: dict, contexts: dict) -> dict:
     """The parser options and log location recorded at generate time; a sweep generated before they were
     recorded (or a config rewritten by hand) falls back to reading the config file once."""
-    if cfg.get("log_context"):
-        return json.loads(cfg["log_context"])
-    config = _load_config(att, cfg) or {}
-    return program.log_context(config)
+    text = cfg.get("log_context")
+    if not text:
+        return program.log_context(_load_config(cfg) or {})
+    if text not in contexts:
+        contexts[text] = json.loads(text)
+    return contexts[text]
 
 
-def _best_across_attempts(session, cfg: dict, summary, previous: Optional[dict]):
+def _best_across_attempts(session, cfg: dict, summary):
     """Best validation of the whole config, not just this attempt (a resumed run starts a new log)."""
     best, epoch = summary.best_val_loss, summary.best_epoch
     if cfg["attempt"] > 1:
@@ -136,8 +136,8 @@ def _best_across_attempts(session, cfg: dict, summary, previous: Optional[dict])
     return (None if best is None or _nan(best) else best), epoch
 
 
-def _load_config(att: dict, cfg: dict) -> Optional[dict]:
-    for candidate in (att.get("run_config"), cfg["path"]):
+def _load_config(cfg: dict) -> Optional[dict]:
+    for candidate in (cfg.get("run_config"), cfg["path"]):
         if candidate and Path(candidate).is_file():
             try:
                 return load_structured(Path(candidate))
@@ -159,13 +159,18 @@ def trend(session, cfg: dict, new_rows, summary, has_history: bool = True) -> Op
     when the new rows are too few and there is a stored curve (not on a config's first read)."""
     if summary.val_loss is not None and _nan(summary.val_loss):
         return "nan"
-    values = [r.val_loss for r in reversed(new_rows) if r.val_loss is not None][: 2 * TREND_WINDOW]
+    values = []
+    for row in reversed(new_rows):
+        if row.val_loss is not None:
+            values.append(row.val_loss)
+            if len(values) == 2 * TREND_WINDOW:
+                break
     if len(values) < 2 * TREND_WINDOW and has_history:
         rows = session.store.conn.execute(
             "SELECT val_loss FROM epochs WHERE config = ? AND val_loss IS NOT NULL ORDER BY attempt DESC, epoch DESC"
             " LIMIT ?", (cfg["name"], 2 * TREND_WINDOW)).fetchall()
         values += [r[0] for r in rows][: 2 * TREND_WINDOW - len(values)]
-    values = [v for v in values if not _nan(v)]
+    values = [v for v in values if v == v]  # nan != nan
     if len(values) < 4:
         return None
     recent, older = values[: len(values) // 2], values[len(values) // 2:]

@@ -6,6 +6,7 @@ import csv
 import io
 import json
 import math
+import re
 import sys
 import time
 from datetime import datetime, timezone
@@ -16,6 +17,7 @@ from hpc_sweep.state import Store
 
 STATE_ORDER = ("generated", "waiting", "pending", "running", "completed", "failed", "timeout", "oom", "cancelled",
                "node_fail", "preempted", "lost")
+_NON_DIGITS = re.compile(r"\D+")
 FORMATS = ("table", "json", "csv", "markdown")
 SORT_KEYS = ("config", "state", "best", "val", "epoch")
 _COLOURS = {"running": "36", "completed": "32", "failed": "31", "oom": "31", "timeout": "33", "lost": "35",
@@ -30,22 +32,30 @@ def _num(value: Any) -> Optional[float]:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
+_SNAPSHOT_SQL = """
+SELECT c.name, c.state, c.attempt, c.params, c.reason, c.device, c.in_definition,
+       a.job_id, a.started_at, a.ended_at, a.elapsed,
+       p.epoch, p.max_epoch, p.train_loss, p.val_loss, p.best_val_loss, p.best_epoch, p.log, p.trend
+FROM configs c
+LEFT JOIN attempts a ON a.config = c.name AND a.attempt = c.attempt
+LEFT JOIN progress p ON p.config = c.name
+ORDER BY c.idx
+"""
+
+
 def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
-    """The status object: sweep, scheduler, polled_at, counts, configs (+ scheduler_note when stale)."""
-    progress = store.progress()
-    attempts = {}
-    for row in store.attempts():
-        attempts[(row["config"], row["attempt"])] = row
+    """The status object: sweep, scheduler, polled_at, counts, configs (+ scheduler_note when stale).
+    One joined query: every poll of a 10,000-config sweep builds it."""
     edited = {(e["config"], e["detail"].split(":", 1)[0]) for e in store.events("edited")}
-    records = []
     outputs = str(store.paths.outputs)
-    for cfg in store.configs():
-        prog = progress.get(cfg["name"], {})
-        att = attempts.get((cfg["name"], cfg["attempt"]), {})
-        records.append(_record(cfg, prog, att, f"{outputs}/{cfg['name']}"))
-        if (cfg["name"], f"attempt {cfg['attempt']}") in edited:  # recorded by poll.check_edited
-            reason = records[-1]["reason"]
-            records[-1]["reason"] = (f"{reason}; " if reason else "") + "config file edited after submission"
+    now = time.time()
+    cursor = store.conn.cursor()
+    cursor.row_factory = None  # plain tuples, unpacked by _record: no dict per row
+    records = [_record(row, outputs, now) for row in cursor.execute(_SNAPSHOT_SQL)]
+    for rec in records:
+        if edited and (rec["config"], f"attempt {rec['attempt']}") in edited:  # recorded by poll.check_edited
+            reason = rec["reason"]
+            rec["reason"] = (f"{reason}; " if reason else "") + "config file edited after submission"
     counts = {state: 0 for state in STATE_ORDER}
     for rec in records:
         counts[rec["state"]] = counts.get(rec["state"], 0) + 1
@@ -67,32 +77,32 @@ def _iso(stamp: float) -> str:
     return datetime.fromtimestamp(stamp, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
-def _record(cfg: dict, prog: dict, att: dict, output_dir: str) -> dict:
-    started, ended = att.get("started_at"), att.get("ended_at")
-    elapsed = att.get("elapsed")
+def _record(row: tuple, outputs: str, now: float) -> dict:
+    """One config's record of the JSON contract, from a row of _SNAPSHOT_SQL."""
+    (name, state, attempt, params, reason, device, in_definition, job_id, started, ended, elapsed,
+     epoch, max_epoch, train_loss, val_loss, best_val_loss, best_epoch, log, trend) = row
     if elapsed is None and started:
-        elapsed = (ended or time.time()) - started
-    epoch, max_epoch = prog.get("epoch"), prog.get("max_epoch")
+        elapsed = (ended or now) - started
     return {
-        "config": cfg["name"],
-        "state": cfg["state"],
-        "attempt": cfg["attempt"],
-        "job_id": att.get("job_id"),
-        "params": cfg["params"],
+        "config": name,
+        "state": state,
+        "attempt": attempt,
+        "job_id": job_id,
+        "params": json.loads(params),
         "epoch": epoch,
         "max_epoch": max_epoch,
-        "train_loss": _num(prog.get("train_loss")),
-        "val_loss": _num(prog.get("val_loss")),
-        "best_val_loss": _num(prog.get("best_val_loss")),
-        "best_epoch": prog.get("best_epoch"),
-        "output_dir": output_dir,
-        "log": prog.get("log"),
-        "reason": cfg.get("reason"),
+        "train_loss": _num(train_loss),
+        "val_loss": _num(val_loss),
+        "best_val_loss": _num(best_val_loss),
+        "best_epoch": best_epoch,
+        "output_dir": f"{outputs}/{name}",
+        "log": log,
+        "reason": reason,
         "elapsed_s": round(elapsed) if elapsed is not None else None,
-        "eta_s": _eta(cfg["state"], elapsed, epoch, max_epoch),
-        "trend": prog.get("trend"),
-        "device": cfg.get("device"),
-        "in_definition": bool(cfg.get("in_definition", 1)),
+        "eta_s": _eta(state, elapsed, epoch, max_epoch),
+        "trend": trend,
+        "device": device,
+        "in_definition": bool(in_definition if in_definition is not None else 1),
     }
 
 
@@ -118,7 +128,7 @@ def select(snapshot: dict, states: tuple = (), sort: str = "config") -> list[dic
         "epoch": lambda r: (-(r["epoch"] or 0), r["config"]),
     }
     if sort == "config":
-        return sorted(rows, key=lambda r: int("".join(c for c in r["config"] if c.isdigit()) or 0))
+        return sorted(rows, key=lambda r: int(_NON_DIGITS.sub("", r["config"]) or 0))
     return sorted(rows, key=keys[sort])
 
 
@@ -229,7 +239,11 @@ def _alignments(body: list, width: int, sample: int = 50) -> tuple:
 def markdown_table(header: list, body: list) -> str:
     """A GitHub table without column padding: status.md is rewritten by every poll of sweeps of 10,000 configs."""
     def cells(row):
-        return "| " + " | ".join(str(c).replace("|", "\\|") for c in row) + " |"
+        row = [c if isinstance(c, str) else str(c) for c in row]
+        line = " | ".join(row)
+        if line.count("|") != len(row) - 1:  # a cell holds a '|': escape cell by cell
+            line = " | ".join(c.replace("|", "\\|") for c in row)
+        return f"| {line} |"
 
     lines = [cells(header), "|" + "|".join("---" for _ in header) + "|"]
     lines += [cells(row) for row in body]

@@ -8,6 +8,8 @@ import math
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hpc_sweep.programs import get_program
 from hpc_sweep.programs.deeph import DeepH, irreps_problem
@@ -245,6 +247,42 @@ def test_state_round_trip_continues_exactly(tmp_path):
     second.feed("".join(lines[10:]))
     whole = feed(H2O, config)[0]
     assert second.summary() == whole.summary()
+
+
+_LINE_KINDS = st.sampled_from([
+    "[ 11.20-11:58:30 ] [train] Epoch {e} | Time 3.2 s | Train-Loss {t} | Val-Loss {v} | Scale {s}",
+    "[ 11.20-11:58:30 ] [train] Epoch {e} | Time 3.2 s | Train-Loss {t} | Val-Loss {v} | Scale {s}   ",
+    "[ 11.20-11:58:30 ] [train] Epoch {e} | Train-Loss {t} | Val-Loss {v}",        # another spelling
+    "[ 11.20-11:58:30 ] [train] Epoch {e} | Time x s | Train-Loss `{t}` | Val-Loss {v} | Scale {s}",
+    "[ 11.20-11:58:30 ]                  Version 1.0.{e}",
+    "[ 11.20-11:58:30 ] [dataloader] Train size: `{e}`. Val size: `3`. Test size: `2`.",
+    "[ 11.20-11:58:30 ] [model] The parameters size is `{e}`.",
+    "[ 11.20-11:58:30 ] [train] Compile networks done!",
+    "[ 11.20-11:58:30 ] [train] Starting the training process ...",
+    "[ 11.20-11:58:30 ] [graph] building {e}",
+    "noise Epoch {e} without a bar",
+])
+_NUMBERS = st.sampled_from(["1.5e-01", "nan", "inf", "0.5", "2", "-1e-3", "?", "1e-05"])
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(_LINE_KINDS, st.integers(0, 30), _NUMBERS, _NUMBERS, _NUMBERS), max_size=40),
+       st.integers(0, 40))
+def test_fast_feed_equals_line_by_line(lines, split):
+    """DeepHLogParser.feed inlines DeepH's own epoch lines: it must end in exactly the state, rows and summary
+    that feeding every line through feed_line gives, also when fed in two pieces with the state saved between."""
+    text = "".join(kind.format(e=e, t=t, v=v, s=s) + "\n" for kind, e, t, v, s in lines)
+    options = {"max_epoch": 25, "min_learning_rate_scale": 1e-4}
+    slow = DeepH().log_parser({}, options)
+    slow_rows = [r for r in map(slow.feed_line, text.splitlines()) if r is not None]
+    cut = sum(len(line) for line in text.splitlines(keepends=True)[:split])
+    fast = DeepH().log_parser({}, options)
+    fast_rows = fast.feed(text[:cut])
+    fast = DeepH().log_parser({}, options, state=json.loads(json.dumps(fast.state)))
+    fast_rows += fast.feed(text[cut:])
+    assert repr(fast_rows) == repr(slow_rows)  # repr: nan != nan
+    assert json.dumps(fast.state, sort_keys=True) == json.dumps(slow.state, sort_keys=True)
+    assert repr(fast.summary()) == repr(slow.summary())
 
 
 def test_options_override_the_config(tmp_path):

@@ -92,6 +92,11 @@ class Program:
         ``config`` is needed where the log's name is a config setting (xequinet ``trainer.log_file``)."""
         raise NotImplementedError
 
+    def find_log_text(self, outputs_dir: str, config: Optional[dict] = None) -> Optional[str]:
+        """:meth:`find_log` as a plain string (a poll asks for thousands; a program may answer faster)."""
+        found = self.find_log(Path(outputs_dir), config)
+        return None if found is None else str(found)
+
     def log_parser(self, config: dict, options: dict, state: Optional[dict] = None) -> LogParser:
         raise NotImplementedError
 
