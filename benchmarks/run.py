@@ -521,6 +521,36 @@ def _open(file, mode="r", *a, **k):
 builtins.open = _open
 io.open = _open
 
+# The log reader works at the os level (os.open + os.pread): count those too, by file descriptor.
+_watched_fds = set()
+_real_os_open, _real_pread, _real_os_read, _real_close = os.open, os.pread, os.read, os.close
+
+def _os_open(path, flags, *a, **k):
+    fd = _real_os_open(path, flags, *a, **k)
+    if _watch and isinstance(path, (str, os.PathLike)) and str(os.fspath(path)).startswith(_watch) \
+            and not flags & (os.O_WRONLY | os.O_RDWR):
+        _count["files"] += 1
+        _watched_fds.add(fd)
+    return fd
+
+def _pread(fd, n, offset):
+    data = _real_pread(fd, n, offset)
+    if fd in _watched_fds:
+        _count["bytes"] += len(data)
+    return data
+
+def _os_read(fd, n):
+    data = _real_os_read(fd, n)
+    if fd in _watched_fds:
+        _count["bytes"] += len(data)
+    return data
+
+def _close(fd):
+    _watched_fds.discard(fd)
+    return _real_close(fd)
+
+os.open, os.pread, os.read, os.close = _os_open, _pread, _os_read, _close
+
 def _report():
     ru = resource.getrusage(resource.RUSAGE_SELF)
     try:

@@ -308,6 +308,8 @@ def resume_ended(session, report: PollReport) -> None:
     marks = ",".join("?" for _ in spec.resume_states)
     ended = store.conn.execute(f"SELECT name, state, attempt FROM configs WHERE state IN ({marks}) AND attempt <= ?",
                                (*spec.resume_states, spec.max_retries)).fetchall()
+    if not ended:
+        return  # no empty transaction: each commit is a few fsyncs on the sweep's disk
     with store.transaction():
         for cfg in ended:
             store.conn.execute("UPDATE configs SET state = 'waiting', next_mode = 'resume', reason = ? WHERE name = ?",
@@ -326,6 +328,7 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
     now = time.time()
     store = session.store
     records = None
+    meta = {"polled_at": str(now)}  # written in the poll's last transaction
     check_edited(session, report)
     work_left = store.conn.execute("SELECT 1 FROM configs WHERE state IN ('pending', 'running', 'waiting', "
                                    "'generated') LIMIT 1").fetchone() is not None or bool(store.submissions("intent"))
@@ -333,11 +336,8 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
         try:
             records = live_records(session)
             report.queried = True
-            with store.transaction():
-                store.set_meta("scheduler_queried_at", str(now))
-                store.set_meta("scheduler_failures", "0")
-                store.set_meta("backoff_until", "0")
-                store.set_meta("scheduler_note", "")
+            # A poll killed before its end did not record the query: the next one asks again, which is harmless.
+            meta.update(scheduler_queried_at=str(now), scheduler_failures="0", backoff_until="0", scheduler_note="")
         except SchedulerError as exc:
             report.scheduler_error = _note_failure(session, exc, now)
     if records is not None:
@@ -352,30 +352,32 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
         sub = submit(session, records=records)
         report.submitted = sub.submitted
         report.notes += sub.errors
+    backup = _backup_due(session, report, now)
+    if backup:
+        meta["backup_at"] = str(now)
     with store.transaction():
-        store.set_meta("polled_at", str(now))
+        for key, value in meta.items():
+            store.set_meta(key, value)
     try:
         write_snapshots(session)
     except RuntimeFailure as exc:  # the state is committed; the caller reports it after the summary
         report.snapshot_error = str(exc)
-    _backup_if_changed(session, report, now)
+    if backup:
+        store.backup()
     return report
 
 
-def _backup_if_changed(session, report: PollReport, now: float) -> None:
-    """The copy a corrupt database is recovered from. Refreshed at once when this poll submitted or resumed
-    anything (what a restored copy must not forget, or runs would be submitted twice); otherwise at most every
-    BACKUP_EVERY_S while anything changed: states and curves lost with an older copy are found again by the
+def _backup_due(session, report: PollReport, now: float) -> bool:
+    """Whether to refresh the copy a corrupt database is recovered from: at once when this poll submitted or
+    resumed anything (what a restored copy must not forget, or runs would be submitted twice); otherwise at most
+    every BACKUP_EVERY_S while anything changed: states and curves lost with an older copy are found again by the
     next poll from the scheduler, the markers and the logs."""
     store = session.store
     vital = report.submitted or report.resumed or any(n.startswith("found submission") for n in report.notes)
     changed = report.changes or report.new_epochs
     last = float(store.get_meta("backup_at", "0"))
-    if vital or (changed and now - last > BACKUP_EVERY_S) or now - last > 3600 or \
-            not session.paths.db_backup.exists():
-        with store.transaction():
-            store.set_meta("backup_at", str(now))
-        store.backup()
+    return bool(vital or (changed and now - last > BACKUP_EVERY_S) or now - last > 3600 or
+                not session.paths.db_backup.exists())
 
 
 def snapshot_json(snapshot: dict) -> str:

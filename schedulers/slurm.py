@@ -20,6 +20,7 @@ Facts the parsers rely on (Slurm 22.05 captures and Slurm's own source):
 
 from __future__ import annotations
 
+import functools
 import re
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
@@ -337,6 +338,7 @@ def _read_with_submitit(task_id: str) -> Optional[Tuple[str, List[Optional[int]]
     return main, indices
 
 
+@functools.lru_cache(maxsize=1024)  # squeue of 10,000 tasks repeats a handful of state words
 def normalise_state(raw: str) -> str:
     """Slurm's state word -> one of base.STATES. Takes the first word (``CANCELLED by 1000``) and resolves names
     sacct's fixed-width output cut with ``+`` (``CANCELLED+``, ``OUT_OF_ME+``) when the prefix is unambiguous."""
@@ -350,6 +352,7 @@ def normalise_state(raw: str) -> str:
     return _STATES.get(word, UNKNOWN)
 
 
+@functools.lru_cache(maxsize=4096)  # and many equal times
 def parse_duration(text: Optional[str]) -> Optional[float]:
     """Seconds of ``0:03``, ``1:02:03``, ``2-01:02:03``, ``00:01:23``; None for INVALID, UNLIMITED, empty."""
     match = _DURATION.fullmatch((text or "").strip())

@@ -97,8 +97,13 @@ class DeepH(Program):
         return None if found is None else Path(found)
 
     def find_log_text(self, outputs_dir: str, config: Optional[dict] = None) -> Optional[str]:
-        for name in run_dir_names(outputs_dir):
-            log = os.path.join(outputs_dir, name, LOG_NAME)
+        # listdir, no is_dir(): a name that is not a folder holds no deepx.log either (a poll asks 10,000 times).
+        try:
+            names = sorted((n for n in os.listdir(outputs_dir) if _RUN_DIR.match(n)), reverse=True)
+        except (FileNotFoundError, NotADirectoryError):
+            return None
+        for name in names:
+            log = f"{outputs_dir}/{name}/{LOG_NAME}"
             if os.path.isfile(log):
                 return log
         return None
