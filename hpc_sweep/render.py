@@ -75,17 +75,35 @@ def mem_mb(text: str, where: str) -> int:
     return max(1, int(float(match.group(1)) * _MEM_FACTOR[match.group(2).lower()]))
 
 
+_ENVIRONMENTS: dict = {}
+
+
 def environment(profile):
+    """The Jinja environment of a profile's template folders, one per process, so each template is compiled once
+    (Jinja still checks its file's modification time on every use)."""
+    key = tuple(map(str, profile.template_dirs))
+    env = _ENVIRONMENTS.get(key)
+    if env is not None:
+        return env
     import jinja2
 
     from importlib import resources
 
     shipped = Path(str(resources.files("hpc_sweep.job_templates")))
-    loader = jinja2.FileSystemLoader([*map(str, profile.template_dirs), str(shipped)])
+    loader = jinja2.FileSystemLoader([*key, str(shipped)])
     env = jinja2.Environment(loader=loader, undefined=jinja2.StrictUndefined, trim_blocks=True,
                              lstrip_blocks=True, keep_trailing_newline=True, autoescape=False)
     env.filters["q"] = lambda value: shlex.quote(str(value))
+    _ENVIRONMENTS[key] = env
     return env
+
+
+def load_template(profile) -> None:
+    """Load (compile) the profile's job template ahead of rendering; errors are left to :func:`render_script`."""
+    try:
+        environment(profile).get_template(profile.template_name)
+    except Exception:
+        pass
 
 
 def script_context(session, job_name: str, array: Optional[str], ntasks: int, gpus: int, device_type: str,

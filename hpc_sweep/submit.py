@@ -9,6 +9,7 @@ An intent left behind by a crash or a controller time-out is reconciled by job n
 
 from __future__ import annotations
 
+import functools
 import getpass
 import json
 import os
@@ -21,11 +22,20 @@ from hpc_sweep import shell
 from hpc_sweep.atomicio import write_atomic
 from hpc_sweep.errors import RuntimeFailure
 from hpc_sweep.render import MapEntry, map_text, render_script, script_context
-from hpc_sweep.schedulers.base import FINAL_STATES, QueueLimits, SchedulerError, SubmitSpec, TaskRecord
+from hpc_sweep.schedulers.base import (
+    FINAL_STATES,
+    CommandResult,
+    QueueLimits,
+    SchedulerError,
+    SubmitSpec,
+    TaskRecord,
+)
 
 SUBMITTABLE = ("generated", "waiting")
 LIMITS_CACHE_S = 3600
 TRANSIENT_RETRIES = 3
+LIVE_TIMEOUT_S = 120
+LIMITS_TIMEOUT_S = 60
 
 
 @dataclass
@@ -48,10 +58,12 @@ class Chunk:
 
 def live_records(session) -> list[TaskRecord]:
     """ONE live-queue query for all of the user's jobs. Raises SchedulerError (transient) when unreachable."""
-    adapter = session.scheduler
+    return session.scheduler.parse_live(shell.run(_live_argv(session), cwd=str(session.paths.root)))
+
+
+def _live_argv(session) -> list[str]:
     ids = [s["scheduler_id"] for s in session.store.submissions() if s["scheduler_id"]]
-    result = shell.run(adapter.live_argv(getpass.getuser(), ids), cwd=str(session.paths.root))
-    return adapter.parse_live(result)
+    return session.scheduler.live_argv(getpass.getuser(), ids)
 
 
 # -- reconciliation -----------------------------------------------------------------------------------------
@@ -111,25 +123,37 @@ def _record_submitted(session, sub: dict, scheduler_id: str) -> None:
                        "WHERE name = ?", (scheduler_id, now, sub["name"]))
     rows = store.conn.execute("SELECT config, attempt, task_index FROM attempts WHERE submission = ?",
                               (sub["name"],)).fetchall()
-    for row in rows:
-        job_id = adapter.task_id(scheduler_id, row["task_index"], is_array)
-        store.conn.execute("UPDATE attempts SET state = 'pending', job_id = ?, submitted_at = ? "
-                           "WHERE config = ? AND attempt = ?", (job_id, now, row["config"], row["attempt"]))
-        store.conn.execute("UPDATE configs SET state = 'pending', attempt = ?, reason = NULL, next_mode = NULL, "
-                           "updated_at = ? WHERE name = ?", (row["attempt"], now, row["config"]))
+    store.conn.executemany("UPDATE attempts SET state = 'pending', job_id = ?, submitted_at = ? "
+                           "WHERE config = ? AND attempt = ?",
+                           [(adapter.task_id(scheduler_id, row["task_index"], is_array), now, row["config"],
+                             row["attempt"]) for row in rows])
+    store.conn.executemany("UPDATE configs SET state = 'pending', attempt = ?, reason = NULL, next_mode = NULL, "
+                           "updated_at = ? WHERE name = ?", [(row["attempt"], now, row["config"]) for row in rows])
     fault_point("during_state_write")  # inside the caller's transaction: a kill here must roll all of it back
 
 
 # -- limits and room -----------------------------------------------------------------------------------------
-def queue_limits(session) -> QueueLimits:
-    """The scheduler's limits (cached an hour in the state), the profile's values filling the gaps."""
-    store, profile, adapter = session.store, session.profile, session.scheduler
-    cached = store.get_meta("limits")
+def _cached_limits(session) -> Optional[dict]:
+    cached = session.store.get_meta("limits")
     data = json.loads(cached) if cached else None
-    if not data or time.time() - data.get("at", 0) > LIMITS_CACHE_S:
-        argvs = adapter.limits_argvs(getpass.getuser(), profile.partition or profile.queue)
-        results = [shell.run(argv, timeout=60) for argv in argvs]
-        found = adapter.parse_limits(results) if argvs else QueueLimits()
+    return data if data and time.time() - data.get("at", 0) <= LIMITS_CACHE_S else None
+
+
+def _limits_argvs(session) -> list:
+    return session.scheduler.limits_argvs(getpass.getuser(), session.profile.partition or session.profile.queue)
+
+
+def queue_limits(session, results: Optional[Sequence[CommandResult]] = None) -> QueueLimits:
+    """The scheduler's limits (cached an hour in the state), the profile's values filling the gaps. ``results``:
+    the answers of the limit queries (in :meth:`limits_argvs` order) when they were already run, at once with the
+    live query; a query that failed leaves its limits to the profile, as always."""
+    store, profile, adapter = session.store, session.profile, session.scheduler
+    data = _cached_limits(session)
+    if data is None or results is not None:
+        if results is None:
+            argvs = _limits_argvs(session)
+            results = shell.run_many(argvs, timeout=LIMITS_TIMEOUT_S) if argvs else []
+        found = adapter.parse_limits(results) if results else QueueLimits()
         data = {"at": time.time(), "max_queued": found.max_queued, "max_array_size": found.max_array_size,
                 "max_job_count": found.max_job_count, "throttle_supported": found.throttle_supported}
         with store.transaction():
@@ -184,16 +208,23 @@ def plan_chunks(session, rows: list[dict], limits: QueueLimits, room: Optional[i
 
 
 # -- one chunk -----------------------------------------------------------------------------------------------
+@functools.lru_cache(maxsize=256)
+def _allocation_view(device: str) -> str:
+    """The allocation view of a device string, worked out once per distinct string (a sweep has a few)."""
+    from hpc_sweep.device import allocation_view, parse_device
+
+    return allocation_view(parse_device(device))
+
+
 def _run_config(session, row: dict, attempt: int, record: bool = True) -> tuple[str, str]:
     """The config file this attempt runs and the device string it carries (allocation view on a cluster)."""
-    from hpc_sweep.device import allocation_view, parse_device
     from hpc_sweep.dotted import set_dotted
     from hpc_sweep.formats import dump_structured, format_of, load_structured
 
     program = session.program
     path = Path(row["path"])
     local = session.profile.scheduler == "local"
-    device = row["device"] if local else allocation_view(parse_device(row["device"]))
+    device = row["device"] if local else _allocation_view(row["device"])
     key = program.device_key()
     needs_device = key is not None and not local and device != row["device"]
     mode = row["next_mode"]
@@ -229,16 +260,28 @@ def _job_name(session, chunk: Chunk, offset: int = 0, persist: bool = True) -> s
     return f"{session.prefix}-{tag}-{seq}"
 
 
+def _make_folder(path: str) -> None:
+    """os.makedirs(path, exist_ok=True) in one system call where the parent exists (the usual case)."""
+    try:
+        os.mkdir(path)
+    except FileExistsError:
+        if not os.path.isdir(path):
+            raise
+    except FileNotFoundError:
+        os.makedirs(path, exist_ok=True)
+
+
 def _write_chunk_files(session, chunk: Chunk, name: str, array: Optional[str], dry_run: bool):
     """The run configs, the index map and the job script of one submission."""
     paths = session.paths
+    outputs_root = str(paths.outputs)
     entries = []
     for index, row in enumerate(chunk.configs):
-        os.makedirs(paths.config_outputs(row["name"]), exist_ok=True)  # the trainer writes there from its start
+        outputs = os.path.join(outputs_root, row["name"])  # paths.config_outputs, without a Path per config
+        _make_folder(outputs)  # the trainer writes there from its start
         attempt = row["attempt"] + 1
         config_file, device = _run_config(session, row, attempt, record=not dry_run)
-        entries.append(MapEntry(index, row["name"], attempt, config_file, str(paths.config_outputs(row["name"])),
-                                device, row["gpus"]))
+        entries.append(MapEntry(index, row["name"], attempt, config_file, outputs, device, row["gpus"]))
     map_file = paths.script / f"{name}.map"
     script_file = paths.script / f"{name}.sh"
     context = script_context(session, name, array, len(entries), chunk.configs[0]["gpus"],
@@ -273,12 +316,11 @@ def submit_chunk(session, chunk: Chunk, limits: QueueLimits, report: SubmitRepor
         store.conn.execute(
             "INSERT INTO submissions (name, shape, script, map, status, ntasks, created_at) "
             "VALUES (?, ?, ?, ?, 'intent', ?, ?)", (name, chunk.shape, str(script_file), str(map_file), n, time.time()))
-        for entry in entries:
-            store.conn.execute(
-                "INSERT OR REPLACE INTO attempts (config, attempt, submission, task_index, state, run_config, "
-                "resumed_from) VALUES (?, ?, ?, ?, 'submitting', ?, ?)",
-                (entry.name, entry.attempt, name, entry.index, entry.config_file,
-                 chunk.configs[entry.index]["next_mode"]))
+        store.conn.executemany(
+            "INSERT OR REPLACE INTO attempts (config, attempt, submission, task_index, state, run_config, "
+            "resumed_from) VALUES (?, ?, ?, ?, 'submitting', ?, ?)",
+            [(entry.name, entry.attempt, name, entry.index, entry.config_file, chunk.configs[entry.index]["next_mode"])
+             for entry in entries])
     spec = SubmitSpec(script=str(script_file), job_name=name, workdir=str(paths.root), indices=tuple(range(n)))
     return _submit_with_retries(session, spec, report)
 
@@ -344,8 +386,8 @@ def _refused(session, sub: dict, exc: SchedulerError, report: SubmitReport) -> N
         store.conn.execute("DELETE FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))
         store.conn.execute("UPDATE submissions SET status = 'refused', note = ? WHERE name = ?",
                            (exc.message, sub["name"]))
-        for name in names:
-            store.conn.execute("UPDATE configs SET state = 'waiting', reason = ? WHERE name = ?", (reason, name))
+        store.conn.executemany("UPDATE configs SET state = 'waiting', reason = ? WHERE name = ?",
+                               [(reason, name) for name in names])
         store.add_event("refused", f"{sub['name']}: {exc.message}")
     if exc.kind != "limit":
         report.errors.append(f"{sub['name']}: {exc.message}")
@@ -363,28 +405,135 @@ def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
     return report
 
 
+def _submittable_names(session, only: Optional[Sequence[str]]) -> list[str]:
+    """The configs :func:`candidates` may return, in its order, without loading the rows; reconciling intents can
+    only take some away. Configs of an open intent are left out (their job may be queued already)."""
+    marks = ", ".join("?" * len(SUBMITTABLE))
+    names = [row[0] for row in session.store.conn.execute(
+        f"SELECT name FROM configs WHERE in_definition AND state IN ({marks}) AND name NOT IN "
+        "(SELECT config FROM attempts WHERE state = 'submitting') ORDER BY idx", SUBMITTABLE)]
+    if only:
+        wanted = set(only)
+        names = [name for name in names if name in wanted]
+    return names
+
+
+def _may_submit(session, only: Optional[Sequence[str]]) -> bool:
+    """Whether :func:`candidates` could find anything (open intents included: reconciling may abandon them)."""
+    marks = ", ".join("?" * len(SUBMITTABLE))
+    names = {row[0] for row in session.store.conn.execute(
+        f"SELECT name FROM configs WHERE in_definition AND state IN ({marks})", SUBMITTABLE)}
+    return bool(names & set(only)) if only else bool(names)
+
+
+@dataclass
+class _Premade:
+    """Output folders made while the scheduler answered, before it was known which configs go now."""
+
+    root: Optional[str] = None                        # the outputs folder itself, when it was made here
+    folders: dict = field(default_factory=dict)       # config name -> its output folder, made here
+
+    def remove_unused(self, used: set) -> None:
+        """Remove (if still empty) the folders of configs that were not submitted, so the sweep ends exactly as
+        if each folder had been made at its config's submission."""
+        for name, path in self.folders.items():
+            if name not in used:
+                _remove_empty(path)
+        if self.root is not None:
+            _remove_empty(self.root)
+
+
+def _remove_empty(path: str) -> None:
+    try:
+        os.rmdir(path)
+    except OSError:
+        pass  # not empty, or gone: nothing of ours to undo
+
+
+def _query_scheduler(session, records: Optional[list], limit_argvs: list, names: Sequence[str]) -> tuple:
+    """The live query (unless the caller brought its answer) and the limit queries are independent: they run at
+    once, so the wall time is the slowest one's, not the sum. A live query that failed stops the submit as it
+    always did (the limit answers are then dropped, not cached); a limit query that failed leaves its limits to
+    the profile. Returns the records, the limit results (None when none were asked) and the folders premade."""
+    live = [_live_argv(session)] if records is None else []
+    timeouts = [LIVE_TIMEOUT_S] * len(live) + [LIMITS_TIMEOUT_S] * len(limit_argvs)
+    premade = _Premade()
+    try:
+        with shell.start_many(live + limit_argvs, timeouts, cwd=str(session.paths.root)) as running:
+            if limit_argvs:  # the slow ones (sacctmgr: a fifth of a second): work meanwhile
+                _prepare_while_waiting(session, running, names, premade)
+            results = running.results()
+        if live:
+            try:
+                records = session.scheduler.parse_live(results[0])
+            except SchedulerError as exc:
+                raise RuntimeFailure(f"the scheduler could not be reached ({exc.message}); nothing was submitted") \
+                    from None
+    except BaseException:
+        premade.remove_unused(set())
+        raise
+    return records, (results[len(live):] if limit_argvs else None), premade
+
+
+def _prepare_while_waiting(session, running, names: Sequence[str], premade: _Premade) -> None:
+    """Work that does not depend on the answers, done until they are all in: the output folders of the configs
+    likely submitted are made (in submission order; the slowest part of a large submit on a busy file system),
+    then the job template is compiled. Folders of configs not submitted in the end are removed again. The
+    answers are collected between folders, so each call's logged seconds stay its own."""
+    from hpc_sweep.render import load_template
+
+    root = str(session.paths.outputs)
+    for i, name in enumerate(names):
+        if i % 4 == 0 and running.poll():
+            return
+        if i == 0 and not os.path.isdir(root):
+            try:
+                os.makedirs(root)
+            except OSError:
+                break
+            premade.root = root
+        path = os.path.join(root, name)
+        try:
+            os.mkdir(path)
+        except FileExistsError:
+            continue
+        except OSError:
+            break  # left to _write_chunk_files, which reports it as before
+        premade.folders[name] = path
+    if not running.poll():
+        load_template(session.profile)
+
+
 def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Optional[list]) -> SubmitReport:
     report = SubmitReport()
     session.scheduler  # the site profile is read (and checked) before anything is written
     session.ensure_prefix()  # a hand-made sweep records its job-name prefix now, outside the transactions below
-    if records is None:
-        try:
-            records = live_records(session)
-        except SchedulerError as exc:
-            raise RuntimeFailure(f"the scheduler could not be reached ({exc.message}); nothing was submitted") \
-                from None
-    reconcile_intents(session, records, report)
-    rows = candidates(session, only)
-    if not rows:
-        return report
-    limits = queue_limits(session)
-    room = room_in_queue(limits, records)
-    chunks = plan_chunks(session, rows, limits, room)
-    placed = 0
-    for chunk in chunks:
-        if not submit_chunk(session, chunk, limits, report, dry_run):
-            break
-        placed += len(chunk.configs)
+    # Stale limits are asked for only where anything may be submitted (reconciling can only take candidates away).
+    names, limit_argvs = [], []
+    if _cached_limits(session) is None:
+        names = _submittable_names(session, only)
+        if names or _may_submit(session, only):
+            limit_argvs = _limits_argvs(session)
+    limit_results, premade = None, _Premade()
+    if records is None or limit_argvs:
+        records, limit_results, premade = _query_scheduler(session, records, limit_argvs, names)
+    folders_used: set = set()
+    try:
+        reconcile_intents(session, records, report)
+        rows = candidates(session, only)
+        if not rows:
+            return report
+        limits = queue_limits(session, limit_results)
+        room = room_in_queue(limits, records)
+        chunks = plan_chunks(session, rows, limits, room)
+        placed = 0
+        for chunk in chunks:
+            folders_used.update(row["name"] for row in chunk.configs)  # _write_chunk_files makes them
+            if not submit_chunk(session, chunk, limits, report, dry_run):
+                break
+            placed += len(chunk.configs)
+    finally:
+        premade.remove_unused(folders_used)
     left = [r for r in candidates(session, only)]
     if not dry_run:
         reason = report.reason or (f"queue cap {limits.max_queued} reached" if room is not None else None)

@@ -1,0 +1,197 @@
+"""What submit asks the scheduler before sbatch: the live query and (first submit) the limit queries run at once,
+and a failure of any of them ends exactly as it did when they ran one after the other. Stand-in Slurm commands on
+PATH; every call of hpc_sweep.shell is logged with its start and seconds (HPC_SWEEP_CALL_LOG)."""
+
+from __future__ import annotations
+
+import json
+import os
+import sqlite3
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+FAKES = {
+    "squeue": """#!/bin/sh
+sleep "${FAKE_SLEEP:-0}"
+if [ -n "${FAKE_SQUEUE_DOWN:-}" ]; then
+  echo "squeue: error: Unable to contact slurm controller (connect failure)" >&2
+  exit 1
+fi
+exit 0
+""",
+    "scontrol": """#!/bin/sh
+sleep "${FAKE_SLEEP:-0}"
+case "$2" in
+  config) printf 'MaxArraySize            = 1001\\nMaxJobCount             = 10000\\n' ;;
+  assoc_mgr)
+    user=${3#users=}
+    printf 'ClusterName=c Account=a UserName=%s(1000) Partition= Priority=0 ID=2\\n' "$user"
+    printf '    MaxSubmitJobs=%s(0) MaxJobs=N(0)\\n' "${FAKE_CAP:-N}" ;;
+esac
+""",
+    "sacctmgr": """#!/bin/sh
+sleep "${FAKE_SLEEP:-0}"
+if [ -n "${FAKE_SACCTMGR_DOWN:-}" ]; then
+  echo "sacctmgr: error: Problem talking to the database: Connection refused" >&2
+  exit 1
+fi
+echo "normal|"
+""",
+    "sbatch": """#!/bin/sh
+echo 4242
+""",
+}
+
+
+@pytest.fixture
+def sweep(tmp_path: Path):
+    root = tmp_path / "sweep"
+    (root / "configs").mkdir(parents=True)
+    (root / "configs" / ".base_config.toml").write_text("lr = 0.1\n")
+    (root / "sweep.toml").write_text(textwrap.dedent("""\
+        [sweep]
+        name = "asks"
+        program = "generic"
+        base = "configs/.base_config.toml"
+        command = "true {config}"
+        site = "slurm"
+        [grid]
+        lr = [0.1, 0.2, 0.3, 0.4, 0.5]
+        [log]
+        path = "train.log"
+        epoch = "epoch (\\\\d+)"
+        """))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    for name, text in FAKES.items():
+        (bin_dir / name).write_text(text)
+        (bin_dir / name).chmod(0o755)
+    calls = tmp_path / "calls.jsonl"
+    env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", HPC_SWEEP_CALL_LOG=str(calls))
+    for key in ("FAKE_SLEEP", "FAKE_CAP", "FAKE_SQUEUE_DOWN", "FAKE_SACCTMGR_DOWN"):
+        env.pop(key, None)
+
+    def run(*args, **extra):
+        return subprocess.run([sys.executable, "-m", "hpc_sweep.cli", *args], env=dict(env, **extra),
+                              capture_output=True, text=True)
+
+    assert run("generate", str(root)).returncode == 0
+    return root, run, calls
+
+
+def _calls(path: Path) -> list:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def _meta(root: Path, key: str):
+    conn = sqlite3.connect(str(root / ".hpc_sweep" / "state.db"))
+    try:
+        row = conn.execute("SELECT value FROM meta WHERE key = ?", (key,)).fetchone()
+    finally:
+        conn.close()
+    return row[0] if row else None
+
+
+def _states(root: Path) -> dict:
+    conn = sqlite3.connect(str(root / ".hpc_sweep" / "state.db"))
+    try:
+        return dict(conn.execute("SELECT name, state FROM configs"))
+    finally:
+        conn.close()
+
+
+def _reasons(root: Path, state: str) -> list:
+    conn = sqlite3.connect(str(root / ".hpc_sweep" / "state.db"))
+    try:
+        return [row[0] for row in conn.execute("SELECT reason FROM configs WHERE state = ?", (state,))]
+    finally:
+        conn.close()
+
+
+def _output_folders(root: Path) -> list:
+    outputs = root / "outputs"
+    return sorted(p.name for p in outputs.iterdir()) if outputs.exists() else []
+
+
+def test_first_submit_asks_everything_at_once(sweep):
+    root, run, calls = sweep
+    result = run("submit", str(root), FAKE_SLEEP="0.4")
+    assert result.returncode == 0, result.stderr
+    asked = [c for c in _calls(calls) if c["argv"][0] != "sbatch"]
+    assert sorted(c["argv"][0] for c in asked) == ["sacctmgr", "scontrol", "scontrol", "squeue"]
+    # All four were running together: each started before any of them had ended.
+    assert max(c["start"] for c in asked) < min(c["start"] + c["seconds"] for c in asked), asked
+    sbatch = [c for c in _calls(calls) if c["argv"][0] == "sbatch"]
+    assert len(sbatch) == 1 and max(c["start"] + c["seconds"] for c in asked) <= sbatch[0]["start"]
+    assert set(_states(root).values()) == {"pending"}
+    assert _output_folders(root) == [f"config00{i}" for i in range(1, 6)]
+
+
+def test_cached_limits_leave_only_the_live_query(sweep):
+    root, run, calls = sweep
+    assert run("submit", str(root), FAKE_CAP="2").returncode == 0
+    calls.unlink()
+    again = run("submit", str(root), FAKE_CAP="2")
+    assert again.returncode == 0, again.stderr
+    assert [c["argv"][0] for c in _calls(calls)] == ["squeue", "sbatch"]
+
+
+def test_a_failed_limit_query_leaves_its_limit_to_the_others(sweep):
+    root, run, calls = sweep
+    result = run("submit", str(root), FAKE_CAP="3", FAKE_SACCTMGR_DOWN="1", FAKE_SLEEP="0.1")
+    assert result.returncode == 0, result.stderr
+    failed = [c for c in _calls(calls) if c["argv"][0] == "sacctmgr"]
+    assert [c["rc"] for c in failed] == [1]
+    limits = json.loads(_meta(root, "limits"))
+    assert (limits["max_queued"], limits["max_array_size"], limits["max_job_count"]) == (3, 1001, 10000)
+    states = _states(root)
+    assert sorted(states.values()) == ["pending"] * 3 + ["waiting"] * 2
+    assert set(_reasons(root, "waiting")) == {"queue cap 3 reached"}
+    # Output folders only for what was submitted: those made while waiting for the answers were removed again.
+    assert _output_folders(root) == sorted(name for name, state in states.items() if state == "pending")
+
+
+def test_every_limit_query_failing_falls_back_to_the_profile(sweep):
+    root, run, calls = sweep
+    (root / "site.toml").write_text('scheduler = "slurm"\nmax_queued = 2\n')
+    text = (root / "sweep.toml").read_text().replace('site = "slurm"', 'site = "site.toml"')
+    (root / "sweep.toml").write_text(text)
+    bin_dir = Path(calls).parent / "bin"
+    (bin_dir / "scontrol").write_text("#!/bin/sh\necho 'scontrol: error: Unable to contact slurm controller' >&2\n"
+                                      "exit 1\n")
+    result = run("submit", str(root), FAKE_SACCTMGR_DOWN="1")
+    assert result.returncode == 0, result.stderr
+    assert sorted(_states(root).values()) == ["pending"] * 2 + ["waiting"] * 3
+    limits = json.loads(_meta(root, "limits"))
+    assert limits["max_queued"] is None and limits["max_array_size"] is None  # the profile's cap applied, not cached
+
+
+def test_unreachable_scheduler_submits_nothing_and_leaves_nothing(sweep):
+    root, run, calls = sweep
+    result = run("submit", str(root), FAKE_SQUEUE_DOWN="1", FAKE_SLEEP="0.2")
+    assert result.returncode == 1
+    assert "could not be reached" in result.stderr and "nothing was submitted" in result.stderr
+    assert not [c for c in _calls(calls) if c["argv"][0] == "sbatch"]
+    assert _meta(root, "limits") is None  # the answers that came are not kept: the next submit asks again
+    assert set(_states(root).values()) == {"generated"}
+    assert _output_folders(root) == []
+
+
+def test_dry_run_makes_folders_only_for_what_it_plans(sweep):
+    root, run, calls = sweep
+    result = run("submit", str(root), "--dry-run", FAKE_CAP="2", FAKE_SLEEP="0.2")
+    assert result.returncode == 0, result.stderr
+    assert "would submit" in result.stdout
+    assert not [c for c in _calls(calls) if c["argv"][0] == "sbatch"]
+    assert _output_folders(root) == ["config001", "config002"]
+
+
+def test_only_names_an_unknown_config(sweep):
+    root, run, calls = sweep
+    result = run("submit", str(root), "--only", "config009", FAKE_SLEEP="0.2")
+    assert result.returncode == 2 and "config009" in result.stderr
+    assert _output_folders(root) == []
