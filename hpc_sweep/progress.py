@@ -7,12 +7,17 @@ log, read what it gained (hpc_sweep.logtail), feed the program's incremental par
 
 from __future__ import annotations
 
+import gc
 import json
 import math
 import os
+import pickle
+import signal
+import sys
+import threading
 import time
 from pathlib import Path
-from typing import Optional
+from typing import NamedTuple, Optional
 
 from hpc_sweep.formats import load_structured
 from hpc_sweep.logtail import read_new
@@ -42,18 +47,28 @@ _PROGRESS_COLUMNS = ("config", "attempt", "log", "cursor", "parser_state", "phas
                      "train_loss", "val_loss", "best_val_loss", "best_epoch", "trend", "updated_at")
 
 
+class LogNews(NamedTuple):
+    """What one config's log gained, as a worker process hands it back: plain values only."""
+
+    config: str
+    log: str
+    cursor: str                 # JSON, for the next poll
+    parser_state: str           # JSON, for the next poll
+    summary: tuple              # phase, epoch, max_epoch, train_loss, val_loss, best_val_loss, best_epoch
+    curve: list                 # [(epoch, train_loss, val_loss)] of the new lines
+    size: int                   # bytes read
+
+
 def update_progress(session, report) -> None:
-    store, program = session.store, session.program
-    contexts: dict = {}  # log_context text -> parsed: most configs of a sweep share one
-    outputs = str(session.paths.outputs)
+    store = session.store
+    configs = store.rows(_TO_READ)
+    news = scan_logs(session.program, configs, str(session.paths.outputs))
     updates, curves = [], []
-    for cfg in store.rows(_TO_READ):
-        result = _read_one(session, program, cfg, outputs, contexts)
-        if result is not None:
-            row, curve, size = result
-            updates.append(row)
-            curves += curve
-            report.bytes_read += size
+    for cfg, found in zip(configs, news):
+        if found is not None:
+            updates.append(_progress_row(session, cfg, found))
+            curves += [(found.config, cfg["attempt"], *point) for point in found.curve]
+            report.bytes_read += found.size
     if not updates:
         return
     with store.transaction() as conn:
@@ -64,8 +79,117 @@ def update_progress(session, report) -> None:
     report.new_epochs += len(curves)
 
 
-def _read_one(session, program, cfg: dict, outputs: str, contexts: dict):
-    """(progress row, curve rows, bytes read) for one config, or None when its log has nothing new."""
+def _progress_row(session, cfg: dict, news: LogNews) -> tuple:
+    """The progress row of one config: the log's news plus what needs the stored curve (best across attempts,
+    trend)."""
+    phase, epoch, max_epoch, train_loss, val_loss, best_val_loss, best_epoch = news.summary
+    attempt = cfg["attempt"]
+    best, best_at = _best_across_attempts(session, cfg, best_val_loss, best_epoch)
+    has_history = cfg["p_attempt"] == attempt or attempt > 1
+    return (cfg["name"], attempt, news.log, news.cursor, news.parser_state, phase, epoch, max_epoch, train_loss,
+            val_loss, best, best_at, trend(session, cfg, [point[2] for point in news.curve], val_loss, best_val_loss,
+                                           has_history), time.time())
+
+
+# -- reading the logs, in worker processes for large polls ----------------------------------------------------------
+# A first poll of a 10,000-config sweep opens and parses 10,000 logs; on a cluster's shared file system each open
+# and stat is a network round trip. Past PARALLEL_FROM configs, the reading is shared with forked workers (one per
+# allowed CPU, at most MAX_WORKERS); each returns plain values through a pipe. The workers touch no database and
+# write nothing: a worker that fails has its share read again here.
+PARALLEL_FROM = 2000
+MAX_WORKERS = 4
+
+
+def scan_logs(program, configs: list, outputs: str, workers: Optional[int] = None) -> list:
+    """One LogNews (or None: nothing new) per row of ``configs``, in order."""
+    if workers is None:
+        workers = _worker_count(len(configs))
+    if workers <= 1:
+        return _scan_share(program, configs, outputs)
+    size = -(-len(configs) // workers)
+    shares = [configs[i:i + size] for i in range(0, len(configs), size)]
+    children = []
+    try:
+        for share in shares[1:]:
+            children.append((_fork_worker(program, share, outputs), share))
+        results = _scan_share(program, shares[0], outputs)
+        for (pid, pipe), share in children:
+            results += _collect_worker(pid, pipe, len(share)) or _scan_share(program, share, outputs)
+        children = []
+        return results
+    finally:
+        for (pid, pipe), _ in children:  # only after an error here: stop and reap the workers
+            _stop_worker(pid, pipe)
+
+
+def _worker_count(n: int) -> int:
+    if n < PARALLEL_FROM or not hasattr(os, "fork") or not sys.platform.startswith("linux") or \
+            threading.active_count() > 1:  # forking a threaded process may copy a held lock
+        return 1
+    try:
+        cpus = len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        cpus = os.cpu_count() or 1
+    return max(1, min(MAX_WORKERS, cpus))
+
+
+def _fork_worker(program, share: list, outputs: str) -> tuple:
+    read_end, write_end = os.pipe()
+    gc.freeze()  # the collector then leaves the parent's objects alone in the worker: fewer pages copied on write
+    pid = os.fork()
+    if pid == 0:  # the worker: read, send, and leave without running any of the parent's exit handlers
+        code = 1
+        try:
+            gc.disable()
+            os.close(read_end)
+            from hpc_sweep.submit import fault_point
+
+            fault_point("log_worker")
+            data = pickle.dumps(_scan_share(program, share, outputs), protocol=pickle.HIGHEST_PROTOCOL)
+            with os.fdopen(write_end, "wb") as pipe:
+                pipe.write(data)
+            code = 0
+        finally:
+            os._exit(code)
+    gc.unfreeze()
+    os.close(write_end)
+    return pid, os.fdopen(read_end, "rb")
+
+
+def _collect_worker(pid: int, pipe, expected: int) -> Optional[list]:
+    """The worker's results, or None when it failed (its share is then read by the caller)."""
+    with pipe:
+        data = pipe.read()
+    _, status = os.waitpid(pid, 0)
+    if status != 0:
+        return None
+    try:
+        results = pickle.loads(data)
+    except Exception:  # a worker killed mid-write
+        return None
+    return results if isinstance(results, list) and len(results) == expected else None
+
+
+def _stop_worker(pid: int, pipe) -> None:
+    try:
+        os.kill(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    pipe.close()
+    try:
+        os.waitpid(pid, 0)
+    except ChildProcessError:
+        pass
+
+
+def _scan_share(program, configs: list, outputs: str) -> list:
+    contexts: dict = {}  # log_context text -> parsed: most configs of a sweep share one
+    return [scan_log(program, cfg, outputs, contexts) for cfg in configs]
+
+
+def scan_log(program, cfg: dict, outputs: str, contexts: dict) -> Optional[LogNews]:
+    """What one config's log gained since the last poll, or None when it has nothing new. Reads files only:
+    safe in a worker process."""
     name, attempt = cfg["name"], cfg["attempt"]
     outputs_text = f"{outputs}/{name}"
     same_attempt = cfg["p_attempt"] == attempt
@@ -98,12 +222,10 @@ def _read_one(session, program, cfg: dict, outputs: str, contexts: dict):
         parser = program.log_parser({}, saved["options"], saved["state"])
     rows = parser.feed(text) if text else []
     summary = parser.summary()
-    curve = [(name, attempt, r.epoch, _real(r.train_loss), _real(r.val_loss)) for r in rows]
-    best, best_epoch = _best_across_attempts(session, cfg, summary)
-    row = (name, attempt, log, json.dumps(cursor), json.dumps({"options": parser.options, "state": parser.state}),
-           summary.phase, summary.epoch, summary.max_epoch, summary.train_loss, summary.val_loss, best, best_epoch,
-           trend(session, cfg, rows, summary, has_history=same_attempt or attempt > 1), time.time())
-    return row, curve, len(text)
+    return LogNews(name, log, json.dumps(cursor), json.dumps({"options": parser.options, "state": parser.state}),
+                   (summary.phase, summary.epoch, summary.max_epoch, summary.train_loss, summary.val_loss,
+                    summary.best_val_loss, summary.best_epoch),
+                   [(r.epoch, _real(r.train_loss), _real(r.val_loss)) for r in rows], len(text))
 
 
 def _mtime(path: str) -> Optional[int]:
@@ -124,9 +246,8 @@ def _log_context(program, cfg: dict, contexts: dict) -> dict:
     return contexts[text]
 
 
-def _best_across_attempts(session, cfg: dict, summary):
+def _best_across_attempts(session, cfg: dict, best: Optional[float], epoch: Optional[int]):
     """Best validation of the whole config, not just this attempt (a resumed run starts a new log)."""
-    best, epoch = summary.best_val_loss, summary.best_epoch
     if cfg["attempt"] > 1:
         row = session.store.conn.execute(
             "SELECT val_loss, epoch FROM epochs WHERE config = ? AND attempt < ? AND val_loss IS NOT NULL "
@@ -154,15 +275,17 @@ def _nan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def trend(session, cfg: dict, new_rows, summary, has_history: bool = True) -> Optional[str]:
-    """improving / flat / diverging / nan, from the last epochs of the curve. The stored curve is consulted only
-    when the new rows are too few and there is a stored curve (not on a config's first read)."""
-    if summary.val_loss is not None and _nan(summary.val_loss):
+def trend(session, cfg: dict, new_vals: list, last_val: Optional[float], best: Optional[float],
+          has_history: bool = True) -> Optional[str]:
+    """improving / flat / diverging / nan, from the last epochs of the curve (``new_vals``: the validation losses
+    just read, oldest first; ``best``: this attempt's best). The stored curve is consulted only when the new
+    values are too few and there is a stored curve (not on a config's first read)."""
+    if last_val is not None and _nan(last_val):
         return "nan"
     values = []
-    for row in reversed(new_rows):
-        if row.val_loss is not None:
-            values.append(row.val_loss)
+    for value in reversed(new_vals):
+        if value is not None:
+            values.append(value)
             if len(values) == 2 * TREND_WINDOW:
                 break
     if len(values) < 2 * TREND_WINDOW and has_history:
@@ -175,7 +298,7 @@ def trend(session, cfg: dict, new_rows, summary, has_history: bool = True) -> Op
         return None
     recent, older = values[: len(values) // 2], values[len(values) // 2:]
     mean_recent, mean_older = sum(recent) / len(recent), sum(older) / len(older)
-    best, last = summary.best_val_loss, values[0]
+    last = values[0]
     if best is not None and not _nan(best) and best > 0 and last > 3 * best:
         return "diverging"  # far above its own best: the run has blown up
     at_best = best is not None and last <= best
