@@ -551,6 +551,26 @@ def _close(fd):
 
 os.open, os.pread, os.read, os.close = _os_open, _pread, _os_read, _close
 
+# The poll forks log-reading workers for large sweeps: each counts its own reads and CPU and hands them over
+# (appended to <out>.workers) as it leaves through os._exit.
+_main_pid = os.getpid()
+_real_fork, _real_exit = os.fork, os._exit
+
+def _fork():
+    pid = _real_fork()
+    if pid == 0:
+        _count.update(bytes=0, files=0)
+    return pid
+
+def _exit(code):
+    if os.getpid() != _main_pid:
+        ru = resource.getrusage(resource.RUSAGE_SELF)
+        with _real_open(_out + ".workers", "a") as f:
+            f.write(json.dumps(dict(_count, cpu=ru.ru_utime + ru.ru_stime)) + "\n")
+    _real_exit(code)
+
+os.fork, os._exit = _fork, _exit
+
 def _report():
     ru = resource.getrusage(resource.RUSAGE_SELF)
     try:
@@ -558,12 +578,20 @@ def _report():
             proc_io = {k: int(v) for k, v in (line.split(": ") for line in f.read().splitlines())}
     except OSError:
         proc_io = {}
+    workers = []
+    try:
+        with _real_open(_out + ".workers") as f:
+            workers = [json.loads(line) for line in f if line.strip()]
+    except OSError:
+        pass
     with _real_open(_out, "w") as f:
         json.dump({"cpu": ru.ru_utime + ru.ru_stime, "user": ru.ru_utime, "sys": ru.ru_stime,
                    "maxrss_kb": ru.ru_maxrss, "wall_in_process": time.perf_counter() - _t0,
                    "rchar": proc_io.get("rchar"), "wchar": proc_io.get("wchar"),
-                   "read_bytes": proc_io.get("read_bytes"),
-                   "watched_bytes": _count["bytes"], "watched_files": _count["files"]}, f)
+                   "read_bytes": proc_io.get("read_bytes"), "workers": len(workers),
+                   "cpu_workers": sum(w["cpu"] for w in workers),
+                   "watched_bytes": _count["bytes"] + sum(w["bytes"] for w in workers),
+                   "watched_files": _count["files"] + sum(w["files"] for w in workers)}, f)
 
 atexit.register(_report)
 sys.argv = ["hpc-sweep"] + sys.argv[1:]
@@ -602,7 +630,9 @@ class PollResult:
             return f"rc={self.rc} after {self.wall:.1f} s: {self.stderr.strip()[-300:]}"
         return (f"wall {self.wall:.3f} s, scheduler calls {calls_text(self.calls)} taking {self.sched_s:.3f} s, "
                 f"tool time (wall − scheduler) {self.tool_s:.3f} s, process CPU {self.cpu:.3f} s "
-                f"(user {self.probe.get('user', 0):.3f} + sys {self.probe.get('sys', 0):.3f}), "
+                f"(user {self.probe.get('user', 0):.3f} + sys {self.probe.get('sys', 0):.3f}; "
+                f"{self.probe.get('workers', 0)} log-reading worker(s) used {self.probe.get('cpu_workers', 0):.3f} s "
+                "more), "
                 f"log bytes read {self.log_bytes} in {self.probe.get('watched_files')} opens, rchar "
                 f"{self.probe.get('rchar')}, wchar {self.probe.get('wchar')}, max RSS {self.probe.get('maxrss_kb', 0) / 1024:.0f} MB")
 
@@ -615,7 +645,7 @@ def run_poll(ex: LocalExec, probe_dir: Path, root: Path, tag: str, timeout: floa
         probe.chmod(0o644)
     calls = probe_dir / f"calls-{tag}.jsonl"
     out = probe_dir / f"probe-{tag}.json"
-    for p in (calls, out):
+    for p in (calls, out, Path(f"{out}.workers")):
         if p.exists():
             p.unlink()
     env = {"HPC_SWEEP_CALL_LOG": str(calls), "BENCH_PROBE_OUT": str(out),
@@ -963,7 +993,10 @@ class SchedulerBench:
             return f"> {fmt_s(res.wall)} (killed)"
         if res.rc != 0:
             return f"error rc={res.rc}"
-        return f"{fmt_s(res.tool_s)} (cpu {fmt_s(res.cpu)}; {calls_text(res.calls)})"
+        workers = res.probe.get("workers") or 0
+        cpu = f"cpu {fmt_s(res.cpu)}" + (f" + {workers} worker{'s' if workers > 1 else ''} "
+                                         f"{fmt_s(res.probe.get('cpu_workers'))}" if workers else "")
+        return f"{fmt_s(res.tool_s)} ({cpu}; {calls_text(res.calls)})"
 
     # -- 4. scheduler calls per poll ----------------------------------------------------------------------------
 

@@ -203,12 +203,12 @@ def render(snapshot: dict, fmt: str, param_keys: list[str], states: tuple = (), 
         return json.dumps(shown, indent=2)
     if fmt == "csv":
         return _csv(rows, param_keys)
-    from tabulate import tabulate
-
     header, body = table_rows(rows, param_keys)
     if fmt == "markdown":
         return f"# Sweep {snapshot['sweep']}\n\n" + markdown_table(header, body) + "\n\n" + \
             footer(snapshot).replace("\n", "  \n") + "\n"
+    from tabulate import tabulate  # here: a poll writes markdown, and tabulate's import costs 20 ms
+
     if colour is None:
         colour = sys.stdout.isatty()
     if colour:
