@@ -321,6 +321,13 @@ def resume_ended(session, report: PollReport) -> None:
 
 def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bool = True) -> PollReport:
     """One poll. The caller holds the sweep lock."""
+    from hpc_sweep.progress import LogReading
+
+    with LogReading(session) as reading:  # a large poll's log reading starts now, in workers
+        return _poll(session, reading, force, submit_waiting)
+
+
+def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     from hpc_sweep.progress import update_progress
     from hpc_sweep.submit import live_records
 
@@ -344,7 +351,7 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
         refresh_states(session, report, records, now)
     elif report.scheduler_error is None:
         apply_markers_only(session, report, now)
-    update_progress(session, report)
+    update_progress(session, report, reading)
     resume_ended(session, report)
     if submit_waiting and records is not None:
         from hpc_sweep.submit import submit

@@ -13,6 +13,7 @@ import math
 import os
 import pickle
 import signal
+import struct
 import sys
 import threading
 import time
@@ -28,20 +29,23 @@ TREND_WINDOW = 5
 # Which configs a poll reads: a running attempt; an attempt the log was never read for (that has started or
 # ended); an ended attempt whose log was last read before it ended (its last lines). Filtered in SQL, so a poll
 # of a sweep whose 10,000 runs are over loads nothing.
-_TO_READ = """
+_TO_READ_TEMPLATE = """
 SELECT c.name, c.attempt, c.state, c.path, c.log_context, a.run_config, p.attempt AS p_attempt, p.log AS p_log,
        p.cursor AS p_cursor, p.parser_state AS p_parser_state
 FROM configs c
 JOIN attempts a ON a.config = c.name AND a.attempt = c.attempt
 LEFT JOIN progress p ON p.config = c.name
 WHERE c.attempt >= 1 AND (
-    c.state = 'running'
+    c.state = 'running'{also}
     OR ((p.config IS NULL OR p.attempt != c.attempt)
         AND (a.started_at IS NOT NULL OR c.state NOT IN ('pending', 'waiting')))
     OR (p.attempt = c.attempt AND c.state NOT IN ('pending', 'waiting')
         AND COALESCE(p.updated_at, 0) <= COALESCE(a.ended_at, 0) + 5))
 ORDER BY c.idx
 """
+_TO_READ = _TO_READ_TEMPLATE.format(also="")
+# Before the scheduler's answer is applied: also the pending ones, whose tasks may have started since.
+_TO_READ_SOON = _TO_READ_TEMPLATE.format(also=" OR c.state = 'pending'")
 
 _PROGRESS_COLUMNS = ("config", "attempt", "log", "cursor", "parser_state", "phase", "epoch", "max_epoch",
                      "train_loss", "val_loss", "best_val_loss", "best_epoch", "trend", "updated_at")
@@ -59,10 +63,16 @@ class LogNews(NamedTuple):
     size: int                   # bytes read
 
 
-def update_progress(session, report) -> None:
+def update_progress(session, report, reading: Optional["LogReading"] = None) -> None:
+    """Read what the logs gained and store it. ``reading``: a LogReading the poll started early (its workers
+    have been reading while the poll applied the scheduler's answer)."""
     store = session.store
     configs = store.rows(_TO_READ)
-    news = scan_logs(session.program, configs, str(session.paths.outputs))
+    if reading is None:
+        with LogReading(session, configs) as reading:
+            news = reading.news(configs)
+    else:
+        news = reading.news(configs)
     updates, curves = [], []
     for cfg, found in zip(configs, news):
         if found is not None:
@@ -93,36 +103,115 @@ def _progress_row(session, cfg: dict, news: LogNews) -> tuple:
 
 # -- reading the logs, in worker processes for large polls ----------------------------------------------------------
 # A first poll of a 10,000-config sweep opens and parses 10,000 logs; on a cluster's shared file system each open
-# and stat is a network round trip. Past PARALLEL_FROM configs, the reading is shared with forked workers (one per
-# allowed CPU, at most MAX_WORKERS); each returns plain values through a pipe. The workers touch no database and
-# write nothing: a worker that fails has its share read again here.
+# and stat is a network round trip. Past PARALLEL_FROM configs, the reading is shared with forked workers (up to
+# one process per allowed CPU, at most MAX_WORKERS); each returns plain values through a pipe. The workers touch
+# no database and write nothing: a worker that fails has its share read again by the poll.
 PARALLEL_FROM = 2000
 MAX_WORKERS = 4
 
 
-def scan_logs(program, configs: list, outputs: str, workers: Optional[int] = None) -> list:
-    """One LogNews (or None: nothing new) per row of ``configs``, in order."""
-    if workers is None:
-        workers = _worker_count(len(configs))
-    if workers <= 1:
-        return _scan_share(program, configs, outputs)
-    size = -(-len(configs) // workers)
-    shares = [configs[i:i + size] for i in range(0, len(configs), size)]
-    children = []
-    try:
-        for share in shares[1:]:
-            children.append((_fork_worker(program, share, outputs), share))
-        results = _scan_share(program, shares[0], outputs)
-        for (pid, pipe), share in children:
-            results += _collect_worker(pid, pipe, len(share)) or _scan_share(program, share, outputs)
-        children = []
-        return results
-    finally:
-        for (pid, pipe), _ in children:  # only after an error here: stop and reap the workers
+class LogReading:
+    """Reading logs, shared with worker processes when there are many. Entered early in a poll, it queues the
+    configs the poll will probably read in chunks, and workers start taking chunks while the poll applies the
+    scheduler's answer; :meth:`news` then takes the chunks left (the poll reads too), gathers what the workers
+    found, and reads here whatever was not foreseen or was lost with a failed worker. Leaving it stops and reaps
+    any worker still running."""
+
+    def __init__(self, session, configs: Optional[list] = None):
+        self.session, self.program = session, session.program
+        self.outputs = str(session.paths.outputs)
+        self.configs = configs            # None: the configs a poll will probably read, found on entering
+        self.chunks: list = []
+        self.queue: Optional[int] = None  # read end of the pipe holding the numbers of the chunks not yet taken
+        self.workers: list = []           # (pid, result pipe)
+        self.found: dict = {}             # _scan_key(cfg) -> LogNews or None
+        self.contexts: dict = {}          # log_context text -> parsed: most configs of a sweep share one
+
+    def __enter__(self) -> "LogReading":
+        store = self.session.store
+        if self.configs is None:
+            count = store.conn.execute(f"SELECT COUNT(*) FROM ({_TO_READ_SOON})").fetchone()[0]
+            if _worker_count(count) <= 1:
+                return self
+            self.configs = store.rows(_TO_READ_SOON)
+        processes = _worker_count(len(self.configs))
+        if processes > 1:
+            size = max(CHUNK, math.ceil(len(self.configs) / MAX_CHUNKS))
+            self.chunks = [self.configs[i:i + size] for i in range(0, len(self.configs), size)]
+            self.queue = _chunk_queue(len(self.chunks))
+            for _ in range(processes - 1):
+                self.workers.append(_fork_worker(self.program, self.chunks, self.queue, self.outputs))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for pid, pipe in self.workers:  # only after an error: stop and reap the workers
             _stop_worker(pid, pipe)
+        self.workers = []
+        self._close_queue()
+
+    def news(self, configs: list) -> list:
+        """One LogNews (or None: nothing new) per row of ``configs``, in order."""
+        if self.queue is not None:
+            self._keep(_take_chunks(self.program, self.chunks, self.queue, self.outputs, self.contexts))
+            self._close_queue()
+        for pid, pipe in self.workers:
+            self._keep(_collect_worker(pid, pipe))
+        self.workers = []
+        found, miss = self.found, object()
+        news = []
+        for cfg in configs:
+            result = found.get(_scan_key(cfg), miss)
+            news.append(scan_log(self.program, cfg, self.outputs, self.contexts) if result is miss else result)
+        return news
+
+    def _keep(self, done: dict) -> None:
+        for number, results in done.items():
+            if 0 <= number < len(self.chunks) and len(results) == len(self.chunks[number]):
+                self.found.update(zip(map(_scan_key, self.chunks[number]), results))
+
+    def _close_queue(self) -> None:
+        if self.queue is not None:
+            os.close(self.queue)
+            self.queue = None
+
+
+def _scan_key(cfg: dict) -> tuple:
+    """What a config's reading depends on in the state: a result read for another key is not used."""
+    return cfg["name"], cfg["attempt"], cfg["p_attempt"], cfg["p_cursor"]
+
+
+# The chunk queue: a pipe filled with chunk numbers (2 bytes each) and closed for writing before any worker starts,
+# so every process takes chunks by reading it until it is empty: the load balances itself whatever each process
+# has to do meanwhile. Reads of 2 bytes from a pipe holding whole records are never split on Linux.
+CHUNK = 100
+MAX_CHUNKS = 10_000  # 20 kB of numbers: well within a pipe's buffer, written before anyone reads
+_NUMBER = struct.Struct("<H")
+
+
+def _chunk_queue(count: int) -> int:
+    read_end, write_end = os.pipe()
+    try:
+        os.write(write_end, b"".join(_NUMBER.pack(n) for n in range(count)))
+    finally:
+        os.close(write_end)
+    return read_end
+
+
+def _take_chunks(program, chunks: list, queue: int, outputs: str, contexts: dict, after_chunk=None) -> dict:
+    """Chunk number -> results, for every chunk this process takes from the queue until it is empty."""
+    done = {}
+    while True:
+        taken = os.read(queue, _NUMBER.size)
+        if len(taken) < _NUMBER.size:
+            return done
+        number = _NUMBER.unpack(taken)[0]
+        done[number] = [scan_log(program, cfg, outputs, contexts) for cfg in chunks[number]]
+        if after_chunk is not None:
+            after_chunk()
 
 
 def _worker_count(n: int) -> int:
+    """Processes to read ``n`` logs with, this one included."""
     if n < PARALLEL_FROM or not hasattr(os, "fork") or not sys.platform.startswith("linux") or \
             threading.active_count() > 1:  # forking a threaded process may copy a held lock
         return 1
@@ -133,7 +222,7 @@ def _worker_count(n: int) -> int:
     return max(1, min(MAX_WORKERS, cpus))
 
 
-def _fork_worker(program, share: list, outputs: str) -> tuple:
+def _fork_worker(program, chunks: list, queue: int, outputs: str) -> tuple:
     read_end, write_end = os.pipe()
     gc.freeze()  # the collector then leaves the parent's objects alone in the worker: fewer pages copied on write
     pid = os.fork()
@@ -144,10 +233,10 @@ def _fork_worker(program, share: list, outputs: str) -> tuple:
             os.close(read_end)
             from hpc_sweep.submit import fault_point
 
-            fault_point("log_worker")
-            data = pickle.dumps(_scan_share(program, share, outputs), protocol=pickle.HIGHEST_PROTOCOL)
+            # The fault suite's worker dies holding a chunk it took: the poll must read that chunk itself.
+            done = _take_chunks(program, chunks, queue, outputs, {}, lambda: fault_point("log_worker"))
             with os.fdopen(write_end, "wb") as pipe:
-                pipe.write(data)
+                pipe.write(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
             code = 0
         finally:
             os._exit(code)
@@ -156,18 +245,18 @@ def _fork_worker(program, share: list, outputs: str) -> tuple:
     return pid, os.fdopen(read_end, "rb")
 
 
-def _collect_worker(pid: int, pipe, expected: int) -> Optional[list]:
-    """The worker's results, or None when it failed (its share is then read by the caller)."""
+def _collect_worker(pid: int, pipe) -> dict:
+    """The chunks a worker read (chunk number -> results); {} when it failed: the poll then reads them."""
     with pipe:
         data = pipe.read()
     _, status = os.waitpid(pid, 0)
     if status != 0:
-        return None
+        return {}
     try:
-        results = pickle.loads(data)
+        done = pickle.loads(data)
     except Exception:  # a worker killed mid-write
-        return None
-    return results if isinstance(results, list) and len(results) == expected else None
+        return {}
+    return done if isinstance(done, dict) else {}
 
 
 def _stop_worker(pid: int, pipe) -> None:
@@ -180,11 +269,6 @@ def _stop_worker(pid: int, pipe) -> None:
         os.waitpid(pid, 0)
     except ChildProcessError:
         pass
-
-
-def _scan_share(program, configs: list, outputs: str) -> list:
-    contexts: dict = {}  # log_context text -> parsed: most configs of a sweep share one
-    return [scan_log(program, cfg, outputs, contexts) for cfg in configs]
 
 
 def scan_log(program, cfg: dict, outputs: str, contexts: dict) -> Optional[LogNews]:

@@ -4,6 +4,7 @@ worker dies, and over several polls (cursors and parser state handed back throug
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import time
 from pathlib import Path
@@ -106,6 +107,7 @@ def _portable(cursor_text):
 
 def _poll_logs(root: Path, workers: int, monkeypatch) -> PollReport:
     monkeypatch.setattr(progress, "_worker_count", lambda n: workers)
+    monkeypatch.setattr(progress, "CHUNK", 2)  # many chunks, taken by whichever process is free
     session = Session.open(root)
     try:
         report = PollReport()
@@ -154,13 +156,16 @@ def test_workers_read_exactly_what_one_process_reads(twin_sweeps, monkeypatch, w
     assert first_tables[1], "epochs were stored"
 
 
-def test_a_dead_worker_has_its_share_read_by_the_poll(twin_sweeps, monkeypatch):
+def test_a_dead_worker_has_its_chunks_read_by_the_poll(twin_sweeps, monkeypatch):
     alone, shared = twin_sweeps
     _poll_logs(alone, 1, monkeypatch)
     expected = _tables(alone)
     keep = _same_place(alone, shared)
     try:
-        monkeypatch.setenv("HPC_SWEEP_FAULT", "log_worker")  # every worker kills itself before reading
+        monkeypatch.setenv("HPC_SWEEP_FAULT", "log_worker")  # each worker dies once it has read one chunk
+        poll_pid, take = os.getpid(), progress._take_chunks
+        monkeypatch.setattr(progress, "_take_chunks",  # the chunks are left to the workers, so some are lost
+                            lambda *a, **k: take(*a, **k) if os.getpid() != poll_pid else {})
         _poll_logs(alone, 3, monkeypatch)
         got = _tables(alone)
     finally:
@@ -176,3 +181,57 @@ def test_small_polls_stay_in_one_process(monkeypatch):
     assert progress._worker_count(10_000) == progress.MAX_WORKERS
     monkeypatch.setattr(progress.threading, "active_count", lambda: 2)
     assert progress._worker_count(10_000) == 1  # a threaded process is never forked
+
+
+def _early_poll(root: Path, workers: int, monkeypatch, between) -> None:
+    """As a poll does it: the reading starts before the scheduler's answer is applied (``between``)."""
+    monkeypatch.setattr(progress, "_worker_count", lambda n: workers)
+    monkeypatch.setattr(progress, "CHUNK", 2)
+    session = Session.open(root)
+    try:
+        with progress.LogReading(session) as reading:
+            between(session)
+            progress.update_progress(session, PollReport(), reading)
+    finally:
+        session.close()
+
+
+def test_reading_started_before_the_answer_is_applied(twin_sweeps, monkeypatch):
+    """Workers start on running and pending configs; the scheduler's answer then starts some pending ones and
+    one config's stored reading changes in between: the result equals reading everything afterwards."""
+    alone, shared = twin_sweeps
+
+    def pending_first(root: Path) -> None:
+        session = Session.open(root)
+        with session.store.transaction() as conn:
+            conn.execute("UPDATE configs SET state = 'pending' WHERE idx % 2 = 0")
+            conn.execute("UPDATE attempts SET state = 'pending', started_at = NULL "
+                         "WHERE config IN (SELECT name FROM configs WHERE idx % 2 = 0)")
+        session.close()
+
+    def answer(session) -> None:  # half of the pending tasks started; config005's old reading was dropped
+        with session.store.transaction() as conn:
+            conn.execute("UPDATE configs SET state = 'running' WHERE idx % 4 = 0")
+            conn.execute("UPDATE attempts SET state = 'running', started_at = 1 "
+                         "WHERE config IN (SELECT name FROM configs WHERE idx % 4 = 0)")
+            conn.execute("DELETE FROM progress WHERE config = 'config005'")
+            conn.execute("DELETE FROM epochs WHERE config = 'config005'")
+
+    results = {}
+    for mode, count in (("alone", 1), ("shared", 3)):
+        if mode == "shared":
+            keep = _same_place(alone, shared)
+        try:
+            pending_first(alone)
+            _poll_logs(alone, 1, monkeypatch)  # a first reading, so that progress rows exist
+            _grow_logs(alone, 1)
+            _early_poll(alone, count, monkeypatch, answer)
+            results[mode] = _tables(alone)
+        finally:
+            if mode == "shared":
+                alone.rename(shared)
+                keep.rename(alone)
+    got, expected = results["shared"], results["alone"]
+    assert got == expected
+    assert any(row[0] == "config004" for row in got[0]), "a config started by the answer was read"
+    assert any(row[0] == "config005" for row in got[0])
