@@ -151,8 +151,9 @@ class LogReading:
 
     def news(self, configs: list) -> list:
         """One LogNews (or None: nothing new) per row of ``configs``, in order."""
-        if self.queue is not None:
-            self._keep(_take_chunks(self.program, self.chunks, self.queue, self.outputs, self.contexts))
+        if self.queue is not None:  # the chunks no worker has taken yet: read here what this poll needs of them
+            wanted = {_scan_key(cfg) for cfg in configs}
+            self._keep(_take_chunks(self.program, self.chunks, self.queue, self.outputs, self.contexts, wanted))
             self._close_queue()
         for pid, pipe in self.workers:
             self._keep(_collect_worker(pid, pipe))
@@ -167,7 +168,8 @@ class LogReading:
     def _keep(self, done: dict) -> None:
         for number, results in done.items():
             if 0 <= number < len(self.chunks) and len(results) == len(self.chunks[number]):
-                self.found.update(zip(map(_scan_key, self.chunks[number]), results))
+                self.found.update((_scan_key(cfg), result) for cfg, result in zip(self.chunks[number], results)
+                                  if result is not _NOT_READ)
 
     def _close_queue(self) -> None:
         if self.queue is not None:
@@ -197,15 +199,21 @@ def _chunk_queue(count: int) -> int:
     return read_end
 
 
-def _take_chunks(program, chunks: list, queue: int, outputs: str, contexts: dict, after_chunk=None) -> dict:
-    """Chunk number -> results, for every chunk this process takes from the queue until it is empty."""
+_NOT_READ = object()  # a config of a chunk the poll took but does not need (only the poll passes ``wanted``)
+
+
+def _take_chunks(program, chunks: list, queue: int, outputs: str, contexts: dict, wanted: Optional[set] = None,
+                 after_chunk=None) -> dict:
+    """Chunk number -> results, for every chunk this process takes from the queue until it is empty; with
+    ``wanted``, only those configs are read (the others: _NOT_READ)."""
     done = {}
     while True:
         taken = os.read(queue, _NUMBER.size)
         if len(taken) < _NUMBER.size:
             return done
         number = _NUMBER.unpack(taken)[0]
-        done[number] = [scan_log(program, cfg, outputs, contexts) for cfg in chunks[number]]
+        done[number] = [scan_log(program, cfg, outputs, contexts) if wanted is None or _scan_key(cfg) in wanted
+                        else _NOT_READ for cfg in chunks[number]]
         if after_chunk is not None:
             after_chunk()
 
@@ -234,7 +242,7 @@ def _fork_worker(program, chunks: list, queue: int, outputs: str) -> tuple:
             from hpc_sweep.submit import fault_point
 
             # The fault suite's worker dies holding a chunk it took: the poll must read that chunk itself.
-            done = _take_chunks(program, chunks, queue, outputs, {}, lambda: fault_point("log_worker"))
+            done = _take_chunks(program, chunks, queue, outputs, {}, after_chunk=lambda: fault_point("log_worker"))
             with os.fdopen(write_end, "wb") as pipe:
                 pipe.write(pickle.dumps(done, protocol=pickle.HIGHEST_PROTOCOL))
             code = 0

@@ -235,3 +235,20 @@ def test_reading_started_before_the_answer_is_applied(twin_sweeps, monkeypatch):
     assert got == expected
     assert any(row[0] == "config004" for row in got[0]), "a config started by the answer was read"
     assert any(row[0] == "config005" for row in got[0])
+
+
+def test_the_poll_reads_only_what_it_needs_of_the_chunks_it_takes(monkeypatch):
+    """Chunks hold every config a poll might read (pending ones too); the poll reads only those it needs."""
+    calls = []
+    monkeypatch.setattr(progress, "scan_log", lambda program, cfg, outputs, contexts: calls.append(cfg["name"]) or
+                        cfg["name"])
+    configs = [dict(name=f"c{i}", attempt=1, p_attempt=None, p_cursor=None) for i in range(5)]
+    chunks = [configs[0:2], configs[2:4], configs[4:5]]
+    queue = progress._chunk_queue(len(chunks))
+    try:
+        wanted = {progress._scan_key(configs[1]), progress._scan_key(configs[4])}
+        done = progress._take_chunks(None, chunks, queue, "/nowhere", {}, wanted)
+    finally:
+        os.close(queue)
+    assert calls == ["c1", "c4"]
+    assert sorted(done) == [0, 1, 2] and done[0][1] == "c1" and done[0][0] is progress._NOT_READ
