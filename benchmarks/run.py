@@ -284,7 +284,15 @@ def calls_text(calls: List[dict]) -> str:
 
 
 def sched_seconds(calls: List[dict]) -> float:
-    return sum(c.get("seconds", 0.0) for c in calls)
+    """Seconds during which at least one scheduler command ran: calls made at once (submit asks squeue, scontrol
+    and sacctmgr together) count once. Calls logged without a start time are added up."""
+    spans = sorted((c["start"], c["start"] + c.get("seconds", 0.0)) for c in calls if "start" in c)
+    total = sum(c.get("seconds", 0.0) for c in calls if "start" not in c)
+    end = float("-inf")
+    for begin, finish in spans:
+        total += max(0.0, finish - max(begin, end))
+        end = max(end, finish)
+    return total
 
 
 # ------------------------------------------------------------------------------------------------------------
