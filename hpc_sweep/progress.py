@@ -130,9 +130,8 @@ class LogReading:
     def __enter__(self) -> "LogReading":
         store = self.session.store
         if self.configs is None:
-            count = store.conn.execute(f"SELECT COUNT(*) FROM ({_TO_READ_SOON})").fetchone()[0]
-            if _worker_count(count) <= 1:
-                return self
+            if _worker_count(PARALLEL_FROM) <= 1:
+                return self  # no workers in this process, however many logs there are
             self.configs = store.rows(_TO_READ_SOON)
         processes = _worker_count(len(self.configs))
         if processes > 1:

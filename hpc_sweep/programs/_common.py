@@ -38,8 +38,7 @@ def decode(value: Any) -> Optional[float]:
 def record_row(state: dict, row: EpochRow) -> EpochRow:
     """Remember ``row`` as the last epoch and update the best (lowest, nan ignored) validation loss."""
     state["rows"] = state.get("rows", 0) + 1
-    state["last"] = [row.epoch, encode(row.train_loss), encode(row.val_loss), encode(row.seconds),
-                     encode(row.lr_scale)]
+    state["last"] = last_entry(row)
     val = row.val_loss
     best = decode(state.get("best"))
     # Strict '<' keeps the earliest epoch on ties; nan compares False and is never best.
@@ -47,6 +46,11 @@ def record_row(state: dict, row: EpochRow) -> EpochRow:
         state["best"] = encode(val)
         state["best_epoch"] = row.epoch
     return row
+
+
+def last_entry(row: EpochRow) -> list:
+    """``row`` as ``state["last"]`` keeps it (strict JSON); :func:`last_row` reads it back."""
+    return [row.epoch, encode(row.train_loss), encode(row.val_loss), encode(row.seconds), encode(row.lr_scale)]
 
 
 def last_row(state: dict) -> Optional[EpochRow]:

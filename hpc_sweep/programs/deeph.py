@@ -16,8 +16,8 @@ from pathlib import Path
 from typing import Any, Optional
 
 from hpc_sweep.dotted import get_dotted, set_dotted
-from hpc_sweep.programs._common import (InfoParser, as_int, choice_problem, decode, encode, number, record_row,
-                                        summary_from)
+from hpc_sweep.programs._common import (InfoParser, as_int, choice_problem, decode, encode, last_entry, number,
+                                        record_row, summary_from)
 from hpc_sweep.programs.base import EpochRow, LogSummary, Program
 
 DEFAULT_MAX_EPOCH = 10000
@@ -97,12 +97,7 @@ class DeepH(Program):
         return None if found is None else Path(found)
 
     def find_log_text(self, outputs_dir: str, config: Optional[dict] = None) -> Optional[str]:
-        # listdir, no is_dir(): a name that is not a folder holds no deepx.log either (a poll asks 10,000 times).
-        try:
-            names = sorted((n for n in os.listdir(outputs_dir) if _RUN_DIR.match(n)), reverse=True)
-        except (FileNotFoundError, NotADirectoryError):
-            return None
-        for name in names:
+        for name in run_dir_names(outputs_dir):
             log = f"{outputs_dir}/{name}/{LOG_NAME}"
             if os.path.isfile(log):
                 return log
@@ -144,13 +139,14 @@ class DeepH(Program):
 
 def run_dirs(outputs_dir: Path) -> list[Path]:
     """Timestamped run folders under ``outputs_dir``, newest first (the names sort as times)."""
-    return [Path(outputs_dir) / name for name in run_dir_names(outputs_dir)]
+    return [path for path in map(Path(outputs_dir).joinpath, run_dir_names(outputs_dir)) if path.is_dir()]
 
 
 def run_dir_names(outputs_dir) -> list[str]:
+    """Names under ``outputs_dir`` spelt as run folders, newest first, not checked to be folders: a poll looks
+    inside 10,000 of them for a deepx.log, which a file of that name does not hold either."""
     try:
-        with os.scandir(outputs_dir) as entries:
-            names = [e.name for e in entries if _RUN_DIR.match(e.name) and e.is_dir()]
+        names = [name for name in os.listdir(outputs_dir) if _RUN_DIR.match(name)]
     except (FileNotFoundError, NotADirectoryError):
         return []
     return sorted(names, reverse=True)
@@ -376,7 +372,6 @@ def _float(text: str) -> Optional[float]:
 def _store_rows(state: dict, count: int, last: EpochRow, best: Optional[float], best_epoch: Optional[int]) -> None:
     """What record_row keeps, written once for a run of epoch lines."""
     state["rows"] = count
-    state["last"] = [last.epoch, encode(last.train_loss), encode(last.val_loss), encode(last.seconds),
-                     encode(last.lr_scale)]
+    state["last"] = last_entry(last)
     if best is not None:
         state["best"], state["best_epoch"] = encode(best), best_epoch
