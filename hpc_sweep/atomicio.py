@@ -7,6 +7,8 @@ import secrets
 from pathlib import Path
 from typing import Union
 
+from hpc_sweep import faults
+
 
 def write_atomic(path: Union[str, Path], data: Union[str, bytes], mode: int = 0o644, fsync: bool = True) -> None:
     """Temp file in the same folder (created with its final mode, less the umask), then rename.
@@ -29,3 +31,4 @@ def write_atomic(path: Union[str, Path], data: Union[str, bytes], mode: int = 0o
         except FileNotFoundError:
             pass
         raise
+    faults.point("after_write")

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hpc_sweep import shell
+from hpc_sweep import faults, shell
 from hpc_sweep.atomicio import write_atomic
 from hpc_sweep.errors import RuntimeFailure
 from hpc_sweep.schedulers.base import FINAL_STATES, SchedulerError, TaskRecord
@@ -297,9 +297,7 @@ def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=
             assignments = ", ".join(f"{column} = ?" for column in columns)
             conn.executemany(f"UPDATE attempts SET {assignments} WHERE config = ? AND attempt = ?", values)
         conn.executemany("UPDATE configs SET state = ?, reason = ?, updated_at = ? WHERE name = ?", config_updates)
-        from hpc_sweep.submit import fault_point
-
-        fault_point("poll_mid_write")  # a kill inside the transaction: the next poll finds the old states
+        faults.point("poll_mid_write")  # a kill inside the transaction: the next poll finds the old states
 
 
 def resume_ended(session, report: PollReport) -> None:

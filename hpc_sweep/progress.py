@@ -238,7 +238,7 @@ def _fork_worker(program, chunks: list, queue: int, outputs: str) -> tuple:
         try:
             gc.disable()
             os.close(read_end)
-            from hpc_sweep.submit import fault_point
+            from hpc_sweep.faults import point as fault_point
 
             # The fault suite's worker dies holding a chunk it took: the poll must read that chunk itself.
             done = _take_chunks(program, chunks, queue, outputs, {}, after_chunk=lambda: fault_point("log_worker"))

@@ -14,6 +14,7 @@ import sys
 import time
 from typing import List, Mapping, Optional, Sequence, Union
 
+from hpc_sweep import faults
 from hpc_sweep.schedulers.base import CommandResult
 
 TIMED_OUT = 124
@@ -27,6 +28,7 @@ def run(argv: Sequence[str], timeout: float = 120, cwd: Optional[str] = None,
         env: Optional[Mapping[str, str]] = None, die_with_us: bool = False) -> CommandResult:
     """Run argv. ``die_with_us``: the child is killed if this process dies first (Linux), so a submit command
     still retrying against a slow controller cannot land after the next run reconciled its intent."""
+    faults.point("before_call")
     started, wall = time.monotonic(), time.time()
     try:
         proc = subprocess.run(list(argv), capture_output=True, timeout=timeout, cwd=cwd,
@@ -40,6 +42,7 @@ def run(argv: Sequence[str], timeout: float = 120, cwd: Optional[str] = None,
     except FileNotFoundError:
         result = _not_found(argv)
     _log(result, time.monotonic() - started, wall)
+    faults.point("after_call")
     return result
 
 
@@ -68,6 +71,7 @@ class Running:
     so none blocks on a full pipe while another is waited for."""
 
     def __init__(self, argvs, timeout, cwd, env, die_with_us):
+        faults.point("before_call")
         argvs = [list(argv) for argv in argvs]
         timeouts = [float(timeout)] * len(argvs) if isinstance(timeout, (int, float)) else [float(t) for t in timeout]
         if len(timeouts) != len(argvs):
@@ -106,6 +110,7 @@ class Running:
                 wait = min(wait, 0.002)  # its pipes are closed but it has not exited yet: look again soon
             self._pump(wait)
         self._selector.close()
+        faults.point("after_call")
         return [call.result for call in self._calls]
 
     def close(self) -> None:

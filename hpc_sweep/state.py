@@ -25,6 +25,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
+from hpc_sweep import faults
 from hpc_sweep.errors import RuntimeFailure, UserError
 from hpc_sweep.layout import SweepPaths
 
@@ -129,6 +130,7 @@ class Store:
         self.conn.execute("BEGIN IMMEDIATE")
         try:
             yield self.conn
+            faults.point("before_commit")  # dying here leaves a hot journal: the next opener rolls it back
         except BaseException:
             self.conn.execute("ROLLBACK")
             raise

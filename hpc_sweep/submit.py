@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hpc_sweep import shell
+from hpc_sweep import faults, shell
 from hpc_sweep.atomicio import write_atomic
 from hpc_sweep.errors import RuntimeFailure
 from hpc_sweep.render import MapEntry, map_text, render_script, script_context
@@ -129,7 +129,7 @@ def _record_submitted(session, sub: dict, scheduler_id: str) -> None:
                              row["attempt"]) for row in rows])
     store.conn.executemany("UPDATE configs SET state = 'pending', attempt = ?, reason = NULL, next_mode = NULL, "
                            "updated_at = ? WHERE name = ?", [(row["attempt"], now, row["config"]) for row in rows])
-    fault_point("during_state_write")  # inside the caller's transaction: a kill here must roll all of it back
+    faults.point("during_state_write")  # inside the caller's transaction: a kill here must roll all of it back
 
 
 # -- limits and room -----------------------------------------------------------------------------------------
@@ -329,9 +329,9 @@ def _submit_with_retries(session, spec: SubmitSpec, report: SubmitReport) -> boo
     store, adapter = session.store, session.scheduler
     sub = next(s for s in store.submissions("intent") if s["name"] == spec.job_name)
     for attempt in range(TRANSIENT_RETRIES):
-        fault_point("before_submit")
+        faults.point("before_submit")
         result = shell.run(adapter.submit_argv(spec), timeout=150, cwd=spec.workdir, die_with_us=True)
-        fault_point("after_submit")
+        faults.point("after_submit")
         try:
             scheduler_id = adapter.parse_submit(result)
         except SchedulerError as exc:
@@ -353,16 +353,6 @@ def _submit_with_retries(session, spec: SubmitSpec, report: SubmitReport) -> boo
     report.errors.append(f"{spec.job_name}: the scheduler did not answer; the intent is kept and reconciled by "
                          "name on the next submit or poll")
     return False
-
-
-def fault_point(name: str) -> None:
-    """Fault injection for the test suite: HPC_SWEEP_FAULT=<name> kills this process with SIGKILL here,
-    exactly as a crash or an OOM-killed login-node process would die."""
-    import os
-    import signal
-
-    if os.environ.get("HPC_SWEEP_FAULT") == name:
-        os.kill(os.getpid(), signal.SIGKILL)
 
 
 def _find_by_name(session, job_name: str) -> Optional[str]:
