@@ -1,22 +1,28 @@
-"""`hpc-sweep cancel`: cancel this sweep's jobs by their exact ids — never by user or by name pattern."""
+"""`hpc-sweep cancel`: cancel this sweep's jobs by their exact ids (or, for a submission whose id never reached us,
+its exact job name) — never by user or by name pattern."""
 
 from __future__ import annotations
 
+import getpass
 from typing import Optional, Sequence
 
-from hpc_sweep import shell
+from hpc_sweep import intents, shell
 from hpc_sweep.errors import RuntimeFailure
+from hpc_sweep.submit import live_records_or_none
 
 CANCELLABLE = ("pending", "running")
 
 
 def cancel(session, names: Optional[Sequence[str]] = None) -> tuple[list, list]:
-    """Returns (ids passed to the scheduler, configs marked cancelled). The caller holds the sweep lock."""
+    """Returns (ids or job names passed to the scheduler, configs marked cancelled). The caller holds the sweep
+    lock. Submissions whose outcome is unknown are settled first, and cancelled by name where they stay unknown:
+    a job that may be queued is never left behind."""
     store, adapter = session.store, session.scheduler
-    configs = {c["name"]: c for c in store.configs()}
     if names:
         store.require_names(names)
-    wanted = set(names) if names else set(configs)
+    wanted = set(names) if names else {row[0] for row in store.conn.execute("SELECT name FROM configs")}
+    cancelled = _cancel_open_submissions(session, wanted)
+    configs = {c["name"]: c for c in store.configs()}
     active = [a for a in store.attempts() if a["state"] in CANCELLABLE and a["config"] in wanted
               and configs[a["config"]]["attempt"] == a["attempt"] and a["job_id"]]
     ids = _ids_to_cancel(session, active)
@@ -29,14 +35,44 @@ def cancel(session, names: Optional[Sequence[str]] = None) -> tuple[list, list]:
     with store.transaction():
         for att in active:
             store.update_attempt(att["config"], att["attempt"], state="cancelled", reason="cancelled by hpc-sweep cancel")
-        for name in wanted:
-            cfg = configs[name]
-            if cfg["state"] in ("pending", "running", "waiting", "generated"):
+        for name in sorted(wanted):
+            if configs[name]["state"] in ("pending", "running", "waiting", "generated") or name in cancelled:
                 store.set_config_state(name, "cancelled", "cancelled by hpc-sweep cancel")
                 marked.append(name)
         store.add_event("cancel", f"{len(ids)} id(s): {' '.join(ids)[:500]}")
     store.backup()  # a restored older copy must not bring cancelled configs back to the queue
-    return ids, marked
+    return ids + [f"name={sub}" for sub in cancelled.values()], marked
+
+
+def _cancel_open_submissions(session, wanted: set) -> dict:
+    """Settle the open submissions that hold wanted configs (a live query and lookups by name); those still of
+    unknown outcome are cancelled by their exact job name. Returns config -> the submission cancelled by name.
+    Raises (changing nothing more) when one can neither be settled nor cancelled."""
+    store, adapter = session.store, session.scheduler
+
+    def holding() -> list:
+        return [sub for sub in intents.open_submissions(session)
+                if wanted & {row[0] for row in store.conn.execute("SELECT config FROM attempts WHERE submission = ?",
+                                                                  (sub["name"],))}]
+
+    if not holding():
+        return {}
+    # Found ones are cancelled by their id below; absent ones hold nothing any more.
+    intents.reconcile(session, live_records_or_none(session))
+    by_config: dict = {}
+    for sub in holding():
+        argv = adapter.cancel_by_name_argv(getpass.getuser(), sub["name"])
+        result = shell.run(argv, timeout=120) if argv is not None else None
+        if result is None or result.returncode != 0:
+            why = "the scheduler cannot cancel by name" if result is None else \
+                (result.stderr or result.stdout).strip()[:200] or f"exit status {result.returncode}"
+            raise RuntimeFailure(f"submission {sub['name']} may be queued but the scheduler did not say ({why}); "
+                                 "nothing more was cancelled: run hpc-sweep cancel again")
+        with store.transaction():
+            for config in intents.release(session, sub, "cancelled", "cancelled by hpc-sweep cancel",
+                                          note="cancelled by name"):
+                by_config[config] = sub["name"]
+    return by_config
 
 
 def _ids_to_cancel(session, active: list) -> list:

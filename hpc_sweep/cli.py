@@ -183,20 +183,27 @@ def _locked_session(sweep_dir: Path, blocking: bool = True):
 @SWEEP_DIR
 @click.option("--only", "only", multiple=True, help="Only this config (repeatable).")
 def render(sweep_dir: Path, only: tuple) -> None:
-    """Write the job scripts and index maps into script/ and show them; submit nothing.
+    """Write the job scripts and index maps a submit would make into script/ and show them; submit nothing.
 
     \b
     Example:
       hpc-sweep render my-sweep
     """
+    from hpc_sweep.atomicio import write_atomic
     from hpc_sweep.submit import submit as run_submit
 
     with _locked_session(sweep_dir) as (session, _):
         report = run_submit(session, only=only or None, dry_run=True, records=[])
-        for name, array, configs in report.planned:
-            script = session.paths.script / f"{name}.sh"
-            _say(f"==> {script} (array {array or 'none'}: {', '.join(configs[:6])}{' ...' if len(configs) > 6 else ''})")
-            _say(script.read_text())
+        for folder in (session.paths.script, session.paths.markers, session.paths.logs):
+            folder.mkdir(parents=True, exist_ok=True)  # as a submit makes them: a script run by hand works
+        for planned in report.planned:
+            script = session.paths.script / f"{planned.name}.sh"
+            write_atomic(script.with_suffix(".map"), planned.map_text)
+            write_atomic(script, planned.script_text, mode=0o755)
+            configs = planned.configs
+            _say(f"==> {script} (array {planned.array or 'none'}: {', '.join(configs[:6])}"
+                 f"{' ...' if len(configs) > 6 else ''})")
+            _say(planned.script_text)
 
 
 @cli.command()
@@ -258,10 +265,10 @@ def submit(sweep_dir: Path, dry_run: bool, only: tuple) -> None:
 
     with _locked_session(sweep_dir) as (session, _):
         report = run_submit(session, only=only or None, dry_run=dry_run)
-        for name, sid in report.reconciled:
-            _say(f"found earlier submission {name} in the queue as {sid}; recorded, not resubmitted")
-        for name, array, configs in report.planned:
-            _say(f"would submit {name}: array {array or 'none'}, {len(configs)} config(s)")
+        for line in report.reconciled.lines():
+            _say(line)
+        for planned in report.planned:
+            _say(f"would submit {planned.name}: array {planned.array or 'none'}, {len(planned.configs)} config(s)")
         for name, sid, n in report.submitted:
             _say(f"submitted {name} as {sid} ({n} task{'s' if n != 1 else ''})")
         if report.waiting:

@@ -251,6 +251,10 @@ def generate(spec: SweepSpec, store: Store, paths: SweepPaths, force: bool = Fal
                 conn.execute("UPDATE configs SET in_definition = 0 WHERE name = ?", (name,))
                 result.retired.append(name)
         store.set_meta("last_generate", str(now))
+        if store.get_meta("prefix") is None:  # a folder made without init: its job names are fixed from now on
+            from hpc_sweep.init import new_prefix
+
+            store.set_meta("prefix", new_prefix(spec.name))
     for p in planned:
         if p.name in result.written or p.name in result.forced:
             result.notes.extend(f"{p.name}: {n}" for n in p.notes)

@@ -14,13 +14,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hpc_sweep import faults, shell
+from hpc_sweep import faults, intents, shell
 from hpc_sweep.atomicio import write_atomic
 from hpc_sweep.errors import RuntimeFailure
 from hpc_sweep.schedulers.base import FINAL_STATES, SchedulerError, TaskRecord
 
 ACTIVE = ("pending", "running")
-SUBMIT_GRACE_S = 600        # a just-submitted job may be in neither squeue nor sacct yet (slurmdbd lag)
+GONE_GRACE_S = 600          # a task that just left the queue may be in no accounting yet (slurmdbd lag), and its
+                            # exit marker may not be visible yet (NFS attribute caching)
+RECHECK_LOST_S = 86400      # a lost task's accounting is asked again for a day: it may still turn up
 MAX_BACKOFF_S = 3600
 BACKUP_EVERY_S = 600
 
@@ -36,6 +38,8 @@ class PollReport:
     bytes_read: int = 0
     notes: list = field(default_factory=list)
     snapshot_error: Optional[str] = None              # status.json/status.md could not be written
+    reconciled: Optional[intents.Reconciled] = None   # what settling the open submissions did (handed to submit)
+    starts: dict = field(default_factory=dict)        # config -> how its resubmitted attempt starts
 
 
 # -- markers ----------------------------------------------------------------------------------------------------
@@ -103,6 +107,8 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
     key = f"{att['config']}.{att['attempt']}"
     end = markers.load(key, "exit")
     fields: dict = {}
+    if live is None and att.get("left_queue_at") is None and att["state"] != "lost":
+        fields["left_queue_at"] = now
     if live is not None and live.state == "running" and live.elapsed_s is not None and end is None:
         # The live answer knows when and where it started: no need to open 10,000 start markers.
         start = None
@@ -145,16 +151,21 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
         if found:
             return found[0] if found[0] != "cancelled" else "cancelled", found[1], fields
         return "failed", _exit_reason("failed", code), fields
+    if att["state"] == "lost":
+        return "lost", att["reason"], fields  # nothing new: a late exit marker or accounting record would say
+    # Gone from the queue with no word on how it ended: wait GONE_GRACE_S from when it left the queue (not from
+    # its start) before calling it lost.
+    left_at = att.get("left_queue_at") or now
     if start is not None:
         found = diagnose(task_output(session, att))
         if found and found[0] in ("timeout", "oom", "node_fail", "preempted", "cancelled"):
             return found[0], found[1], fields
-        if now - (start.get("time") or 0) < SUBMIT_GRACE_S:
-            return att["state"], None, fields  # accounting may lag behind a task that just ended
+        if now - left_at < GONE_GRACE_S:
+            return "running", att["reason"], fields  # it started; accounting or the exit marker may still come
         return "lost", f"started on {start.get('host')} but no exit was recorded and the scheduler has no record", \
             fields
-    if now - (att.get("submitted_at") or now) < SUBMIT_GRACE_S:
-        return att["state"], None, fields
+    if now - max(left_at, att.get("submitted_at") or 0) < GONE_GRACE_S:
+        return att["state"], att["reason"], fields
     return "lost", "the scheduler has no record of this task and it never started", fields
 
 
@@ -225,22 +236,20 @@ def _note_failure(session, exc: SchedulerError, now: float) -> str:
 
 
 def refresh_states(session, report: PollReport, records: list, now: float) -> None:
-    from hpc_sweep.submit import reconcile_intents, SubmitReport
-
     store, adapter = session.store, session.scheduler
-    sub_report = SubmitReport()
-    reconcile_intents(session, records, sub_report)
-    report.notes += [f"found submission {name} ({sid}) again" for name, sid in sub_report.reconciled]
+    report.reconciled = intents.reconcile(session, records)
+    report.notes += report.reconciled.lines()
     submitted = store.submissions("submitted")
     ours = {s["scheduler_id"] for s in submitted}
     live = {r.task_id: r for r in records if r.submission_id in ours}
-    active = store.attempts(states=ACTIVE)
-    gone = [a for a in active if a["job_id"] not in live]
+    active = _followed_attempts(store)
+    gone = [a for a in active if a["job_id"] not in live and
+            (a["state"] != "lost" or now - (a["left_queue_at"] or 0) < RECHECK_LOST_S)]
     acct: dict = {}
     if gone:
         gone_subs = {a["submission"] for a in gone}
         sub_ids = sorted({s["scheduler_id"] for s in submitted if s["name"] in gone_subs})
-        argv = adapter.accounting_argv(sub_ids)
+        argv = adapter.accounting_argv(sub_ids) if sub_ids else None
         if argv is not None:
             try:
                 acct = {r.task_id: r for r in adapter.parse_accounting(shell.run(argv, timeout=120))}
@@ -250,17 +259,26 @@ def refresh_states(session, report: PollReport, records: list, now: float) -> No
     _apply(session, report, active, live, acct, markers, now)
 
 
+def _followed_attempts(store) -> list:
+    """The attempts a poll decides: pending and running ones, and lost ones (a late exit marker or accounting
+    record corrects them)."""
+    return store.attempts(states=ACTIVE + ("lost",))
+
+
 def apply_markers_only(session, report: PollReport, now: float) -> None:
-    """Between scheduler queries, the jobs' own exit markers still end attempts."""
+    """Between scheduler queries, and while the scheduler does not answer, the jobs' own markers still move
+    attempts: an exit marker ends one, a start marker makes a pending one running."""
     markers = read_markers(session.paths.markers)
-    active = session.store.attempts(states=ACTIVE)
-    finished = [a for a in active if "exit" in markers.get(f"{a['config']}.{a['attempt']}", {})]
-    started = [a for a in active if a["state"] == "pending" and
-               "start" in markers.get(f"{a['config']}.{a['attempt']}", {}) and a not in finished]
+    active = _followed_attempts(session.store)
+    finished = [a for a in active if markers.has(f"{a['config']}.{a['attempt']}", "exit")]
+    started = [a for a in active if a["state"] == "pending" and a not in finished and
+               markers.load(f"{a['config']}.{a['attempt']}", "start")]
     _apply(session, report, finished, {}, {}, markers, now, scheduler_known=False)
+    if not started:
+        return
     with session.store.transaction():
         for att in started:
-            start = markers[f"{att['config']}.{att['attempt']}"]["start"]
+            start = markers.load(f"{att['config']}.{att['attempt']}", "start")
             session.store.update_attempt(att["config"], att["attempt"], state="running", started_at=start.get("time"),
                                          host=start.get("host"))
             session.store.set_config_state(att["config"], "running")
@@ -336,8 +354,11 @@ def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     meta = {"polled_at": str(now)}  # written in the poll's last transaction
     check_edited(session, report)
     work_left = store.conn.execute("SELECT 1 FROM configs WHERE state IN ('pending', 'running', 'waiting', "
-                                   "'generated') LIMIT 1").fetchone() is not None or bool(store.submissions("intent"))
-    if work_left and _scheduler_due(session, now, force):
+                                   "'generated') LIMIT 1").fetchone() is not None
+    work_left = work_left or bool(intents.open_submissions(session))
+    if not work_left:  # every config is final: a note that states are as last known no longer applies
+        meta.update(scheduler_failures="0", backoff_until="0", scheduler_note="")
+    elif _scheduler_due(session, now, force):
         try:
             records = live_records(session)
             report.queried = True
@@ -347,16 +368,17 @@ def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
             report.scheduler_error = _note_failure(session, exc, now)
     if records is not None:
         refresh_states(session, report, records, now)
-    elif report.scheduler_error is None:
+    else:  # within the minimum interval, or the scheduler did not answer: the markers still end runs
         apply_markers_only(session, report, now)
     update_progress(session, report, reading)
     resume_ended(session, report)
     if submit_waiting and records is not None:
         from hpc_sweep.submit import submit
 
-        sub = submit(session, records=records)
+        sub = submit(session, records=records, reconciled=report.reconciled)
         report.submitted = sub.submitted
-        report.notes += sub.errors
+        report.starts = sub.starts
+        report.notes += [line for line in sub.reconciled.lines() if line not in report.notes] + sub.errors
     backup = _backup_due(session, report, now)
     if backup:
         meta["backup_at"] = str(now)
@@ -378,7 +400,9 @@ def _backup_due(session, report: PollReport, now: float) -> bool:
     every BACKUP_EVERY_S while anything changed: states and curves lost with an older copy are found again by the
     next poll from the scheduler, the markers and the logs."""
     store = session.store
-    vital = report.submitted or report.resumed or any(n.startswith("found submission") for n in report.notes)
+    settled = report.reconciled
+    vital = report.submitted or report.resumed or (settled is not None and (
+        settled.found or settled.abandoned or settled.adopted or settled.cancelled))
     changed = report.changes or report.new_epochs
     last = float(store.get_meta("backup_at", "0"))
     return bool(vital or (changed and now - last > BACKUP_EVERY_S) or now - last > 3600 or
@@ -442,7 +466,10 @@ def summary_lines(report: PollReport, verbose: bool) -> list:
         lines.append(f"warning: {report.scheduler_error}")
     lines += change_lines(report.changes)
     for name in report.resumed:
-        lines.append(f"{name}: will be resumed from its checkpoint")
+        if name in report.starts:
+            lines.append(f"{name}: resubmitted, {report.starts[name]}")
+        else:
+            lines.append(f"{name}: will be resubmitted when there is room (resumed from its checkpoint if it has one)")
     for job, sid, n in report.submitted:
         lines.append(f"submitted {job} as {sid} ({n} task{'s' if n != 1 else ''})")
     lines += report.notes

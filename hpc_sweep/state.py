@@ -4,7 +4,8 @@ Tables
 - meta: schema version, sweep name, the job-name prefix (recorded once at init).
 - configs: one row per generated config: its parameters, file, digest, resource shape, current state/attempt.
 - submissions: one row per scheduler submission (an array chunk). Written as "intent" BEFORE the submit
-  command runs, so a crash between submitting and recording is found again by the job name.
+  command runs, so a crash between submitting and recording is found again by the job name (statuses: see
+  hpc_sweep/intents.py).
 - attempts: one row per (config, attempt): where it ran and how it ended.
 - progress: what the log parser knows of the current attempt (cursor, parser state, latest numbers).
 - epochs: the loss curve, per config and attempt (WITHOUT ROWID: stored once, in key order; older sweeps keep
@@ -80,6 +81,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     host TEXT,
     elapsed REAL,
     resumed_from TEXT,
+    left_queue_at REAL,
     PRIMARY KEY (config, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_by_submission ON attempts (submission);
@@ -267,7 +269,7 @@ def _connect(path: Path) -> sqlite3.Connection:
 def _add_missing_columns(conn: sqlite3.Connection) -> None:
     """Columns added after a table was first created (CREATE TABLE IF NOT EXISTS leaves old tables as they are)."""
     for table, column, kind in (("configs", "next_mode", "TEXT"), ("configs", "walltime_s", "INTEGER"),
-                                ("configs", "log_context", "TEXT")):
+                                ("configs", "log_context", "TEXT"), ("attempts", "left_queue_at", "REAL")):
         present = {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
         if column not in present:
             conn.execute(f"ALTER TABLE {table} ADD COLUMN {column} {kind}")

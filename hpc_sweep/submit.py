@@ -1,10 +1,11 @@
 """Submission: group configs by resource shape, chunk to the array limits, fit under the user's queue cap,
 and submit each chunk as one array — never twice.
 
-The protocol that makes a crash harmless: a submission is recorded as an *intent* (its unique job name, map
-and script) and committed BEFORE the submit command runs; only then is the command run and its id recorded.
-An intent left behind by a crash or a controller time-out is reconciled by job name against the live queue
-(and the job-written markers) before anything new is submitted.
+The protocol that makes a crash or a controller time-out harmless (the records and their rules are in
+:mod:`hpc_sweep.intents`): a submission is recorded as an *intent* (its unique job name, map and script) and
+committed BEFORE the submit command runs; only then is the command run and its id recorded. A command whose
+outcome is unknown leaves the submission *unknown*: its configs are held until a lookup by name answers, and it is
+sent again (under a new name) only after a lookup answered "not there".
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hpc_sweep import faults, shell
+from hpc_sweep import faults, intents, shell
 from hpc_sweep.atomicio import write_atomic
 from hpc_sweep.errors import RuntimeFailure
 from hpc_sweep.render import MapEntry, map_text, render_script, script_context
@@ -39,13 +40,24 @@ LIMITS_TIMEOUT_S = 60
 
 
 @dataclass
+class Planned:
+    """A submission a dry run would make: its name, array, configs and the texts it would write."""
+
+    name: str
+    array: Optional[str]
+    configs: list
+    script_text: str
+    map_text: str
+
+
+@dataclass
 class SubmitReport:
     submitted: list = field(default_factory=list)    # (job name, scheduler id, number of tasks)
     waiting: int = 0
     reason: Optional[str] = None
-    reconciled: list = field(default_factory=list)   # intents found again
-    abandoned: list = field(default_factory=list)    # intents that never reached the scheduler
-    planned: list = field(default_factory=list)      # dry run: (job name, array, configs)
+    reconciled: intents.Reconciled = field(default_factory=intents.Reconciled)
+    planned: list = field(default_factory=list)      # dry run: Planned
+    starts: dict = field(default_factory=dict)       # config -> how its new attempt starts ("resumed ...", "fresh")
     errors: list = field(default_factory=list)
 
 
@@ -64,72 +76,6 @@ def live_records(session) -> list[TaskRecord]:
 def _live_argv(session) -> list[str]:
     ids = [s["scheduler_id"] for s in session.store.submissions() if s["scheduler_id"]]
     return session.scheduler.live_argv(getpass.getuser(), ids)
-
-
-# -- reconciliation -----------------------------------------------------------------------------------------
-def reconcile_intents(session, records: Sequence[TaskRecord], report: SubmitReport) -> None:
-    """Intents whose job is in the queue (by name) or left a marker are recorded; the rest are dropped."""
-    store = session.store
-    by_name: dict = {}
-    for rec in records:
-        if rec.name:
-            by_name.setdefault(rec.name, rec.submission_id)
-    for sub in store.submissions("intent"):
-        found = by_name.get(sub["name"]) or _lookup_by_name(session, sub["name"]) or \
-            _submission_from_markers(session, sub)
-        with store.transaction():
-            if found:
-                _record_submitted(session, sub, found)
-                report.reconciled.append((sub["name"], found))
-            else:
-                store.conn.execute("DELETE FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))
-                store.conn.execute("UPDATE submissions SET status = 'abandoned' WHERE name = ?", (sub["name"],))
-                report.abandoned.append(sub["name"])
-
-
-def _lookup_by_name(session, job_name: str) -> Optional[str]:
-    """Schedulers whose live query names only recorded ids (PBS) are asked by name. A failed lookup raises:
-    an intent is never dropped on a guess."""
-    adapter = session.scheduler
-    argv = adapter.lookup_argv(getpass.getuser(), job_name)
-    if argv is None:
-        return None
-    found = adapter.parse_lookup(shell.run(argv, timeout=60))
-    return found[0] if found else None
-
-
-def _submission_from_markers(session, sub: dict) -> Optional[str]:
-    """A job that already ran and left the queue still wrote start markers: take its id from them."""
-    for att in session.store.conn.execute("SELECT config, attempt FROM attempts WHERE submission = ?",
-                                          (sub["name"],)):
-        marker = session.paths.markers / f"{att['config']}.{att['attempt']}.start"
-        if marker.exists():
-            try:
-                data = json.loads(marker.read_text())
-            except (ValueError, OSError):
-                continue
-            if data.get("submission_id"):
-                return data["submission_id"]
-            if data.get("job_id"):
-                return session.scheduler.submission_of(data["job_id"])
-    return None
-
-
-def _record_submitted(session, sub: dict, scheduler_id: str) -> None:
-    store, adapter = session.store, session.scheduler
-    now = time.time()
-    is_array = sub["ntasks"] > 1 or session.profile.scheduler != "pbspro"
-    store.conn.execute("UPDATE submissions SET status = 'submitted', scheduler_id = ?, submitted_at = ? "
-                       "WHERE name = ?", (scheduler_id, now, sub["name"]))
-    rows = store.conn.execute("SELECT config, attempt, task_index FROM attempts WHERE submission = ?",
-                              (sub["name"],)).fetchall()
-    store.conn.executemany("UPDATE attempts SET state = 'pending', job_id = ?, submitted_at = ? "
-                           "WHERE config = ? AND attempt = ?",
-                           [(adapter.task_id(scheduler_id, row["task_index"], is_array), now, row["config"],
-                             row["attempt"]) for row in rows])
-    store.conn.executemany("UPDATE configs SET state = 'pending', attempt = ?, reason = NULL, next_mode = NULL, "
-                           "updated_at = ? WHERE name = ?", [(row["attempt"], now, row["config"]) for row in rows])
-    faults.point("during_state_write")  # inside the caller's transaction: a kill here must roll all of it back
 
 
 # -- limits and room -----------------------------------------------------------------------------------------
@@ -177,7 +123,9 @@ def room_in_queue(limits: QueueLimits, records: Sequence[TaskRecord]) -> Optiona
 
 # -- planning ------------------------------------------------------------------------------------------------
 def candidates(session, only: Optional[Sequence[str]] = None) -> list[dict]:
-    rows = [r for r in session.store.configs(states=SUBMITTABLE) if r["in_definition"]]
+    """Configs that may be submitted: generated or waiting, in the definition, not held by an open submission."""
+    held = intents.held_configs(session)
+    rows = [r for r in session.store.configs(states=SUBMITTABLE) if r["in_definition"] and r["name"] not in held]
     if only:
         wanted = set(only)
         session.store.require_names(wanted)
@@ -216,8 +164,10 @@ def _allocation_view(device: str) -> str:
     return allocation_view(parse_device(device))
 
 
-def _run_config(session, row: dict, attempt: int, record: bool = True) -> tuple[str, str]:
-    """The config file this attempt runs and the device string it carries (allocation view on a cluster)."""
+def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple[str, str, Optional[str]]:
+    """The config file this attempt runs, the device string it carries (allocation view on a cluster) and, for a
+    resubmission, how it starts ("resumed from its checkpoint" or a fresh restart and why). ``write=False``: work
+    it out, write nothing (a dry run)."""
     from hpc_sweep.dotted import set_dotted
     from hpc_sweep.formats import dump_structured, format_of, load_structured
 
@@ -229,26 +179,27 @@ def _run_config(session, row: dict, attempt: int, record: bool = True) -> tuple[
     needs_device = key is not None and not local and device != row["device"]
     mode = row["next_mode"]
     if not needs_device and mode is None and attempt == 1:
-        return str(path), device
+        return str(path), device, None
     config = load_structured(path)
     if needs_device:
         set_dotted(config, key, device)
-    notes = ""
+    start = None
     if mode == "resume":
-        resumed = program.resume_config(config, session.paths.config_outputs(row["name"]))
+        resumed = program.resume_config(config, session.paths.config_outputs(row["name"])) if write else None
         if resumed is not None:
-            config, notes = resumed, "resume"
+            config, start = resumed, "resumed from its checkpoint"
         else:
-            notes = "no checkpoint: fresh restart"
-    if mode in ("fresh", None) and attempt > 1 and hasattr(program, "fresh_config"):
-        config = program.fresh_config(config)
-    run_dir = session.paths.script / "run"
-    run_dir.mkdir(parents=True, exist_ok=True)
-    target = run_dir / f"{row['name']}.a{attempt}.{'yaml' if format_of(path) == 'yaml' else 'toml'}"
-    write_atomic(target, dump_structured(config, format_of(path)), fsync=False)
-    if notes and record:
-        session.store.add_event("run_config", f"attempt {attempt}: {notes}", row["name"])
-    return str(target), device
+            start = "restarted fresh: no checkpoint found" if write else "resumed from its checkpoint if it has one"
+    if mode in ("fresh", None) and attempt > 1:
+        if hasattr(program, "fresh_config"):
+            config = program.fresh_config(config)
+        start = start or "restarted fresh"
+    suffix = "yaml" if format_of(path) == "yaml" else "toml"
+    target = session.paths.script / "run" / f"{row['name']}.a{attempt}.{suffix}"
+    if write:
+        target.parent.mkdir(parents=True, exist_ok=True)
+        write_atomic(target, dump_structured(config, format_of(path)), fsync=False)
+    return str(target), device, start
 
 
 def _job_name(session, chunk: Chunk, offset: int = 0, persist: bool = True) -> str:
@@ -271,125 +222,160 @@ def _make_folder(path: str) -> None:
         os.makedirs(path, exist_ok=True)
 
 
-def _write_chunk_files(session, chunk: Chunk, name: str, array: Optional[str], dry_run: bool):
-    """The run configs, the index map and the job script of one submission."""
+@dataclass
+class ChunkFiles:
+    entries: list
+    script_file: Path
+    map_file: Path
+    script_text: str
+    map_text: str
+    starts: dict  # config -> how its attempt starts (resubmissions only)
+
+
+def chunk_files(session, chunk: Chunk, name: str, array: Optional[str], write: bool) -> ChunkFiles:
+    """The run configs, the index map and the job script of one submission; ``write=False`` (a dry run) only
+    works out their texts: nothing is written into the sweep."""
     paths = session.paths
     outputs_root = str(paths.outputs)
-    entries = []
+    entries, starts = [], {}
     for index, row in enumerate(chunk.configs):
         outputs = os.path.join(outputs_root, row["name"])  # paths.config_outputs, without a Path per config
-        _make_folder(outputs)  # the trainer writes there from its start
+        if write:
+            _make_folder(outputs)  # the trainer writes there from its start
         attempt = row["attempt"] + 1
-        config_file, device = _run_config(session, row, attempt, record=not dry_run)
+        config_file, device, start = _run_config(session, row, attempt, write=write)
+        if start:
+            starts[row["name"]] = start
         entries.append(MapEntry(index, row["name"], attempt, config_file, outputs, device, row["gpus"]))
     map_file = paths.script / f"{name}.map"
     script_file = paths.script / f"{name}.sh"
     context = script_context(session, name, array, len(entries), chunk.configs[0]["gpus"],
                              chunk.shape.split(":")[0], chunk.walltime_s, map_file)
     # Both texts first: a template or map error leaves no file behind.
-    text_map, text_script = map_text(entries), render_script(session, context)
-    write_atomic(map_file, text_map)
-    write_atomic(script_file, text_script, mode=0o755)
-    return entries, script_file, map_file
+    files = ChunkFiles(entries, script_file, map_file, render_script(session, context), map_text(entries), starts)
+    if write:
+        write_atomic(map_file, files.map_text)
+        write_atomic(script_file, files.script_text, mode=0o755)
+    return files
 
 
 def submit_chunk(session, chunk: Chunk, limits: QueueLimits, report: SubmitReport, dry_run: bool) -> bool:
-    """Intent → submit → record. Returns False when submitting should stop (limit or unreachable)."""
-    store, adapter, paths = session.store, session.scheduler, session.paths
-    paths.script.mkdir(parents=True, exist_ok=True)
-    paths.markers.mkdir(parents=True, exist_ok=True)
-    paths.logs.mkdir(parents=True, exist_ok=True)
+    """Intent → submit → record. Returns False when submitting should stop (a limit, or the scheduler's silence)."""
     throttle = session.spec.throttle or session.profile.array_throttle
     if throttle and not limits.throttle_supported:
         throttle = None
     n = len(chunk.configs)
-    is_array = n > 1 or session.profile.scheduler != "pbspro"  # PBS needs two indices for an array
-    array = adapter.array_spec(list(range(n)), throttle) if is_array else None
+    array = session.scheduler.array_spec(list(range(n)), throttle) if session.scheduler.uses_array(n) else None
     if dry_run:
         name = _job_name(session, chunk, offset=len(report.planned), persist=False)
-        entries, script_file, map_file = _write_chunk_files(session, chunk, name, array, dry_run=True)
-        report.planned.append((name, array, [e.name for e in entries]))
+        files = chunk_files(session, chunk, name, array, write=False)
+        report.planned.append(Planned(name, array, [e.name for e in files.entries], files.script_text,
+                                      files.map_text))
         return True
+    for paths in (session.paths.script, session.paths.markers, session.paths.logs):
+        paths.mkdir(parents=True, exist_ok=True)
+    for send in range(SEND_TRIES):
+        if send:
+            time.sleep(2 ** send)  # the controller said the last one is not there: give it a moment
+        sub = _record_intent(session, chunk, array, report)
+        outcome = _send(session, sub, report)
+        if outcome != RESEND:
+            return outcome == GO_ON
+    report.errors.append(f"{sub['name']}: the scheduler answered that {SEND_TRIES} submissions never arrived; "
+                         "the configs wait for the next submit or poll")
+    return False
+
+
+SEND_TRIES = 3
+GO_ON, STOP, RESEND = "go on", "stop", "resend"
+
+
+def _record_intent(session, chunk: Chunk, array: Optional[str], report: SubmitReport) -> dict:
+    """Write the chunk's files and commit the intent (a fresh job name each time) before anything is sent."""
+    store = session.store
     with store.transaction():
         name = _job_name(session, chunk)
-        entries, script_file, map_file = _write_chunk_files(session, chunk, name, array, dry_run=False)
+        files = chunk_files(session, chunk, name, array, write=True)
         store.conn.execute(
             "INSERT INTO submissions (name, shape, script, map, status, ntasks, created_at) "
-            "VALUES (?, ?, ?, ?, 'intent', ?, ?)", (name, chunk.shape, str(script_file), str(map_file), n, time.time()))
+            "VALUES (?, ?, ?, ?, 'intent', ?, ?)",
+            (name, chunk.shape, str(files.script_file), str(files.map_file), len(files.entries), time.time()))
         store.conn.executemany(
             "INSERT OR REPLACE INTO attempts (config, attempt, submission, task_index, state, run_config, "
             "resumed_from) VALUES (?, ?, ?, ?, 'submitting', ?, ?)",
             [(entry.name, entry.attempt, name, entry.index, entry.config_file, chunk.configs[entry.index]["next_mode"])
-             for entry in entries])
-    spec = SubmitSpec(script=str(script_file), job_name=name, workdir=str(paths.root), indices=tuple(range(n)))
-    return _submit_with_retries(session, spec, report)
+             for entry in files.entries])
+        for config, start in files.starts.items():
+            store.add_event("run_config", f"attempt {chunk.configs[0]['attempt'] + 1}: {start}", config)
+    report.starts.update(files.starts)
+    return store.rows("SELECT * FROM submissions WHERE name = ?", (name,))[0]
 
 
-def _submit_with_retries(session, spec: SubmitSpec, report: SubmitReport) -> bool:
-    store, adapter = session.store, session.scheduler
-    sub = next(s for s in store.submissions("intent") if s["name"] == spec.job_name)
-    for attempt in range(TRANSIENT_RETRIES):
-        faults.point("before_submit")
-        result = shell.run(adapter.submit_argv(spec), timeout=150, cwd=spec.workdir, die_with_us=True)
-        faults.point("after_submit")
-        try:
-            scheduler_id = adapter.parse_submit(result)
-        except SchedulerError as exc:
-            if exc.kind == "transient":
-                # The job may exist anyway: look it up by its unique name before trying again.
-                found = _find_by_name(session, spec.job_name)
-                if found:
-                    scheduler_id = found
-                else:
-                    time.sleep(2 ** (attempt + 1))
-                    continue
-            else:
-                _refused(session, sub, exc, report)
-                return exc.kind != "limit"
-        with store.transaction():
-            _record_submitted(session, sub, scheduler_id)
-        report.submitted.append((spec.job_name, scheduler_id, sub["ntasks"]))
-        return True
-    report.errors.append(f"{spec.job_name}: the scheduler did not answer; the intent is kept and reconciled by "
-                         "name on the next submit or poll")
-    return False
-
-
-def _find_by_name(session, job_name: str) -> Optional[str]:
+def _send(session, sub: dict, report: SubmitReport) -> str:
+    """Run the submit command once and settle what it did. An unknown outcome is looked up by name at once:
+    found → recorded; not there → RESEND (a new name); no answer → the configs stay held (STOP)."""
+    adapter = session.scheduler
+    spec = SubmitSpec(script=sub["script"], job_name=sub["name"], workdir=str(session.paths.root),
+                      indices=tuple(range(sub["ntasks"])))
+    faults.point("before_submit")
+    result = shell.run(adapter.submit_argv(spec), timeout=150, cwd=spec.workdir, die_with_us=True)
+    faults.point("after_submit")
     try:
-        records = live_records(session)
+        scheduler_id = adapter.parse_submit(result)
+    except SchedulerError as exc:
+        if exc.kind != "transient":
+            _refused(session, sub, exc, report)
+            return STOP if exc.kind == "limit" else GO_ON
+        intents.record_unknown(session, sub, exc.message)
+        found = intents.lookup(session, sub, live_records_or_none(session))
+        if found.verdict == intents.ABSENT:
+            with session.store.transaction():
+                intents.release(session, sub, "abandoned", "its submission never reached the scheduler; sent again",
+                                note=f"{exc.message}; then {found.detail}")
+            return RESEND
+        if found.verdict == intents.UNKNOWN:
+            report.reconciled.still_open.append((sub["name"], f"{_short(exc.message)}; lookup: {found.detail}"))
+            return STOP
+        scheduler_id = found.scheduler_id
+    with session.store.transaction():
+        intents.record_submitted(session, sub, scheduler_id)
+    report.submitted.append((sub["name"], scheduler_id, sub["ntasks"]))
+    return GO_ON
+
+
+def _short(text: str) -> str:
+    text = " ".join(text.split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def live_records_or_none(session) -> Optional[list]:
+    """The live queue's answer, or None when the scheduler did not answer."""
+    try:
+        return live_records(session)
     except SchedulerError:
         return None
-    for rec in records:
-        if rec.name == job_name:
-            return rec.submission_id
-    return None
 
 
 def _refused(session, sub: dict, exc: SchedulerError, report: SubmitReport) -> None:
-    """Nothing was queued: drop the intent; the configs wait (limit) or carry the refusal (rejected)."""
-    store = session.store
+    """The scheduler answered that it queued nothing: the configs wait (limit) or carry the refusal (rejected)."""
     reason = ("queue limit reached: " if exc.kind == "limit" else "submission refused: ") + exc.message
-    with store.transaction():
-        names = [r["config"] for r in store.conn.execute("SELECT config FROM attempts WHERE submission = ?",
-                                                          (sub["name"],))]
-        store.conn.execute("DELETE FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))
-        store.conn.execute("UPDATE submissions SET status = 'refused', note = ? WHERE name = ?",
-                           (exc.message, sub["name"]))
-        store.conn.executemany("UPDATE configs SET state = 'waiting', reason = ? WHERE name = ?",
-                               [(reason, name) for name in names])
-        store.add_event("refused", f"{sub['name']}: {exc.message}")
+    with session.store.transaction():
+        intents.release(session, sub, "refused", reason, note=exc.message)
+        session.store.add_event("refused", f"{sub['name']}: {exc.message}")
     if exc.kind != "limit":
         report.errors.append(f"{sub['name']}: {exc.message}")
     report.reason = reason
 
 
 # -- the command ----------------------------------------------------------------------------------------------
-def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
-           records: Optional[list] = None) -> SubmitReport:
-    """Submit what fits. The caller holds the sweep lock. ``records`` lets poll pass its live answer."""
-    report = _submit(session, only, dry_run, records)
-    if not dry_run and (report.submitted or report.reconciled or report.abandoned):
+def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False, records: Optional[list] = None,
+           reconciled: Optional[intents.Reconciled] = None) -> SubmitReport:
+    """Submit what fits. The caller holds the sweep lock. ``records`` lets poll pass its live answer, and
+    ``reconciled`` what it already settled with it (the open submissions are not looked up twice)."""
+    report = _submit(session, only, dry_run, records, reconciled)
+    settled = report.reconciled
+    if not dry_run and (report.submitted or settled.found or settled.abandoned or settled.adopted or
+                        settled.still_open):
         # The copy a corrupt database is restored from must know every submission, or one would be made twice.
         session.store.backup()
     return report
@@ -488,13 +474,14 @@ def _prepare_while_waiting(session, running, names: Sequence[str], premade: _Pre
         except FileExistsError:
             continue
         except OSError:
-            break  # left to _write_chunk_files, which reports it as before
+            break  # left to chunk_files, which reports it as before
         premade.folders[name] = path
     if not running.poll():
         load_template(session.profile)
 
 
-def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Optional[list]) -> SubmitReport:
+def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Optional[list],
+            reconciled: Optional[intents.Reconciled]) -> SubmitReport:
     report = SubmitReport()
     session.scheduler  # the site profile is read (and checked) before anything is written
     session.ensure_prefix()  # a hand-made sweep records its job-name prefix now, outside the transactions below
@@ -506,10 +493,14 @@ def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Opti
             limit_argvs = _limits_argvs(session)
     limit_results, premade = None, _Premade()
     if records is None or limit_argvs:
-        records, limit_results, premade = _query_scheduler(session, records, limit_argvs, names)
+        records, limit_results, premade = _query_scheduler(session, records, limit_argvs, [] if dry_run else names)
     folders_used: set = set()
     try:
-        reconcile_intents(session, records, report)
+        if not dry_run:  # a dry run changes nothing, settling included
+            report.reconciled = reconciled if reconciled is not None else intents.reconcile(session, records)
+        if report.reconciled.held:
+            report.errors.append(report.reconciled.held)
+            return report
         rows = candidates(session, only)
         if not rows:
             return report
@@ -518,18 +509,20 @@ def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Opti
         chunks = plan_chunks(session, rows, limits, room)
         placed = 0
         for chunk in chunks:
-            folders_used.update(row["name"] for row in chunk.configs)  # _write_chunk_files makes them
+            folders_used.update(row["name"] for row in chunk.configs)  # chunk_files makes them
             if not submit_chunk(session, chunk, limits, report, dry_run):
                 break
             placed += len(chunk.configs)
     finally:
         premade.remove_unused(folders_used)
-    left = [r for r in candidates(session, only)]
-    if not dry_run:
-        reason = report.reason or (f"queue cap {limits.max_queued} reached" if room is not None else None)
-        with session.store.transaction():
-            for row in left:
-                if row["state"] == "generated" or (reason and row["reason"] != reason):
-                    session.store.set_config_state(row["name"], "waiting", reason or "not submitted yet")
-    report.waiting = len(left) if not dry_run else len(rows) - placed
+    if dry_run:
+        report.waiting = len(rows) - placed
+        return report
+    left = candidates(session, only)
+    reason = report.reason or (f"queue cap {limits.max_queued} reached" if room is not None else None)
+    with session.store.transaction():
+        for row in left:
+            if row["state"] == "generated" or (reason and row["reason"] != reason):
+                session.store.set_config_state(row["name"], "waiting", reason or "not submitted yet")
+    report.waiting = len(left)
     return report

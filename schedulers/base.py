@@ -130,13 +130,26 @@ class Scheduler:
     def cancel_argv(self, task_or_submission_ids: Sequence[str]) -> list[str]:
         raise NotImplementedError
 
-    # -- finding a submission by its unique name (where the live query cannot) ----------------------------------
-    def lookup_argv(self, user: str, job_name: str) -> Optional[list[str]]:
-        """None where :meth:`live_argv` already lists every job of the user with its name (Slurm)."""
+    # -- finding a submission by its unique name ------------------------------------------------------------------
+    # Where the live query lists every job of the user with its name (Slurm, Torque, the local runner), a job in the
+    # queue is found there; :meth:`lookup_argv` then asks only what the live query cannot see (Slurm: jobs that
+    # already left the queue, from accounting). PBS's live query names recorded ids only: it asks by name.
+    live_lists_names = False
+
+    def lookup_argv(self, user: str, job_name: str, since: Optional[float] = None) -> Optional[list[str]]:
+        """The command that lists the submissions named ``job_name`` (submitted after ``since``, a Unix time),
+        or None where the live query is the whole answer."""
         return None
 
     def parse_lookup(self, result: CommandResult) -> list[str]:
+        """Submission ids found by :meth:`lookup_argv` (empty: none of that name). Raise SchedulerError when the
+        command failed: "not there" must be an answer, never a guess."""
         return []
+
+    def cancel_by_name_argv(self, user: str, job_name: str) -> Optional[list[str]]:
+        """Cancel the user's jobs of exactly this name (a submission whose id never reached us), or None where the
+        scheduler cannot: the caller then needs an id from a lookup."""
+        return None
 
     # -- limits --------------------------------------------------------------------------------------------
     def limits_argvs(self, user: str, queue: Optional[str] = None) -> list[list[str]]:
@@ -147,6 +160,10 @@ class Scheduler:
         return QueueLimits()
 
     # -- helpers used by submit/poll -------------------------------------------------------------------------
+    def uses_array(self, ntasks: int) -> bool:
+        """Whether a submission of ``ntasks`` tasks is an array (PBS needs two indices for one)."""
+        return True
+
     def task_id(self, submission_id: str, index: int, is_array: bool) -> str:
         """The id of one task: Slurm "42_3", PBS/Torque "123[3].server", a plain job its own id."""
         if not is_array:

@@ -70,6 +70,8 @@ class LocalScheduler(Scheduler):
         raise SchedulerError("rejected", message)
 
     # -- live queue (every task of the spool, finished ones included) -------------------------------------------
+    live_lists_names = True
+
     def live_argv(self, user: str, submission_ids: Sequence[str] = ()) -> list[str]:
         return self._runner("status")
 

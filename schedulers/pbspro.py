@@ -548,6 +548,9 @@ class PbsProScheduler(Scheduler):
     def parse_submit(self, result: CommandResult) -> str:
         return parse_submitted_id(result)
 
+    def uses_array(self, ntasks: int) -> bool:
+        return ntasks > 1  # `-J 5` is refused: a one-config group is a plain job
+
     def array_spec(self, indices: Sequence[int], throttle: Optional[int]) -> str:
         """``X-Y[:Z][%N]``. PBS needs at least two indices in one arithmetic progression."""
         ordered = sorted(indices)
@@ -578,9 +581,9 @@ class PbsProScheduler(Scheduler):
         flags = ["-f", "-F", "json"] + (["-x"] if self.history else []) + ["-t"]
         return ["qstat", *flags, *submission_ids]
 
-    def lookup_argv(self, user: str, job_name: str) -> List[str]:
-        """Not in the base contract: the submissions named ``job_name`` (to reconcile an intent after a
-        transient qsub: the live query only names recorded ids, so it cannot find an unrecorded one)."""
+    def lookup_argv(self, user: str, job_name: str, since: Optional[float] = None) -> List[str]:
+        """The submissions named ``job_name``, history included (to reconcile an intent after a transient qsub:
+        the live query only names recorded ids, so it cannot find an unrecorded one)."""
         return ["qselect"] + (["-x"] if self.history else []) + ["-u", user, "-N", job_name]
 
     def parse_lookup(self, result: CommandResult) -> List[str]:

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import functools
 import re
+import time
 from typing import Dict, Iterable, List, Optional, Sequence, Tuple
 
 from hpc_sweep.schedulers.base import (
@@ -135,6 +136,29 @@ class SlurmScheduler(Scheduler):
                 raise SchedulerError("transient", f"squeue line does not match its format {codes}: {line!r}")
             records.extend(_live_records(dict(zip(codes, fields))))
         return records
+
+    # -- lookup by name: squeue --me lists every job with its name; accounting knows the ones that left ----------
+    live_lists_names = True
+
+    def lookup_argv(self, user: str, job_name: str, since: Optional[float] = None) -> Optional[List[str]]:
+        start = time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(since - 3600)) if since else "now-7days"
+        return ["sacct", "-X", "-n", "-P", "-u", _checked_user(user), "-S", start, f"--name={_checked_name(job_name)}",
+                "--format=JobID,JobName,State"]
+
+    def parse_lookup(self, result: CommandResult) -> List[str]:
+        if "accounting storage is disabled" in (result.stderr + result.stdout).lower():
+            return []  # no history kept: the live queue and the job-written markers are the whole truth
+        if result.returncode != 0:
+            raise SchedulerError("transient", _error_summary(result, "sacct"))
+        ids = []
+        for line in result.stdout.splitlines():
+            job_id = line.split("|", 1)[0].strip()
+            if job_id:
+                ids.append(re.split(r"[_.+]", job_id, maxsplit=1)[0])
+        return list(dict.fromkeys(ids))
+
+    def cancel_by_name_argv(self, user: str, job_name: str) -> Optional[List[str]]:
+        return ["scancel", "-u", _checked_user(user), f"--name={_checked_name(job_name)}"]
 
     # -- accounting -----------------------------------------------------------------------------------------------
     def accounting_argv(self, submission_ids: Sequence[str]) -> Optional[List[str]]:
@@ -471,6 +495,13 @@ def _checked_ids(ids: Sequence[str], command: str) -> List[str]:
     if bad:
         raise ValueError(f"not Slurm job ids: {bad}")
     return unique
+
+
+def _checked_name(name: str) -> str:
+    """Our job names (prefix-shape-seq) are plain words; anything else would be a bug, never passed to Slurm."""
+    if not re.fullmatch(r"[A-Za-z0-9._-]+", name):
+        raise ValueError(f"unexpected job name {name!r}")
+    return name
 
 
 def _checked_user(user: str) -> str:

@@ -186,6 +186,8 @@ class TorqueScheduler(Scheduler):
         return spec
 
     # -- live queue --------------------------------------------------------------------------------------
+    live_lists_names = True  # every job the user can see, with its name (subjobs as <name>-<index>)
+
     def live_argv(self, user: str, submission_ids: Sequence[str] = ()) -> List[str]:
         """ALL jobs the user can see, as XML with subjobs; the caller keeps ours by submission id
         (compare with :func:`hpc_sweep.schedulers.pbspro.submission_key`: server spellings vary)."""

@@ -211,8 +211,8 @@ def test_submit_killed_next_command_reconciles_no_duplicate_nothing_lost(slurm_c
 # -- the controller away -----------------------------------------------------------------------------------------
 def test_slurmctld_down_poll_changes_nothing_says_so_and_recovers(slurm_cluster):
     """With slurmctld stopped, a poll ends in bounded time, exits 0, warns, records the note in status.json and
-    changes no state -- not even when the runs' exit markers appear meanwhile; once it is back, polls finish the
-    sweep and the note is gone."""
+    changes no state on the controller's silence; runs that end meanwhile are ended by their own exit markers
+    (#12 item 6); once it is back, polls settle the rest and the note is gone."""
     cluster = slurm_cluster
     root = make_sweep(cluster, "ctld-down")
     assert hpc(cluster, root, "submit").returncode == 0
@@ -230,12 +230,15 @@ def test_slurmctld_down_poll_changes_nothing_says_so_and_recovers(slurm_cluster)
         saved = json.loads((root / "status.json").read_text())
         assert "could not be reached" in saved["scheduler_note"]
         assert "could not be reached" in hpc(cluster, root, "status").stdout
-        # The runs end while the controller is away: their markers alone do not move any state.
+        # The runs end while the controller is away: their exit markers end them, the controller's silence does not.
         release(root)
         cluster.wait_for(lambda: exits(root) == 3, timeout=120, what="the runs' exit markers")
         again = hpc(cluster, root, "poll", "--force", timeout=150)
         assert again.returncode == 0 and "could not be reached" in again.stdout
-        assert states(status(cluster, root)) == before
+        ended = status(cluster, root)
+        assert {c["config"]: (c["state"], c["attempt"], c["job_id"]) for c in ended["configs"]} == \
+            {name: ("completed", attempt, job) for name, (_, attempt, job) in before.items()}
+        assert all(c["epoch"] == c["max_epoch"] == 1 for c in ended["configs"])  # the trainer ran whole
     finally:
         cluster.start_slurmctld()
     final = poll_until_done(cluster, root)

@@ -181,13 +181,16 @@ def test_unreachable_scheduler_submits_nothing_and_leaves_nothing(sweep):
     assert _output_folders(root) == []
 
 
-def test_dry_run_makes_folders_only_for_what_it_plans(sweep):
+def test_dry_run_writes_nothing_into_the_sweep(sweep):
+    """#12 item 8: a dry run plans within the cap but writes no script, map, run config or output folder."""
     root, run, calls = sweep
+    before = sorted(p.relative_to(root) for p in root.rglob("*") if ".hpc_sweep" not in p.parts)
     result = run("submit", str(root), "--dry-run", FAKE_CAP="2", FAKE_SLEEP="0.2")
     assert result.returncode == 0, result.stderr
-    assert "would submit" in result.stdout
+    assert "would submit" in result.stdout and "2 config(s)" in result.stdout
     assert not [c for c in _calls(calls) if c["argv"][0] == "sbatch"]
-    assert _output_folders(root) == ["config001", "config002"]
+    after = sorted(p.relative_to(root) for p in root.rglob("*") if ".hpc_sweep" not in p.parts)
+    assert after == before and _output_folders(root) == []
 
 
 def test_only_names_an_unknown_config(sweep):

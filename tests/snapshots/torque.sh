@@ -10,6 +10,7 @@
 # runs the site's setup lines and the command. Re-render with `hpc-sweep render`; do not edit by hand.
 set -u
 HPCS_SWEEP_DIR=/SWEEP
+HPCS_JOB_NAME=render-test-PREFIX-gpu2-1
 HPCS_MAP=/SWEEP/script/render-test-PREFIX-gpu2-1.map
 HPCS_MARKERS=/SWEEP/.hpc_sweep/markers
 HPCS_LOGS=/SWEEP/logs
@@ -28,8 +29,9 @@ export HPCS_NAME HPCS_ATTEMPT HPCS_CONFIG HPCS_OUTPUTS HPCS_DEVICE HPCS_GPUS HPC
 # Markers make status right even where accounting (sacct, job history) is off.
 HPCS_MARKER="$HPCS_MARKERS/$HPCS_NAME.$HPCS_ATTEMPT"
 HPCS_RUN_LOG="$HPCS_LOGS/$HPCS_NAME.$HPCS_ATTEMPT.log"
-printf '{"job_id": "%s", "submission_id": "%s", "host": "%s", "time": %s, "index": %s, "pid": %s}\n' \
-    "$HPCS_TASK_ID" "$HPCS_SUBMISSION_ID" "$(hostname)" "$(date +%s)" "$HPCS_INDEX" "$$" > "$HPCS_MARKER.start.tmp" \
+printf '{"job_id": "%s", "submission_id": "%s", "job_name": "%s", "host": "%s", "time": %s, "index": %s, "pid": %s}\n' \
+    "$HPCS_TASK_ID" "$HPCS_SUBMISSION_ID" "$HPCS_JOB_NAME" "$(hostname)" "$(date +%s)" "$HPCS_INDEX" "$$" \
+    > "$HPCS_MARKER.start.tmp" \
     && mv -f "$HPCS_MARKER.start.tmp" "$HPCS_MARKER.start"
 hpcs_record_exit() {
     printf '{"exit_code": %s, "time": %s}\n' "$1" "$(date +%s)" > "$HPCS_MARKER.exit.tmp" \

@@ -1,0 +1,283 @@
+"""The submission protocol's records: a submission is written down before its command runs, and one whose outcome
+is not known is settled only by an answer from the scheduler — never by a guess.
+
+Statuses of a submission (table ``submissions``):
+
+- ``intent``: recorded (job name, script, map) before the submit command runs; a crash may have left it either way.
+- ``unknown``: the submit command ran and its outcome is unknown (a time-out, a lost reply): it may be queued.
+- ``submitted``: the scheduler's id is recorded; poll follows its tasks.
+- ``refused``: the scheduler answered that it did not queue it.
+- ``abandoned``: a lookup answered that it is not there and no task of it ever started.
+- ``cancelled``: ``hpc-sweep cancel`` cancelled it by name before its id was known.
+
+The rules (README, "Submitting and polling"):
+
+1. An *open* submission (intent or unknown) holds its configs: none is submitted again while it is open.
+2. It is settled only by a lookup that answered: found (by its unique name in the live queue or in accounting, or
+   from a start marker one of its tasks wrote) → submitted; not there → abandoned, and its configs may go again,
+   under a new name. A lookup that failed leaves it open. A refusal of a later submit proves nothing about it.
+3. A job in the queue that carries this sweep's job-name prefix but is not in the state is adopted through the map
+   file it names (``script/<job>.map``), unless its configs are already queued or ran under another submission
+   (then it is cancelled: it would run them twice); without a map file it is reported and nothing is submitted
+   until it is gone.
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import re
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Optional, Sequence
+
+from hpc_sweep import faults, shell
+from hpc_sweep.schedulers.base import SchedulerError, TaskRecord
+
+OPEN = ("intent", "unknown")
+LOOKUP_TIMEOUT_S = 60
+FOUND, ABSENT, UNKNOWN = "found", "absent", "unknown"
+
+
+@dataclass
+class Reconciled:
+    """What settling the open submissions and adopting orphans did (each a line for the user)."""
+
+    found: list = field(default_factory=list)       # (job name, scheduler id)
+    abandoned: list = field(default_factory=list)   # job names that never reached the scheduler
+    still_open: list = field(default_factory=list)  # (job name, why the lookup did not answer)
+    adopted: list = field(default_factory=list)     # (job name, scheduler id): unknown to the state, now followed
+    cancelled: list = field(default_factory=list)   # (job name, scheduler id): duplicates of queued configs
+    held: Optional[str] = None                      # why nothing may be submitted now
+
+    def lines(self) -> list:
+        out = [f"found earlier submission {name} as {sid}; recorded, not resubmitted" for name, sid in self.found]
+        out += [f"submission {name} never reached the scheduler; its configs go again" for name in self.abandoned]
+        out += [f"warning: submission {name}: outcome still unknown ({why}); its configs are held"
+                for name, why in self.still_open]
+        out += [f"warning: adopted job {sid} ({name}), which the state did not know" for name, sid in self.adopted]
+        out += [f"warning: cancelled job {sid} ({name}): its configs were already queued or ran" for name, sid in
+                self.cancelled]
+        if self.held:
+            out.append(f"warning: {self.held}")
+        return out
+
+
+# -- looking a submission up -------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Lookup:
+    verdict: str                   # FOUND, ABSENT or UNKNOWN
+    scheduler_id: Optional[str] = None
+    detail: str = ""
+
+
+def lookup(session, sub: dict, records: Optional[Sequence[TaskRecord]]) -> Lookup:
+    """Where is submission ``sub``? ``records``: the live queue's answer, or None when it failed or was not asked.
+    FOUND needs the scheduler or a task's own marker; ABSENT needs every source to have answered."""
+    adapter = session.scheduler
+    if records is not None and adapter.live_lists_names:
+        for rec in records:
+            if rec.name == sub["name"]:
+                return Lookup(FOUND, rec.submission_id, "in the queue")
+    from_marker = _submission_from_markers(session, sub)
+    if from_marker:
+        return Lookup(FOUND, from_marker, "from a start marker")
+    if records is None and adapter.live_lists_names:
+        return Lookup(UNKNOWN, detail="the live queue did not answer")
+    argv = adapter.lookup_argv(getpass.getuser(), sub["name"], since=sub["created_at"])
+    if argv is None:
+        return Lookup(ABSENT, detail="not in the queue")
+    try:
+        ids = adapter.parse_lookup(shell.run(argv, timeout=LOOKUP_TIMEOUT_S, cwd=str(session.paths.root)))
+    except SchedulerError as exc:
+        return Lookup(UNKNOWN, detail=exc.message.strip()[:200])
+    if ids:
+        return Lookup(FOUND, ids[0], "by name")
+    return Lookup(ABSENT, detail="not in the queue nor in accounting")
+
+
+def _submission_from_markers(session, sub: dict) -> Optional[str]:
+    """A task of the submission that started wrote a start marker naming its job: take the id from it. A marker
+    of another job name (the same config and attempt claimed by another submission) is not this one's."""
+    for config, attempt in session.store.conn.execute("SELECT config, attempt FROM attempts WHERE submission = ?",
+                                                      (sub["name"],)).fetchall():
+        marker = session.paths.markers / f"{config}.{attempt}.start"
+        try:
+            data = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if data.get("job_name", sub["name"]) != sub["name"]:
+            continue
+        if data.get("submission_id"):
+            return data["submission_id"]
+        if data.get("job_id"):
+            return session.scheduler.submission_of(data["job_id"])
+    return None
+
+
+# -- changing a submission's status -------------------------------------------------------------------------------
+def record_submitted(session, sub: dict, scheduler_id: str) -> None:
+    """The submission is in the scheduler as ``scheduler_id``: its attempts become pending tasks. Call inside a
+    transaction."""
+    store, adapter = session.store, session.scheduler
+    now = time.time()
+    is_array = adapter.uses_array(sub["ntasks"])
+    store.conn.execute("UPDATE submissions SET status = 'submitted', scheduler_id = ?, submitted_at = ? "
+                       "WHERE name = ?", (scheduler_id, now, sub["name"]))
+    rows = store.conn.execute("SELECT config, attempt, task_index FROM attempts WHERE submission = ?",
+                              (sub["name"],)).fetchall()
+    store.conn.executemany("UPDATE attempts SET state = 'pending', job_id = ?, submitted_at = ? "
+                           "WHERE config = ? AND attempt = ?",
+                           [(adapter.task_id(scheduler_id, row["task_index"], is_array), now, row["config"],
+                             row["attempt"]) for row in rows])
+    store.conn.executemany("UPDATE configs SET state = 'pending', attempt = ?, reason = NULL, next_mode = NULL, "
+                           "updated_at = ? WHERE name = ?", [(row["attempt"], now, row["config"]) for row in rows])
+    faults.point("during_state_write")  # inside the caller's transaction: a kill here must roll all of it back
+
+
+def record_unknown(session, sub: dict, message: str) -> None:
+    """The submit command ran but its outcome is unknown: the configs show pending and are held."""
+    store = session.store
+    reason = (f"submitted as {sub['name']}, not confirmed ({_short(message)}); looked up by name before anything "
+              "is submitted again")
+    with store.transaction():
+        store.conn.execute("UPDATE submissions SET status = 'unknown', note = ? WHERE name = ?",
+                           (message, sub["name"]))
+        store.conn.execute("UPDATE configs SET state = 'pending', reason = ?, updated_at = ? WHERE name IN "
+                           "(SELECT config FROM attempts WHERE submission = ? AND state = 'submitting')",
+                           (reason, time.time(), sub["name"]))
+        store.add_event("unknown", f"{sub['name']}: {message}")
+
+
+def release(session, sub: dict, status: str, reason: str, note: Optional[str] = None) -> list:
+    """Nothing of ``sub`` is (or will be) queued: drop its unrecorded attempts and let its configs wait again.
+    Returns the configs released. Call inside a transaction."""
+    store = session.store
+    names = [row[0] for row in store.conn.execute(
+        "SELECT config FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))]
+    store.conn.execute("DELETE FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))
+    store.conn.execute("UPDATE submissions SET status = ?, note = COALESCE(?, note) WHERE name = ?",
+                       (status, note, sub["name"]))
+    # Only configs still held by it: a config an open intent never touched (a crash before the command) keeps its
+    # own state; one shown pending for it goes back to waiting.
+    store.conn.executemany("UPDATE configs SET state = 'waiting', reason = ?, updated_at = ? WHERE name = ? AND "
+                           "state IN ('generated', 'waiting', 'pending') AND name NOT IN "
+                           "(SELECT config FROM attempts WHERE state IN ('pending', 'running', 'submitting'))",
+                           [(reason, time.time(), name) for name in names])
+    return names
+
+
+def _short(message: str) -> str:
+    text = " ".join(message.split())
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+# -- settling every open submission ---------------------------------------------------------------------------------
+def reconcile(session, records: Optional[Sequence[TaskRecord]]) -> Reconciled:
+    """Settle the open submissions and adopt this sweep's jobs the state does not know. ``records``: the live
+    queue's answer (None when it failed: then only markers and name lookups can settle anything)."""
+    done = Reconciled()
+    for sub in session.store.submissions():
+        if sub["status"] not in OPEN:
+            continue
+        found = lookup(session, sub, records)
+        if found.verdict == UNKNOWN:
+            done.still_open.append((sub["name"], found.detail))
+            continue
+        with session.store.transaction():
+            if found.verdict == FOUND:
+                record_submitted(session, sub, found.scheduler_id)
+                done.found.append((sub["name"], found.scheduler_id))
+            else:
+                release(session, sub, "abandoned", f"its submission {sub['name']} never reached the scheduler "
+                                                   "(looked up by name); waiting to be submitted anew")
+                session.store.add_event("abandoned", f"{sub['name']}: {found.detail}")
+                done.abandoned.append(sub["name"])
+    if records is not None and session.scheduler.live_lists_names:
+        adopt_orphans(session, records, done)
+    return done
+
+
+def job_name_pattern(prefix: str) -> re.Pattern:
+    """This sweep's job names: <prefix>-<shape tag>-<sequence number>."""
+    return re.compile(rf"{re.escape(prefix)}-[A-Za-z0-9_.]+-\d+")
+
+
+def adopt_orphans(session, records: Sequence[TaskRecord], done: Reconciled) -> None:
+    """Jobs in the queue named like this sweep's but unknown to the state (a late-landing submit, a state restored
+    from an older copy): follow them through their map file, or cancel those that would run a config twice."""
+    store = session.store
+    pattern = job_name_pattern(session.prefix)
+    subs = {sub["name"]: sub for sub in store.submissions()}
+    known_ids = {sub["scheduler_id"] for sub in subs.values() if sub["status"] == "submitted"}
+    orphans: dict = {}
+    for rec in records:
+        if rec.name and pattern.fullmatch(rec.name) and rec.submission_id not in known_ids:
+            if subs.get(rec.name, {}).get("status") in OPEN:
+                continue  # it was settled above, or its lookup is still open
+            orphans.setdefault((rec.name, rec.submission_id), []).append(rec)
+    for (name, sid), tasks in orphans.items():
+        _adopt_or_cancel(session, name, sid, tasks, subs.get(name), done)
+
+
+def _adopt_or_cancel(session, name: str, sid: str, tasks: list, sub: Optional[dict], done: Reconciled) -> None:
+    from hpc_sweep.render import parse_map
+
+    store = session.store
+    map_file = session.paths.script / f"{name}.map"
+    try:
+        entries = parse_map(map_file.read_text())
+    except (OSError, ValueError):
+        done.held = (f"job {sid} ({name}) carries this sweep's job name but the state does not know it and "
+                     f"{map_file} is missing; nothing is submitted until it is gone (cancel it by hand: it may run "
+                     "configs twice)")
+        return
+    taken = {(row[0], row[1]) for row in store.conn.execute(
+        "SELECT config, attempt FROM attempts WHERE submission IS NOT NULL AND submission != ?", (name,))}
+    configs = {row[0]: (row[1], row[2]) for row in store.conn.execute("SELECT name, attempt, state FROM configs")}
+    clash = [e for e in entries if (e.name, e.attempt) in taken or e.name not in configs
+             or configs[e.name][0] >= e.attempt or configs[e.name][1] not in ("generated", "waiting")]
+    if clash:
+        _cancel_orphan(session, name, sid, tasks, done)
+        return
+    is_array = session.scheduler.uses_array(len(entries))
+    with store.transaction():
+        if sub is None:
+            store.conn.execute("INSERT INTO submissions (name, shape, script, map, status, ntasks, created_at) "
+                               "VALUES (?, ?, ?, ?, 'intent', ?, ?)",
+                               (name, "adopted", str(session.paths.script / f"{name}.sh"), str(map_file),
+                                len(entries), time.time()))
+        store.conn.executemany(
+            "INSERT OR REPLACE INTO attempts (config, attempt, submission, task_index, state, run_config) "
+            "VALUES (?, ?, ?, ?, 'submitting', ?)",
+            [(e.name, e.attempt, name, e.index, e.config_file) for e in entries])
+        row = dict(store.conn.execute("SELECT * FROM submissions WHERE name = ?", (name,)).fetchone())
+        row["ntasks"] = len(entries)
+        record_submitted(session, row, sid)
+        store.add_event("adopted", f"{name} as {sid}: {len(entries)} task(s){'' if is_array else ' (plain job)'}")
+    done.adopted.append((name, sid))
+
+
+def _cancel_orphan(session, name: str, sid: str, tasks: list, done: Reconciled) -> None:
+    """A job whose configs are queued or ran under another submission: cancel it (its tasks would run them twice;
+    the job script's claim guard stops any that starts meanwhile)."""
+    result = shell.run(session.scheduler.cancel_argv([sid]), timeout=120, cwd=str(session.paths.root))
+    with session.store.transaction():
+        session.store.add_event("orphan", f"{name} as {sid}: duplicate of queued configs; cancel "
+                                          f"{'sent' if result.returncode == 0 else 'failed: ' + result.stderr[:200]}")
+    if result.returncode == 0:
+        done.cancelled.append((name, sid))
+    else:
+        done.held = (f"job {sid} ({name}) duplicates configs of this sweep and could not be cancelled "
+                     f"({_short(result.stderr or result.stdout)}); cancel it by hand")
+
+
+def open_submissions(session) -> list:
+    return [sub for sub in session.store.submissions() if sub["status"] in OPEN]
+
+
+def held_configs(session) -> set:
+    """Configs an open submission holds (never submitted again while it is open)."""
+    return {row[0] for row in session.store.conn.execute(
+        "SELECT config FROM attempts WHERE state = 'submitting'")}
