@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import getpass
 import json
+import os
 import re
 import time
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ class Reconciled:
     still_open: list = field(default_factory=list)  # (job name, why the lookup did not answer)
     adopted: list = field(default_factory=list)     # (job name, scheduler id): unknown to the state, now followed
     cancelled: list = field(default_factory=list)   # (job name, scheduler id): duplicates of queued configs
+    warnings: list = field(default_factory=list)    # anything else the user must hear of
     held: Optional[str] = None                      # why nothing may be submitted now
 
     def lines(self) -> list:
@@ -59,6 +61,7 @@ class Reconciled:
         out += [f"warning: adopted job {sid} ({name}), which the state did not know" for name, sid in self.adopted]
         out += [f"warning: cancelled job {sid} ({name}): its configs were already queued or ran" for name, sid in
                 self.cancelled]
+        out += [f"warning: {text}" for text in self.warnings]
         if self.held:
             out.append(f"warning: {self.held}")
         return out
@@ -196,6 +199,7 @@ def reconcile(session, records: Optional[Sequence[TaskRecord]]) -> Reconciled:
                 done.abandoned.append(sub["name"])
     if records is not None and session.scheduler.live_lists_names:
         adopt_orphans(session, records, done)
+    adopt_from_markers(session, done)
     return done
 
 
@@ -211,17 +215,51 @@ def adopt_orphans(session, records: Sequence[TaskRecord], done: Reconciled) -> N
     pattern = job_name_pattern(session.prefix)
     subs = {sub["name"]: sub for sub in store.submissions()}
     known_ids = {sub["scheduler_id"] for sub in subs.values() if sub["status"] == "submitted"}
-    orphans: dict = {}
+    orphans: dict = {}  # (name, id) -> None: in the order the queue lists them
     for rec in records:
         if rec.name and pattern.fullmatch(rec.name) and rec.submission_id not in known_ids:
             if subs.get(rec.name, {}).get("status") in OPEN:
                 continue  # it was settled above, or its lookup is still open
-            orphans.setdefault((rec.name, rec.submission_id), []).append(rec)
-    for (name, sid), tasks in orphans.items():
-        _adopt_or_cancel(session, name, sid, tasks, subs.get(name), done)
+            orphans[(rec.name, rec.submission_id)] = None
+    for name, sid in orphans:
+        _adopt(session, name, sid, subs.get(name), done, cancel_clash=True)
 
 
-def _adopt_or_cancel(session, name: str, sid: str, tasks: list, sub: Optional[dict], done: Reconciled) -> None:
+def adopt_from_markers(session, done: Reconciled) -> None:
+    """Runs the state does not know that started anyway (their job may have left the queue long ago): a start
+    marker of an unknown (config, attempt) names its job, which is adopted through its map file. Without this, a
+    state restored from an older copy would submit those configs again under the same attempt number."""
+    try:
+        names = os.listdir(session.paths.markers)
+    except FileNotFoundError:
+        return
+    starts = [name[:-len(".start")] for name in names if name.endswith(".start")]
+    if not starts:
+        return
+    store = session.store
+    known = {f"{config}.{attempt}" for config, attempt in store.conn.execute("SELECT config, attempt FROM attempts")}
+    subs = {sub["name"]: sub for sub in store.submissions()}
+    jobs: dict = {}
+    for key in starts:
+        if key in known:
+            continue
+        try:
+            data = json.loads((session.paths.markers / f"{key}.start").read_text())
+        except (OSError, ValueError):
+            continue  # being written: the next poll reads it
+        name = data.get("job_name")
+        sid = data.get("submission_id") or (session.scheduler.submission_of(data["job_id"]) if data.get("job_id")
+                                            else None)
+        if name and sid and subs.get(name, {}).get("status") not in OPEN + ("submitted",):
+            jobs[name] = sid
+    for name, sid in jobs.items():
+        _adopt(session, name, sid, subs.get(name), done, cancel_clash=False)
+
+
+def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled, cancel_clash: bool) -> None:
+    """Follow job ``sid`` (named ``name``, unknown to the state) through its map file. When its configs are queued
+    or ran under another submission, a queued job is cancelled (``cancel_clash``); one that already ran is
+    reported: the job script's claim guard let only one of them run each config."""
     from hpc_sweep.render import parse_map
 
     store = session.store
@@ -239,7 +277,14 @@ def _adopt_or_cancel(session, name: str, sid: str, tasks: list, sub: Optional[di
     clash = [e for e in entries if (e.name, e.attempt) in taken or e.name not in configs
              or configs[e.name][0] >= e.attempt or configs[e.name][1] not in ("generated", "waiting")]
     if clash:
-        _cancel_orphan(session, name, sid, tasks, done)
+        if cancel_clash:
+            _cancel_orphan(session, name, sid, done)
+        else:
+            with store.transaction():
+                store.add_event("orphan", f"{name} as {sid}: started runs of configs recorded under another "
+                                          "submission; not adopted")
+            done.warnings.append(f"job {sid} ({name}) ran configs recorded under another submission; not adopted "
+                                 "(the claim guard let each run once)")
         return
     is_array = session.scheduler.uses_array(len(entries))
     with store.transaction():
@@ -259,7 +304,7 @@ def _adopt_or_cancel(session, name: str, sid: str, tasks: list, sub: Optional[di
     done.adopted.append((name, sid))
 
 
-def _cancel_orphan(session, name: str, sid: str, tasks: list, done: Reconciled) -> None:
+def _cancel_orphan(session, name: str, sid: str, done: Reconciled) -> None:
     """A job whose configs are queued or ran under another submission: cancel it (its tasks would run them twice;
     the job script's claim guard stops any that starts meanwhile)."""
     result = shell.run(session.scheduler.cancel_argv([sid]), timeout=120, cwd=str(session.paths.root))

@@ -367,3 +367,28 @@ def test_pbs_lookup_that_fails_leaves_the_submission_open_and_the_poll_goes_on(t
     assert len(qsubs()) == 1
     snap = json.loads(cli("status", str(root), "--format", "json").stdout)
     assert {c["state"] for c in snap["configs"]} == {"pending"} and all(c["job_id"] for c in snap["configs"])
+
+
+def test_a_run_the_state_forgot_is_adopted_from_its_start_marker(sweep):
+    """A state restored from a copy older than a submission whose job already LEFT the queue: its start markers
+    name the job, which is adopted through its map, so its configs are not submitted again."""
+    import time
+
+    db = sweep.root / ".hpc_sweep" / "state.db"
+    shutil.copy(db, sweep.root / "old.db")
+    assert sweep.cli("submit").returncode == 0
+    (job,) = sweep.slurm.jobs(sweep.prefix)
+    for index, config in enumerate(("config001", "config002")):
+        (sweep.root / "outputs" / config / "train.log").write_text("epoch 1\n")
+        _write_marker(sweep, f"{config}.1", "start", job_id=f"{job['id']}_{index}", submission_id=job["id"],
+                      job_name=job["name"], host="node1", time=time.time() - 60)
+        _write_marker(sweep, f"{config}.1", "exit", exit_code=0, time=time.time())
+    sweep.slurm.set_task_states("COMPLETED", job_id=job["id"])  # gone from squeue; sacct knows it
+    shutil.copy(sweep.root / "old.db", db)
+    polled = sweep.cli("poll", "--force")
+    assert polled.returncode == 0, polled.stderr
+    assert "adopted job" in polled.stdout
+    final = sweep.status()
+    assert {(c["state"], c["attempt"], c["job_id"]) for c in final.values()} == \
+        {("completed", 1, f"{job['id']}_0"), ("completed", 1, f"{job['id']}_1")}
+    assert len(sweep.slurm.calls("sbatch")) == 1
