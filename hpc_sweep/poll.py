@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -201,6 +202,35 @@ def check_edited(session, report: PollReport) -> None:
                                 "the generated version (see 'hpc-sweep generate --force' to record a change)")
 
 
+_DUPLICATE = re.compile(r"^(.+)\.(\d+)\.duplicate\.(.+)$")
+
+
+def check_duplicates(session, report: PollReport) -> None:
+    """A second task queued for a (config, attempt) that another task had claimed is stopped by the job script's
+    claim guard and leaves ``<config>.<attempt>.duplicate.<task id>`` among the markers: said once (an event)."""
+    try:
+        names = [name for name in os.listdir(session.paths.markers) if ".duplicate." in name]
+    except FileNotFoundError:
+        return
+    found = sorted(m.groups() for m in map(_DUPLICATE.match, names) if m)
+    if not found:
+        return
+    store = session.store
+    told = {(e["config"], e["detail"]) for e in store.events("duplicate")}
+    new = []
+    for name, attempt, task in found:
+        detail = f"attempt {attempt}: task {task} stopped by the claim guard"
+        if (name, detail) not in told:
+            new.append((name, attempt, task, detail))
+    if not new:
+        return
+    with store.transaction():
+        for name, attempt, task, detail in new:
+            store.add_event("duplicate", detail, name)
+            report.notes.append(f"warning: a duplicate task of {name} attempt {attempt} (job {task}) was stopped by "
+                                "the claim guard")
+
+
 # -- the poll ----------------------------------------------------------------------------------------------------
 def _scheduler_due(session, now: float, force: bool) -> bool:
     store = session.store
@@ -335,6 +365,7 @@ def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     records = None
     meta = {"polled_at": str(now)}  # written in the poll's last transaction
     check_edited(session, report)
+    check_duplicates(session, report)
     work_left = store.conn.execute("SELECT 1 FROM configs WHERE state IN ('pending', 'running', 'waiting', "
                                    "'generated') LIMIT 1").fetchone() is not None or bool(store.submissions("intent"))
     if work_left and _scheduler_due(session, now, force):
