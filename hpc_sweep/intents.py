@@ -215,14 +215,16 @@ def adopt_orphans(session, records: Sequence[TaskRecord], done: Reconciled) -> N
     pattern = job_name_pattern(session.prefix)
     subs = {sub["name"]: sub for sub in store.submissions()}
     known_ids = {sub["scheduler_id"] for sub in subs.values() if sub["status"] == "submitted"}
-    orphans: dict = {}  # (name, id) -> None: in the order the queue lists them
+    orphans: dict = {}  # (name, id) -> its tasks still waiting to start, in the order the queue lists them
     for rec in records:
         if rec.name and pattern.fullmatch(rec.name) and rec.submission_id not in known_ids:
             if subs.get(rec.name, {}).get("status") in OPEN:
                 continue  # it was settled above, or its lookup is still open
-            orphans[(rec.name, rec.submission_id)] = None
-    for name, sid in orphans:
-        _adopt(session, name, sid, subs.get(name), done, cancel_clash=True)
+            waiting = orphans.setdefault((rec.name, rec.submission_id), [])
+            if rec.state == "pending":
+                waiting.append(rec.task_id)
+    for (name, sid), waiting in orphans.items():
+        _adopt(session, name, sid, subs.get(name), done, cancel_waiting=waiting)
 
 
 def adopt_from_markers(session, done: Reconciled) -> None:
@@ -253,13 +255,15 @@ def adopt_from_markers(session, done: Reconciled) -> None:
         if name and sid and subs.get(name, {}).get("status") not in OPEN + ("submitted",):
             jobs[name] = sid
     for name, sid in jobs.items():
-        _adopt(session, name, sid, subs.get(name), done, cancel_clash=False)
+        _adopt(session, name, sid, subs.get(name), done, cancel_waiting=None)
 
 
-def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled, cancel_clash: bool) -> None:
+def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled,
+           cancel_waiting: Optional[list]) -> None:
     """Follow job ``sid`` (named ``name``, unknown to the state) through its map file. When its configs are queued
-    or ran under another submission, a queued job is cancelled (``cancel_clash``); one that already ran is
-    reported: the job script's claim guard let only one of them run each config."""
+    or ran under another submission, its tasks still waiting to start (``cancel_waiting``, from the live queue)
+    are cancelled; tasks already running are left to the job script's claim guard, which lets each (config,
+    attempt) run once, and the poll follows whichever task holds the claim through the markers."""
     from hpc_sweep.render import parse_map
 
     store = session.store
@@ -277,13 +281,14 @@ def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled, 
     clash = [e for e in entries if (e.name, e.attempt) in taken or e.name not in configs
              or configs[e.name][0] >= e.attempt or configs[e.name][1] not in ("generated", "waiting")]
     if clash:
-        if cancel_clash:
-            _cancel_orphan(session, name, sid, done)
+        if cancel_waiting:
+            _cancel_orphan(session, name, sid if len(cancel_waiting) == len(entries) else None, cancel_waiting,
+                           done)
         else:
             with store.transaction():
                 store.add_event("orphan", f"{name} as {sid}: started runs of configs recorded under another "
                                           "submission; not adopted")
-            done.warnings.append(f"job {sid} ({name}) ran configs recorded under another submission; not adopted "
+            done.warnings.append(f"job {sid} ({name}) runs or ran configs recorded under another submission; not adopted "
                                  "(the claim guard let each run once)")
         return
     is_array = session.scheduler.uses_array(len(entries))
@@ -304,15 +309,16 @@ def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled, 
     done.adopted.append((name, sid))
 
 
-def _cancel_orphan(session, name: str, sid: str, done: Reconciled) -> None:
-    """A job whose configs are queued or ran under another submission: cancel it (its tasks would run them twice;
-    the job script's claim guard stops any that starts meanwhile)."""
-    result = shell.run(session.scheduler.cancel_argv([sid]), timeout=120, cwd=str(session.paths.root))
+def _cancel_orphan(session, name: str, sid: Optional[str], waiting: list, done: Reconciled) -> None:
+    """Cancel the waiting tasks of a job whose configs are queued or ran under another submission (the whole job
+    by its id ``sid`` when none of it started)."""
+    ids = [sid] if sid else waiting
+    result = shell.run(session.scheduler.cancel_argv(ids), timeout=120, cwd=str(session.paths.root))
     with session.store.transaction():
         session.store.add_event("orphan", f"{name} as {sid}: duplicate of queued configs; cancel "
                                           f"{'sent' if result.returncode == 0 else 'failed: ' + result.stderr[:200]}")
     if result.returncode == 0:
-        done.cancelled.append((name, sid))
+        done.cancelled.append((name, " ".join(ids)))
     else:
         done.held = (f"job {sid} ({name}) duplicates configs of this sweep and could not be cancelled "
                      f"({_short(result.stderr or result.stdout)}); cancel it by hand")

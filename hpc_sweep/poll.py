@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -54,6 +55,7 @@ class Markers:
             self.names = set()
         self.folder = folder
         self._cache: dict = {}
+        self.duplicates = [name for name in self.names if ".duplicate." in name]  # written by the claim guard
 
     def has(self, key: str, kind: str) -> bool:
         return f"{key}.{kind}" in self.names
@@ -125,6 +127,8 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
     record = live if live is not None else acct
     if record is not None and record.state == "cancelled" and record.exit_code is None and end is not None:
         record = None  # a task that wrote its exit before the array was deleted: its own marker is the truth
+    if record is not None and record.state in FINAL_STATES and _claimed_by_another_job(att, markers, key):
+        record = None  # our task was a duplicate the claim guard stopped: the markers of the run that holds it decide
     if record is not None and record.state not in FINAL_STATES and record.state != "unknown":
         if end is None or live is not None:
             return record.state, record.reason, fields
@@ -169,6 +173,15 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
     return "lost", "the scheduler has no record of this task and it never started", fields
 
 
+def _claimed_by_another_job(att: dict, markers: Markers, key: str) -> bool:
+    """Whether the (config, attempt) was run by a task of another job than the recorded one (whose task then found
+    the claim taken and exited at once without running)."""
+    if not any(name.startswith(f"{key}.duplicate.") for name in markers.duplicates):
+        return False
+    start = markers.load(key, "start")
+    return bool(start and start.get("job_name") and start.get("job_name") != att.get("submission"))
+
+
 def _exit_reason(state: str, code: Optional[int]) -> Optional[str]:
     if code is None:
         return None
@@ -210,6 +223,35 @@ def check_edited(session, report: PollReport) -> None:
             store.add_event("edited", detail, name)
             report.notes.append(f"warning: {name}: {path} was edited after submission; the run was submitted with "
                                 "the generated version (see 'hpc-sweep generate --force' to record a change)")
+
+
+_DUPLICATE = re.compile(r"^(.+)\.(\d+)\.duplicate\.(.+)$")
+
+
+def check_duplicates(session, report: PollReport) -> None:
+    """A second task queued for a (config, attempt) that another task had claimed is stopped by the job script's
+    claim guard and leaves ``<config>.<attempt>.duplicate.<task id>`` among the markers: said once (an event)."""
+    try:
+        names = [name for name in os.listdir(session.paths.markers) if ".duplicate." in name]
+    except FileNotFoundError:
+        return
+    found = sorted(m.groups() for m in map(_DUPLICATE.match, names) if m)
+    if not found:
+        return
+    store = session.store
+    told = {(e["config"], e["detail"]) for e in store.events("duplicate")}
+    new = []
+    for name, attempt, task in found:
+        detail = f"attempt {attempt}: task {task} stopped by the claim guard"
+        if (name, detail) not in told:
+            new.append((name, attempt, task, detail))
+    if not new:
+        return
+    with store.transaction():
+        for name, attempt, task, detail in new:
+            store.add_event("duplicate", detail, name)
+            report.notes.append(f"warning: a duplicate task of {name} attempt {attempt} (job {task}) was stopped by "
+                                "the claim guard")
 
 
 # -- the poll ----------------------------------------------------------------------------------------------------
@@ -353,6 +395,7 @@ def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     records = None
     meta = {"polled_at": str(now)}  # written in the poll's last transaction
     check_edited(session, report)
+    check_duplicates(session, report)
     work_left = store.conn.execute("SELECT 1 FROM configs WHERE state IN ('pending', 'running', 'waiting', "
                                    "'generated') LIMIT 1").fetchone() is not None
     work_left = work_left or bool(intents.open_submissions(session))

@@ -237,6 +237,7 @@ class SlurmCluster:
         self.daemons: Dict[str, _Daemon] = {}
         self._overrides: Dict[str, Optional[str]] = {}
         self._user_limit: Optional[int] = None
+        self._frozen: set = set()  # daemons stopped with SIGSTOP by freeze()
         self._started = False
         self.startup_seconds: Optional[float] = None
         self.venv_dir: Optional[Path] = None
@@ -407,6 +408,20 @@ class SlurmCluster:
                 out[k.strip()] = v.strip()
         return out
 
+    def freeze(self, name: str = "slurmctld") -> None:
+        """SIGSTOP a daemon this cluster started: it hangs as an overloaded controller does (the kernel still
+        accepts connections and queues requests; nothing answers until :meth:`thaw`)."""
+        self._check_alive(name)
+        os.kill(self.daemons[name].pid, signal.SIGSTOP)
+        self._frozen.add(name)
+
+    def thaw(self, name: Optional[str] = None) -> None:
+        """SIGCONT a daemon :meth:`freeze` stopped (all of them when no name is given)."""
+        for frozen in [name] if name else sorted(self._frozen):
+            if frozen in self._frozen and self._alive(frozen):
+                os.kill(self.daemons[frozen].pid, signal.SIGCONT)
+            self._frozen.discard(frozen)
+
     def stop_slurmctld(self) -> None:
         self._stop_daemon("slurmctld")
 
@@ -449,6 +464,7 @@ class SlurmCluster:
 
     def reset(self) -> None:
         """Test isolation: daemons running, no jobs of the test user, no user limit, base slurm.conf."""
+        self.thaw()
         self.ensure_running()
         self.cancel_all_user_jobs()
         if self._user_limit is not None:
@@ -633,6 +649,7 @@ class SlurmCluster:
         d = self.daemons.get(name)
         if d is None or not d.alive():
             return
+        self.thaw(name)  # a stopped process would not act on the TERM
         try:
             os.kill(d.pid, signal.SIGTERM)
         except ProcessLookupError:

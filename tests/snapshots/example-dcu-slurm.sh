@@ -33,6 +33,28 @@ export HPCS_NAME HPCS_ATTEMPT HPCS_CONFIG HPCS_OUTPUTS HPCS_DEVICE HPCS_GPUS HPC
 # Markers make status right even where accounting (sacct, job history) is off.
 HPCS_MARKER="$HPCS_MARKERS/$HPCS_NAME.$HPCS_ATTEMPT"
 HPCS_RUN_LOG="$HPCS_LOGS/$HPCS_NAME.$HPCS_ATTEMPT.log"
+# Exactly once: only the first task to claim this (config, attempt) runs it (mkdir is atomic, on NFS too). Another
+# task queued for it by mistake leaves its log, outputs and markers alone; the same task requeued finds its own claim.
+if mkdir "$HPCS_MARKER.claim" 2>/dev/null; then
+    printf '%s\n' "$HPCS_TASK_ID" > "$HPCS_MARKER.claim/task"
+elif [ -d "$HPCS_MARKER.claim" ]; then
+    HPCS_OWNER=""
+    for _ in 1 2 3 4 5 6 7 8 9 10; do  # the claimer writes its id right after its mkdir
+        HPCS_OWNER=$(cat "$HPCS_MARKER.claim/task" 2>/dev/null)
+        [ -z "$HPCS_OWNER" ] || break
+        sleep 1
+    done
+    if [ "$HPCS_OWNER" != "$HPCS_TASK_ID" ]; then
+        echo "hpc-sweep: $HPCS_NAME attempt $HPCS_ATTEMPT already claimed by task ${HPCS_OWNER:-unknown};" \
+            "this duplicate task exits without running"
+        printf '{"claimed_by": "%s", "time": %s}\n' "$HPCS_OWNER" "$(date +%s)" \
+            > "$HPCS_MARKER.duplicate.$HPCS_TASK_ID"
+        exit 0
+    fi
+else
+    echo "hpc-sweep: cannot claim $HPCS_NAME attempt $HPCS_ATTEMPT in $HPCS_MARKERS; not running it" >&2
+    exit 3
+fi
 printf '{"job_id": "%s", "submission_id": "%s", "job_name": "%s", "host": "%s", "time": %s, "index": %s, "pid": %s}\n' \
     "$HPCS_TASK_ID" "$HPCS_SUBMISSION_ID" "$HPCS_JOB_NAME" "$(hostname)" "$(date +%s)" "$HPCS_INDEX" "$$" \
     > "$HPCS_MARKER.start.tmp" \
@@ -44,11 +66,25 @@ hpcs_record_exit() {
 module load compiler/dtk/24.04
 source $HOME/venvs/deeph/bin/activate
 cd "$HPCS_SWEEP_DIR" || { hpcs_record_exit 2; exit 2; }
-# The command runs in the background so a TERM from the scheduler (time limit, cancel) reaches it and the
-# exit marker is still written; its output goes to logs/<config>.<attempt>.log.
-( exec cat "$HPCS_CONFIG" ) >> "$HPCS_RUN_LOG" 2>&1 &
+# The command line runs as written (chains, pipes, environment assignments, `source`), without this script's
+# `set -u`, in a subshell of its own process group (set -m) in the background: a TERM or INT from the scheduler
+# (time limit, cancel) or the local runner is forwarded to that whole group, the subshell ends with 128+signal
+# once its current step has ended (a trainer may save a checkpoint), and the exit marker is still written.
+# Its output goes to logs/<config>.<attempt>.log.
+HPCS_COMMAND='cat "$HPCS_CONFIG"'
+HPCS_CHILD=""
+HPCS_SIGNAL=""
+hpcs_forward() {
+    HPCS_SIGNAL=$1
+    [ -z "$HPCS_CHILD" ] || kill -s "$1" -- "-$HPCS_CHILD" 2>/dev/null
+}
+trap 'hpcs_forward TERM' TERM
+trap 'hpcs_forward INT' INT
+set -m
+( set +m +u; trap 'exit 143' TERM; trap 'exit 130' INT; eval "$HPCS_COMMAND" ) < /dev/null >> "$HPCS_RUN_LOG" 2>&1 &
 HPCS_CHILD=$!
-trap 'kill -TERM "$HPCS_CHILD" 2>/dev/null' TERM INT
+set +m
+[ -z "$HPCS_SIGNAL" ] || kill -s "$HPCS_SIGNAL" -- "-$HPCS_CHILD" 2>/dev/null  # a signal before $! was known
 wait "$HPCS_CHILD"
 HPCS_CODE=$?
 while kill -0 "$HPCS_CHILD" 2>/dev/null; do
