@@ -21,6 +21,7 @@ from typing import Optional, Sequence
 from hpc_sweep import faults, shell
 from hpc_sweep.atomicio import write_atomic
 from hpc_sweep.errors import RuntimeFailure
+from hpc_sweep.programs import task_environment
 from hpc_sweep.render import MapEntry, map_text, render_script, script_context
 from hpc_sweep.schedulers.base import (
     FINAL_STATES,
@@ -245,7 +246,7 @@ def _run_config(session, row: dict, attempt: int, record: bool = True) -> tuple[
     run_dir = session.paths.script / "run"
     run_dir.mkdir(parents=True, exist_ok=True)
     target = run_dir / f"{row['name']}.a{attempt}.{'yaml' if format_of(path) == 'yaml' else 'toml'}"
-    write_atomic(target, dump_structured(config, format_of(path)), fsync=False)
+    write_atomic(target, dump_structured(config, format_of(path), like=path), fsync=False)
     if notes and record:
         session.store.add_event("run_config", f"attempt {attempt}: {notes}", row["name"])
     return str(target), device
@@ -281,7 +282,8 @@ def _write_chunk_files(session, chunk: Chunk, name: str, array: Optional[str], d
         _make_folder(outputs)  # the trainer writes there from its start
         attempt = row["attempt"] + 1
         config_file, device = _run_config(session, row, attempt, record=not dry_run)
-        entries.append(MapEntry(index, row["name"], attempt, config_file, outputs, device, row["gpus"]))
+        env = task_environment(session.program, row["next_mode"], config_file, row["path"], outputs)
+        entries.append(MapEntry(index, row["name"], attempt, config_file, outputs, device, row["gpus"], env))
     map_file = paths.script / f"{name}.map"
     script_file = paths.script / f"{name}.sh"
     context = script_context(session, name, array, len(entries), chunk.configs[0]["gpus"],
