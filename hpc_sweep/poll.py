@@ -326,6 +326,7 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
 
 
 def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
+    from hpc_sweep.evidence import check_completed
     from hpc_sweep.progress import update_progress
     from hpc_sweep.submit import live_records
 
@@ -350,6 +351,7 @@ def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     elif report.scheduler_error is None:
         apply_markers_only(session, report, now)
     update_progress(session, report, reading)
+    check_completed(session, report)  # "completed" needs evidence of training, from the logs just read
     resume_ended(session, report)
     if submit_waiting and records is not None:
         from hpc_sweep.submit import submit
