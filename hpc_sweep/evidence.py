@@ -20,6 +20,7 @@ import time
 from typing import Optional
 
 NO_TRAINING_LOG = "exited 0 without a training log"
+NAMES_PER_READ = 500  # SQL parameters per query, well under SQLite's limit
 
 _UNCHECKED = """
 SELECT c.name, c.attempt, p.attempt AS p_attempt, p.parser_state,
@@ -31,15 +32,20 @@ WHERE c.state = 'completed' AND c.reason IS NULL AND c.attempt >= 1
 
 def check_completed(session, report) -> None:
     """Give every completed config not checked yet its verdict: failed without evidence, else the reason."""
-    store, program = session.store, session.program
-    rows = store.rows(_UNCHECKED)
-    if not rows:
+    store = session.store
+    verdicts = _verdicts(session, store.rows(_UNCHECKED))
+    lacking = [name for name, _, state, _ in verdicts if state == "failed"]
+    if lacking:
+        # Before failing a run, its log once more: a large poll's reading starts before the scheduler answers, so
+        # what it read of a run that ended meanwhile may lack the last lines (a failure is rare: this is cheap).
+        from hpc_sweep.progress import update_progress
+
+        for start in range(0, len(lacking), NAMES_PER_READ):
+            update_progress(session, report, names=lacking[start:start + NAMES_PER_READ])
+        again = {v[0]: v for v in _verdicts(session, [r for r in store.rows(_UNCHECKED) if r["name"] in lacking])}
+        verdicts = [again.get(v[0], v) for v in verdicts]
+    if not verdicts:
         return
-    verdicts = []
-    for row in rows:
-        summary = _summary(program, row) if row["p_attempt"] == row["attempt"] else None
-        ok, reason = program.training_evidence(summary, bool(row["logged"]))
-        verdicts.append((row["name"], row["attempt"], "completed" if ok else "failed", reason))
     now = time.time()
     with store.transaction() as conn:
         conn.executemany("UPDATE configs SET state = ?, reason = ?, updated_at = ? WHERE name = ?",
@@ -47,6 +53,17 @@ def check_completed(session, report) -> None:
         conn.executemany("UPDATE attempts SET state = ?, reason = ? WHERE config = ? AND attempt = ?",
                          [(state, reason, name, attempt) for name, attempt, state, reason in verdicts])
     _tell(report, verdicts)
+
+
+def _verdicts(session, rows: list) -> list:
+    """(config, attempt, state, reason) per row of _UNCHECKED."""
+    program = session.program
+    verdicts = []
+    for row in rows:
+        summary = _summary(program, row) if row["p_attempt"] == row["attempt"] else None
+        ok, reason = program.training_evidence(summary, bool(row["logged"]))
+        verdicts.append((row["name"], row["attempt"], "completed" if ok else "failed", reason))
+    return verdicts
 
 
 def _summary(program, row: dict):

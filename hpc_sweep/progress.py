@@ -53,6 +53,8 @@ ORDER BY c.idx
 _TO_READ = _TO_READ_TEMPLATE.format(also="")
 # Before the scheduler's answer is applied: also the pending ones, whose tasks may have started since.
 _TO_READ_SOON = _TO_READ_TEMPLATE.format(also=" OR c.state = 'pending'")
+# Named configs, whatever their state (read again on purpose).
+_BY_NAME = _TO_READ_TEMPLATE.split("WHERE")[0] + "WHERE c.attempt >= 1 AND c.name IN ({names}) ORDER BY c.idx"
 
 _PROGRESS_COLUMNS = ("config", "attempt", "log", "cursor", "parser_state", "phase", "epoch", "max_epoch",
                      "train_loss", "val_loss", "best_val_loss", "best_epoch", "trend", "updated_at")
@@ -72,11 +74,16 @@ class LogNews(NamedTuple):
     rebase: bool = False        # the parser started afresh over a stored curve: best values come from the curve
 
 
-def update_progress(session, report, reading: Optional["LogReading"] = None) -> None:
+def update_progress(session, report, reading: Optional["LogReading"] = None, names: Optional[list] = None) -> None:
     """Read what the logs gained and store it. ``reading``: a LogReading the poll started early (its workers
-    have been reading while the poll applied the scheduler's answer)."""
+    have been reading while the poll applied the scheduler's answer). ``names``: read just these configs' logs,
+    now and in this process (a worker may have read a log before its run wrote its last lines)."""
     store = session.store
-    configs = store.rows(_TO_READ)
+    if names is not None:
+        configs = store.rows(_BY_NAME.format(names=", ".join("?" for _ in names)), names)
+        reading = None
+    else:
+        configs = store.rows(_TO_READ)
     if reading is None:
         with LogReading(session, configs) as reading:
             news = reading.news(configs)

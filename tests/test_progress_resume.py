@@ -213,6 +213,19 @@ def test_exit_0_with_training_is_completed_and_says_how_it_ended(tmp_path):
     assert status(root)["reason"] == "trained to epoch 4 of 4"
 
 
+def test_the_check_reads_a_log_again_before_failing_a_run(tmp_path):
+    """A large poll's reading starts before the scheduler answers: it may have read a run that ended meanwhile
+    without its last lines. The check reads such a log once more before it fails the run."""
+    root = make_sweep(tmp_path)
+    set_attempt(root, 1)
+    end = RUN1_LOG.index("2026-12-06 09:28:34 - INFO - Training Completed")
+    write_log(root, RUN1_LOG[:end])
+    read_logs(root)
+    write_log(root, RUN1_LOG[end:], mode="a")  # the last lines, after that reading
+    set_attempt(root, 1, "completed")
+    assert check(root).changes == [("config001", "running", "completed", "trained to epoch 4 of 4")]
+
+
 def test_a_resumed_attempt_needs_its_own_end_line(tmp_path):
     """The first attempt's 'Training Completed' does not make a later attempt that wrote nothing completed."""
     root = make_sweep(tmp_path)
@@ -261,3 +274,26 @@ def test_deeph_exit_0_without_its_log_is_failed(tmp_path):
     max_epoch = tomllib.loads((REPO / "examples" / "demo" / "base.toml").read_text())["process"]["train"]["max_epoch"]
     assert check(root2).changes[0][2:] == ("completed", f"trained to epoch 2 of {max_epoch}")
     assert status(root2)["reason"] == f"trained to epoch 2 of {max_epoch}"
+
+
+def test_deeph_status_shows_the_phase_before_the_first_epoch(tmp_path):
+    from hpc_sweep.status import table_rows
+
+    root = make_sweep(tmp_path, "deeph")
+    set_attempt(root, 1)
+    run = root / "outputs" / "config001" / "2026-01-01_00-00-00"
+    run.mkdir(parents=True)
+    stamp = "[ 01.01-00:00:00 ]"
+    lines = [f"{stamp}                  Version 1.2.1", f"{stamp} [graph] Building the graph with type: `train-HS`.",
+             f"{stamp} [model] Building the model `eagle-H` with loss `mae`.",
+             f"{stamp} [train] JAX networks: Parallel threads AOT-compiling `1` frameworks for training."]
+    shown = []
+    for line in lines:
+        with open(run / "deepx.log", "a") as handle:
+            handle.write(line + "\n")
+        read_logs(root)
+        record = status(root)
+        header, rows = table_rows([record], [])
+        shown.append((record["phase"], rows[0][header.index("epoch")]))
+    assert shown == [("starting", "starting"), ("graph building", "graph building"),
+                     ("model building", "model building"), ("compiling", "compiling")]
