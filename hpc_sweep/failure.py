@@ -12,7 +12,13 @@ Messages matched (as printed by the tools):
   resource limit``.
 - PyTorch: ``torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB ...``; JAX/XLA:
   ``XlaRuntimeError: RESOURCE_EXHAUSTED: Out of memory while trying to allocate 7406166528 bytes.``
-- torchrun: ``torch.distributed.elastic.multiprocessing.errors.ChildFailedError`` with its "Root Cause" block.
+- PyTorch >= 2.6: ``_pickle.UnpicklingError: Weights only load failed ... Unsupported global: GLOBAL
+  omegaconf.dictconfig.DictConfig`` (``torch.load`` of a checkpoint that pickles more than tensors).
+- The trainer's own exception: under torchrun the rank's ``[rank0]: <Exception>: message`` line, otherwise the
+  last Python exception line. The output is read from its tail, which may have cut off the ``Traceback`` header:
+  a line shaped like ``[module.]NameError: message`` counts too.
+- torchrun: ``torch.distributed.elastic.multiprocessing.errors.ChildFailedError`` with its "Root Cause" block,
+  only when nothing names the trainer's own exception (its summary says no more than "rank 0 failed").
 - A shell's ``... Killed   python train.py`` line (SIGKILL, usually the kernel's OOM killer).
 """
 
@@ -34,6 +40,12 @@ _HOST_OOM = re.compile(r"oom[-_]kill|task \d+: Out Of Memory|Job exceeded a memo
 _KILLED = re.compile(r"^(?:.*line \d+: +\d+ )?Killed\b", re.MULTILINE)
 _RANK_PREFIX = re.compile(r"^\[(?:rank|default)\d*\]:\s?")
 _CHILD_FAILED = "ChildFailedError"
+# An exception line: a dotted name ending like Python's exception classes, alone or followed by ": message".
+_EXCEPTION_LINE = re.compile(r"^(?:[A-Za-z_]\w*\.)*[A-Za-z_]\w*(?:Error|Exception|Exit|Interrupt)(?::|$)")
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_WEIGHTS_ONLY = re.compile(r"Weights only load failed")
+_UNSUPPORTED_GLOBAL = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+WEIGHTS_ONLY_ENV = "TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD"
 
 
 def failure_reason(text: str) -> Optional[str]:
@@ -47,7 +59,7 @@ def diagnose(text: str) -> Optional[tuple[str, str]]:
     """(kind, reason). kind is a state name: timeout, preempted, node_fail, cancelled, oom, or failed."""
     if not text:
         return None
-    for check in (_scheduler_kill, _out_of_memory, _python_error, _torchrun_root_cause, _sigkill):
+    for check in (_scheduler_kill, _out_of_memory, _weights_only, _python_error, _torchrun_root_cause, _sigkill):
         found = check(text)
         if found:
             return found[0], found[1][:MAX_REASON]
@@ -83,19 +95,42 @@ def _out_of_memory(text: str) -> Optional[tuple[str, str]]:
     return None
 
 
+def _weights_only(text: str) -> Optional[tuple[str, str]]:
+    if not _WEIGHTS_ONLY.search(text):
+        return None
+    found = _UNSUPPORTED_GLOBAL.search(text)
+    what = f"; it holds {found.group(1)}" if found else ""
+    return "failed", (f"torch.load refused the checkpoint (PyTorch >= 2.6 weights_only{what}): resubmit (resumes "
+                      f"from this sweep's checkpoints get {WEIGHTS_ONLY_ENV}=1); for another checkpoint you trust, "
+                      f"export {WEIGHTS_ONLY_ENV}=1 in the site's setup")
+
+
 def _python_error(text: str) -> Optional[tuple[str, str]]:
-    """The exception line of the last traceback that is not torchrun's own ChildFailedError."""
-    lines = [_RANK_PREFIX.sub("", line) for line in text.splitlines()]
+    """The trainer's exception: a rank's own (torchrun prefixes its workers' lines with ``[rankN]:``) before any
+    other; otherwise the last exception line of the output. torchrun's ChildFailedError names no cause."""
+    ranked, plain = [], []
+    for line in _ANSI.sub("", text).splitlines():
+        prefix = _RANK_PREFIX.match(line)
+        (ranked if prefix else plain).append(line[prefix.end():] if prefix else line)
+    last = _last_exception(ranked) or _last_exception(ranked + plain)
+    return ("failed", last) if last else None
+
+
+def _last_exception(lines: list) -> Optional[str]:
+    """The last exception line: the first unindented line after a ``Traceback`` header, or (the header may be
+    cut off) a line shaped like an exception."""
     last = None
     in_traceback = False
     for line in lines:
         if line.startswith("Traceback (most recent call last)"):
             in_traceback = True
-        elif in_traceback and line.strip() and not line[0].isspace():
-            in_traceback = False
-            if _CHILD_FAILED not in line:
-                last = line.strip()
-    return ("failed", last) if last else None
+            continue
+        if not line.strip() or line[0].isspace():
+            continue
+        if (in_traceback or _EXCEPTION_LINE.match(line)) and _CHILD_FAILED not in line:
+            last = line.strip()
+        in_traceback = False
+    return last
 
 
 def _torchrun_root_cause(text: str) -> Optional[tuple[str, str]]:

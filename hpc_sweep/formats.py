@@ -1,11 +1,14 @@
 """Reading and writing the structured files we deal with: TOML (sweep.toml, DeepH configs, site profiles) and
-YAML (XequiNet configs). Parse errors become one-line UserErrors naming the file and position."""
+YAML (XequiNet configs). Parse errors become one-line UserErrors naming the file and position.
+
+YAML is read with the rules of the trainer's own loader (OmegaConf: ``5e-4`` is a float) and written so that it
+reads back the same (see :mod:`hpc_sweep.yamltext`)."""
 
 from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Any
+from typing import Any, Optional
 
 from hpc_sweep.errors import UserError
 
@@ -60,8 +63,10 @@ def parse_toml(text: str, path: Path) -> dict:
 def parse_yaml(text: str, path: Path) -> dict:
     import yaml  # only XequiNet sweeps pay for it
 
+    from hpc_sweep import yamltext
+
     try:
-        data = yaml.safe_load(text)
+        data = yamltext.load(text)
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -106,11 +111,20 @@ def load_structured(path: Path, what: str = "config") -> dict:
     return parse_toml(text, path)
 
 
-def dump_structured(data: dict, fmt: str) -> str:
+def dump_structured(data: dict, fmt: str, like: Optional[Path] = None) -> str:
+    """``data`` as text. ``like``: the YAML file ``data`` was derived from (a base, a generated config); what did
+    not change keeps that file's text, comments included. TOML is written whole."""
     if fmt == "yaml":
         import yaml
 
-        return yaml.safe_dump(data, sort_keys=False, default_flow_style=False, allow_unicode=True)
+        from hpc_sweep import yamltext
+
+        if like is not None:
+            try:
+                return yamltext.dump_like(data, yamltext.source_of(str(like)))
+            except (OSError, ValueError, RecursionError, yaml.YAMLError):
+                pass  # the source is gone or unreadable now: the data alone is enough
+        return yamltext.dump(data)
     import tomli_w
 
     return tomli_w.dumps(data)

@@ -26,6 +26,7 @@ from hpc_sweep.sweepfile import SweepSpec
 # resolves them), so a config works from any working directory.
 PATH_KEYS = {
     "deeph": ("data.inputs_dir", "data.outputs_dir", "process.train.dataloader.dataset_split_json",
+              "process.train.dataloader.dateset_split_json",  # the spelling of DeepH's official examples
               "process.train.continued.previous_output_dir"),
     "xequinet": ("data.db_path", "trainer.save_dir", "trainer.ckpt_file"),
     "generic": (),
@@ -161,7 +162,7 @@ def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths) -> list[Pla
         if errors:
             more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
             raise UserError(f"{name}: {errors[0]}{more}", file=spec.path, fix="change the base, [fixed] or the grid")
-        text = dump_structured(config, fmt)
+        text = dump_structured(config, fmt, like=spec.base)  # YAML: untouched keys keep the base's text
         planned.append(PlannedConfig(
             name=name, idx=idx, params=params, key=key, text=text,
             digest=hashlib.sha256(text.encode()).hexdigest(), device=device_text, gpus=gpus,

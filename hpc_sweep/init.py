@@ -19,7 +19,8 @@ from hpc_sweep.sweepfile import _NAME, PROGRAMS
 
 COMMANDS = {
     "deeph": "deeph-train {config}",
-    "xequinet": "torchrun --nproc-per-node={gpus} --master-port={port} --no-python xeq train --config {config}",
+    # {nprocs}: the GPU count, at least 1 (torchrun refuses --nproc-per-node=0, which a cpu config would get).
+    "xequinet": "torchrun --nproc-per-node={nprocs} --master-port={port} --no-python xeq train --config {config}",
     "generic": "python train.py {config}",
 }
 SMOKE_OVERRIDES = {

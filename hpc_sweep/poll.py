@@ -386,6 +386,7 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
 
 
 def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
+    from hpc_sweep.evidence import check_completed
     from hpc_sweep.progress import update_progress
     from hpc_sweep.submit import live_records
 
@@ -414,6 +415,7 @@ def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     else:  # within the minimum interval, or the scheduler did not answer: the markers still end runs
         apply_markers_only(session, report, now)
     update_progress(session, report, reading)
+    check_completed(session, report)  # "completed" needs evidence of training, from the logs just read
     resume_ended(session, report)
     if submit_waiting and records is not None:
         from hpc_sweep.submit import submit

@@ -2,7 +2,14 @@
 
 For each config whose current attempt is running, or ended since its log was last read, find the attempt's
 log, read what it gained (hpc_sweep.logtail), feed the program's incremental parser, and store the numbers
-(progress) and the curve (epochs). A resumed DeepH run writes a new folder: a new log, the same curve.
+(progress) and the curve (epochs).
+
+One curve per config, across attempts. A resumed attempt continues where the last reading stopped: XequiNet
+appends to the same loss.log (its earlier epochs are not read again), a resumed DeepH run writes a new folder (a
+new log, read from its start by the same parser). A trainer that goes back in epochs (a resume repeats the epoch
+a kill cut short; a restart from an older checkpoint, or from scratch, repeats more) makes its newer rows replace
+the stored ones from that epoch on: the curve holds each epoch once, with its last complete values, and the best
+value and the ETA are worked out from that curve. Rows are stored under the attempt that logged them.
 """
 
 from __future__ import annotations
@@ -46,6 +53,8 @@ ORDER BY c.idx
 _TO_READ = _TO_READ_TEMPLATE.format(also="")
 # Before the scheduler's answer is applied: also the pending ones, whose tasks may have started since.
 _TO_READ_SOON = _TO_READ_TEMPLATE.format(also=" OR c.state = 'pending'")
+# Named configs, whatever their state (read again on purpose).
+_BY_NAME = _TO_READ_TEMPLATE.split("WHERE")[0] + "WHERE c.attempt >= 1 AND c.name IN ({names}) ORDER BY c.idx"
 
 _PROGRESS_COLUMNS = ("config", "attempt", "log", "cursor", "parser_state", "phase", "epoch", "max_epoch",
                      "train_loss", "val_loss", "best_val_loss", "best_epoch", "trend", "updated_at")
@@ -59,46 +68,79 @@ class LogNews(NamedTuple):
     cursor: str                 # JSON, for the next poll
     parser_state: str           # JSON, for the next poll
     summary: tuple              # phase, epoch, max_epoch, train_loss, val_loss, best_val_loss, best_epoch
-    curve: list                 # [(epoch, train_loss, val_loss)] of the new lines
+    curve: list                 # [(epoch, train_loss, val_loss)] of the new lines, each epoch once, ascending
     size: int                   # bytes read
+    rewind: Optional[int] = None  # stored rows from this epoch on are replaced by ``curve``
+    rebase: bool = False        # the parser started afresh over a stored curve: best values come from the curve
 
 
-def update_progress(session, report, reading: Optional["LogReading"] = None) -> None:
+def update_progress(session, report, reading: Optional["LogReading"] = None, names: Optional[list] = None) -> None:
     """Read what the logs gained and store it. ``reading``: a LogReading the poll started early (its workers
-    have been reading while the poll applied the scheduler's answer)."""
+    have been reading while the poll applied the scheduler's answer). ``names``: read just these configs' logs,
+    now and in this process (a worker may have read a log before its run wrote its last lines)."""
     store = session.store
-    configs = store.rows(_TO_READ)
+    if names is not None:
+        configs = store.rows(_BY_NAME.format(names=", ".join("?" for _ in names)), names)
+        reading = None
+    else:
+        configs = store.rows(_TO_READ)
     if reading is None:
         with LogReading(session, configs) as reading:
             news = reading.news(configs)
     else:
         news = reading.news(configs)
-    updates, curves = [], []
-    for cfg, found in zip(configs, news):
-        if found is not None:
-            updates.append(_progress_row(session, cfg, found))
-            curves += [(found.config, cfg["attempt"], *point) for point in found.curve]
-            report.bytes_read += found.size
-    if not updates:
+    found = [(cfg, item) for cfg, item in zip(configs, news) if item is not None]
+    if not found:
         return
+    curves = [(item.config, cfg["attempt"], *point) for cfg, item in found for point in item.curve]
     with store.transaction() as conn:
+        rewinds = [(item.config, item.rewind) for _, item in found if item.rewind is not None]
+        if rewinds:  # superseded epochs: the trainer went back and logged them again
+            conn.executemany("DELETE FROM epochs WHERE config = ? AND epoch >= ?", rewinds)
         conn.executemany("INSERT OR REPLACE INTO epochs (config, attempt, epoch, train_loss, val_loss) "
                          "VALUES (?, ?, ?, ?, ?)", curves)
+        updates = [_progress_row(session, cfg, item) for cfg, item in found]
         conn.executemany(f"INSERT OR REPLACE INTO progress ({', '.join(_PROGRESS_COLUMNS)}) VALUES "
                          f"({', '.join('?' for _ in _PROGRESS_COLUMNS)})", updates)
+    for _, item in found:
+        report.bytes_read += item.size
     report.new_epochs += len(curves)
 
 
 def _progress_row(session, cfg: dict, news: LogNews) -> tuple:
-    """The progress row of one config: the log's news plus what needs the stored curve (best across attempts,
-    trend)."""
+    """The progress row of one config: the log's news plus what needs the stored curve (best after a rewind,
+    trend). Called after this poll's curve rows are stored."""
     phase, epoch, max_epoch, train_loss, val_loss, best_val_loss, best_epoch = news.summary
     attempt = cfg["attempt"]
-    best, best_at = _best_across_attempts(session, cfg, best_val_loss, best_epoch)
-    has_history = cfg["p_attempt"] == attempt or attempt > 1
-    return (cfg["name"], attempt, news.log, news.cursor, news.parser_state, phase, epoch, max_epoch, train_loss,
-            val_loss, best, best_at, trend(session, cfg, [point[2] for point in news.curve], val_loss, best_val_loss,
-                                           has_history), time.time())
+    parser_state = news.parser_state
+    if news.rewind is not None or news.rebase:
+        best_val_loss, best_epoch = _curve_best(session, cfg["name"])
+        parser_state = _with_best(parser_state, best_val_loss, best_epoch)
+    best = None if best_val_loss is None or _nan(best_val_loss) else best_val_loss
+    has_history = cfg["p_attempt"] is not None
+    new_vals = [point[2] for point in news.curve]
+    return (cfg["name"], attempt, news.log, news.cursor, parser_state, phase, epoch, max_epoch, train_loss,
+            val_loss, best, best_epoch, trend(session, cfg, new_vals, val_loss, best_val_loss, has_history,
+                                              len(new_vals)), time.time())
+
+
+def _curve_best(session, config: str) -> tuple:
+    """The lowest validation value of the stored curve and its epoch (the earliest on ties)."""
+    row = session.store.conn.execute(
+        "SELECT val_loss, epoch FROM epochs WHERE config = ? AND val_loss IS NOT NULL ORDER BY val_loss, epoch "
+        "LIMIT 1", (config,)).fetchone()
+    return (row[0], row[1]) if row is not None else (None, None)
+
+
+def _with_best(parser_state: str, best: Optional[float], epoch: Optional[int]) -> str:
+    """The parser's state with its best taken from the curve, so later polls go on from the right value."""
+    saved = json.loads(parser_state)
+    state = saved["state"]
+    state.pop("best", None)
+    state.pop("best_epoch", None)
+    if best is not None:
+        state["best"], state["best_epoch"] = best, epoch
+    return json.dumps(saved)
 
 
 # -- reading the logs, in worker processes for large polls ----------------------------------------------------------
@@ -280,15 +322,20 @@ def _stop_worker(pid: int, pipe) -> None:
 
 def scan_log(program, cfg: dict, outputs: str, contexts: dict) -> Optional[LogNews]:
     """What one config's log gained since the last poll, or None when it has nothing new. Reads files only:
-    safe in a worker process."""
+    safe in a worker process.
+
+    The reading goes on from the last one whatever the attempt: the same log continues from its cursor (a
+    resumed XequiNet run appends to it), a new log is read from its start, and the parser keeps its state, so
+    the curve, the best value and what the log says of the run carry across attempts."""
     name, attempt = cfg["name"], cfg["attempt"]
     outputs_text = f"{outputs}/{name}"
+    known = cfg["p_attempt"] is not None          # a reading of this config was stored (any attempt)
     same_attempt = cfg["p_attempt"] == attempt
-    old_log = cfg["p_log"] if same_attempt else None
-    cursor = json.loads(cfg["p_cursor"]) if same_attempt and cfg["p_cursor"] else None
+    old_log = cfg["p_log"] if known else None
+    cursor = json.loads(cfg["p_cursor"]) if known and cfg["p_cursor"] else None
     outputs_mtime = _mtime(outputs_text)
     context = None
-    if cursor and old_log and cursor.get("outputs_mtime") == outputs_mtime:
+    if same_attempt and cursor and old_log and cursor.get("outputs_mtime") == outputs_mtime:
         log = old_log  # no new run folder since the last poll: the same log
     else:
         context = _log_context(program, cfg, contexts)
@@ -296,13 +343,12 @@ def scan_log(program, cfg: dict, outputs: str, contexts: dict) -> Optional[LogNe
     if log is None:
         return None
     if cursor and old_log != log:
-        # A new run folder within the same attempt (the trainer restarted itself): continue the same parser.
-        cursor = None
+        cursor = None  # a new log (a new DeepH run folder): from its start, with the same parser
     text, cursor = read_new(log, cursor)
     if cursor is not None:
         cursor["outputs_mtime"] = outputs_mtime
-    saved_text = cfg["p_parser_state"] if same_attempt else None
-    if not text and saved_text and old_log == log:
+    saved_text = cfg["p_parser_state"] if known else None
+    if not text and saved_text and old_log == log and same_attempt:
         return None  # nothing new: the stored numbers stand (most polls of a long sweep)
     reset = bool(cursor and cursor.get("reset"))
     saved = json.loads(saved_text) if saved_text and not reset else None  # reset: the file was replaced
@@ -311,12 +357,41 @@ def scan_log(program, cfg: dict, outputs: str, contexts: dict) -> Optional[LogNe
         parser = program.log_parser({}, context.get("options"), None)
     else:
         parser = program.log_parser({}, saved["options"], saved["state"])
+    if not same_attempt:
+        parser.start_attempt()  # what the log says of the run's end must come from this attempt
+    # The stored curve's last epoch: a new row at or below it replaces stored rows from its epoch on.
+    stored_top = (_last_epoch(parser.state) if saved is not None else _ANY) if known else None
     rows = parser.feed(text) if text else []
+    curve, rewind = _one_curve(rows, stored_top)
     summary = parser.summary()
     return LogNews(name, log, json.dumps(cursor), json.dumps({"options": parser.options, "state": parser.state}),
                    (summary.phase, summary.epoch, summary.max_epoch, summary.train_loss, summary.val_loss,
                     summary.best_val_loss, summary.best_epoch),
-                   [(r.epoch, _real(r.train_loss), _real(r.val_loss)) for r in rows], len(text))
+                   [(r.epoch, _real(r.train_loss), _real(r.val_loss)) for r in curve], len(text), rewind,
+                   known and saved is None)
+
+
+_ANY = float("inf")  # a fresh parser over a stored curve: any stored epoch may be logged again
+
+
+def _last_epoch(state: dict) -> Optional[float]:
+    last = state.get("last")
+    return last[0] if last else None
+
+
+def _one_curve(rows: list, stored_top: Optional[float]) -> tuple:
+    """(rows with each epoch once, the last logging winning; the epoch from which stored rows are replaced or
+    None). An epoch at or below one logged before it means the trainer went back: what followed that epoch
+    before is dropped, as it belongs to a history that was abandoned."""
+    curve: list = []
+    rewind = None
+    for row in rows:
+        if stored_top is not None and row.epoch <= stored_top:
+            rewind = row.epoch if rewind is None else min(rewind, row.epoch)
+        while curve and curve[-1].epoch >= row.epoch:
+            curve.pop()
+        curve.append(row)
+    return curve, rewind
 
 
 def _mtime(path: str) -> Optional[int]:
@@ -335,17 +410,6 @@ def _log_context(program, cfg: dict, contexts: dict) -> dict:
     if text not in contexts:
         contexts[text] = json.loads(text)
     return contexts[text]
-
-
-def _best_across_attempts(session, cfg: dict, best: Optional[float], epoch: Optional[int]):
-    """Best validation of the whole config, not just this attempt (a resumed run starts a new log)."""
-    if cfg["attempt"] > 1:
-        row = session.store.conn.execute(
-            "SELECT val_loss, epoch FROM epochs WHERE config = ? AND attempt < ? AND val_loss IS NOT NULL "
-            "ORDER BY val_loss LIMIT 1", (cfg["name"], cfg["attempt"])).fetchone()
-        if row is not None and (best is None or _nan(best) or row[0] < best):
-            best, epoch = row[0], row[1]
-    return (None if best is None or _nan(best) else best), epoch
 
 
 def _load_config(cfg: dict) -> Optional[dict]:
@@ -367,10 +431,11 @@ def _nan(value) -> bool:
 
 
 def trend(session, cfg: dict, new_vals: list, last_val: Optional[float], best: Optional[float],
-          has_history: bool = True) -> Optional[str]:
+          has_history: bool = True, fresh_rows: int = 0) -> Optional[str]:
     """improving / flat / diverging / nan, from the last epochs of the curve (``new_vals``: the validation losses
     just read, oldest first; ``best``: this attempt's best). The stored curve is consulted only when the new
-    values are too few and there is a stored curve (not on a config's first read)."""
+    values are too few and there is a stored curve (not on a config's first read); the rows just stored
+    (``fresh_rows``) are in it already and are skipped."""
     if last_val is not None and _nan(last_val):
         return "nan"
     values = []
@@ -381,8 +446,8 @@ def trend(session, cfg: dict, new_vals: list, last_val: Optional[float], best: O
                 break
     if len(values) < 2 * TREND_WINDOW and has_history:
         rows = session.store.conn.execute(
-            "SELECT val_loss FROM epochs WHERE config = ? AND val_loss IS NOT NULL ORDER BY attempt DESC, epoch DESC"
-            " LIMIT ?", (cfg["name"], 2 * TREND_WINDOW)).fetchall()
+            "SELECT val_loss FROM (SELECT val_loss FROM epochs WHERE config = ? ORDER BY epoch DESC LIMIT -1 "
+            "OFFSET ?) WHERE val_loss IS NOT NULL LIMIT ?", (cfg["name"], fresh_rows, 2 * TREND_WINDOW)).fetchall()
         values += [r[0] for r in rows][: 2 * TREND_WINDOW - len(values)]
     values = [v for v in values if v == v]  # nan != nan
     if len(values) < 4:

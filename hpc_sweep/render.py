@@ -19,7 +19,7 @@ from hpc_sweep.errors import UserError
 PLACEHOLDER_VARS = {
     "config": '"$HPCS_CONFIG"', "gpus": '"$HPCS_GPUS"', "device": '"$HPCS_DEVICE"', "index": '"$HPCS_INDEX"',
     "port": '"$HPCS_PORT"', "outputs_dir": '"$HPCS_OUTPUTS"', "name": '"$HPCS_NAME"',
-    "sweep_dir": '"$HPCS_SWEEP_DIR"',
+    "sweep_dir": '"$HPCS_SWEEP_DIR"', "nprocs": '"$HPCS_NPROCS"',
 }
 PORT_BASE, PORT_SPAN = 29500, 2000
 _MEM = re.compile(r"^(\d+(?:\.\d+)?)\s*([kmgt]?)b?$", re.IGNORECASE)
@@ -35,6 +35,7 @@ class MapEntry:
     outputs_dir: str
     device: str
     gpus: int
+    env: tuple = ()  # ("NAME=VALUE", ...) the task exports before its command (e.g. for a resume)
 
     def line(self) -> str:
         fields = [str(self.index), self.name, str(self.attempt), self.config_file, self.outputs_dir, self.device,
@@ -42,7 +43,22 @@ class MapEntry:
         for value in fields:
             if "\t" in value or "\n" in value:
                 raise UserError(f"'{value}' contains a tab or newline", fix="use paths without tabs or newlines")
+        if self.env:  # only then an eighth column: maps without one read as before
+            for word in self.env:
+                if not _ENV_WORD.match(word):
+                    raise ValueError(f"environment word {word!r} is not NAME=VALUE without blanks")
+            fields.append(" ".join(self.env))
         return "\t".join(fields)
+
+
+# What the job script exports as it is: a variable name, '=', a value without blanks (the words are split at
+# blanks; read -a and a quoted export neither glob nor expand them).
+_ENV_WORD = re.compile(r"[A-Za-z_][A-Za-z0-9_]*=[^\s]*\Z")
+
+
+def env_words(env: dict) -> tuple:
+    """A task's environment as map words, in a stable order."""
+    return tuple(f"{name}={value}" for name, value in sorted(env.items()))
 
 
 def map_text(entries: Sequence[MapEntry]) -> str:
@@ -50,11 +66,13 @@ def map_text(entries: Sequence[MapEntry]) -> str:
 
 
 def parse_map(text: str) -> list[MapEntry]:
+    """Entries of a map; maps written before the environment column (7 columns) read with no environment."""
     entries = []
     for line in text.splitlines():
         if line.strip():
-            idx, name, attempt, config, outputs, device, gpus = line.split("\t")
-            entries.append(MapEntry(int(idx), name, int(attempt), config, outputs, device, int(gpus)))
+            idx, name, attempt, config, outputs, device, gpus, *rest = line.split("\t")
+            env = tuple(rest[0].split()) if rest else ()
+            entries.append(MapEntry(int(idx), name, int(attempt), config, outputs, device, int(gpus), env))
     return entries
 
 

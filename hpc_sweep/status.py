@@ -35,7 +35,9 @@ def _num(value: Any) -> Optional[float]:
 _SNAPSHOT_SQL = """
 SELECT c.name, c.state, c.attempt, c.params, c.reason, c.device, c.in_definition,
        a.job_id, a.started_at, a.ended_at, a.elapsed,
-       p.epoch, p.max_epoch, p.train_loss, p.val_loss, p.best_val_loss, p.best_epoch, p.log, p.trend
+       p.epoch, p.max_epoch, p.train_loss, p.val_loss, p.best_val_loss, p.best_epoch, p.log, p.trend, p.phase,
+       CASE WHEN c.attempt > 1 AND c.state = 'running' THEN
+           (SELECT MIN(e.epoch) FROM epochs e WHERE e.config = c.name AND e.attempt = c.attempt) END
 FROM configs c
 LEFT JOIN attempts a ON a.config = c.name AND a.attempt = c.attempt
 LEFT JOIN progress p ON p.config = c.name
@@ -80,7 +82,7 @@ def _iso(stamp: float) -> str:
 def _record(row: tuple, outputs: str, now: float) -> dict:
     """One config's record of the JSON contract, from a row of _SNAPSHOT_SQL."""
     (name, state, attempt, params, reason, device, in_definition, job_id, started, ended, elapsed,
-     epoch, max_epoch, train_loss, val_loss, best_val_loss, best_epoch, log, trend) = row
+     epoch, max_epoch, train_loss, val_loss, best_val_loss, best_epoch, log, trend, phase, first_epoch) = row
     if elapsed is None and started:
         elapsed = (ended or now) - started
     return {
@@ -99,17 +101,22 @@ def _record(row: tuple, outputs: str, now: float) -> dict:
         "log": log,
         "reason": reason,
         "elapsed_s": round(elapsed) if elapsed is not None else None,
-        "eta_s": _eta(state, elapsed, epoch, max_epoch),
+        "eta_s": _eta(state, elapsed, epoch, max_epoch, first_epoch),
         "trend": trend,
+        "phase": phase,
         "device": device,
         "in_definition": bool(in_definition if in_definition is not None else 1),
     }
 
 
-def _eta(state: str, elapsed: Optional[float], epoch: Optional[int], max_epoch: Optional[int]) -> Optional[int]:
+def _eta(state: str, elapsed: Optional[float], epoch: Optional[int], max_epoch: Optional[int],
+         first_epoch: Optional[int] = None) -> Optional[int]:
+    """The time left at this attempt's pace. ``elapsed`` is this attempt's; a resumed attempt started at
+    ``first_epoch`` (its first logged epoch), so only the epochs from there on took that time."""
     if state != "running" or not elapsed or not epoch or not max_epoch or epoch >= max_epoch:
         return None
-    return round(elapsed / epoch * (max_epoch - epoch))
+    done = epoch - first_epoch + 1 if first_epoch is not None and first_epoch <= epoch else epoch
+    return round(elapsed / done * (max_epoch - epoch))
 
 
 def best_config(snapshot: dict) -> Optional[dict]:
@@ -158,13 +165,24 @@ def table_rows(rows: list[dict], param_keys: list[str]) -> tuple[list[str], list
     body = []
     for r in rows:
         state = r["state"] + (f" #{r['attempt']}" if r["attempt"] > 1 else "")
-        epoch = "" if r["epoch"] is None else f"{r['epoch']}/{r['max_epoch'] or '?'}"
+        epoch = _epoch_text(r)
         best = "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4g} ({r['best_epoch']})"
         body.append([r["config"], *[_param(r["params"].get(k)) for k in param_keys], state, r["job_id"] or "",
                      format_short(r["elapsed_s"]) if r["elapsed_s"] is not None else "", epoch,
                      _fmt(r["train_loss"]), _fmt(r["val_loss"]), best, r["trend"] or "",
                      format_short(r["eta_s"]) if r["eta_s"] is not None else "", _clip(r["reason"])])
     return header, body
+
+
+# Phases of a run before its (next) epoch: DeepH may build graphs or compile for many minutes, and says so.
+BEFORE_EPOCHS = ("starting", "graph building", "loading data", "model building", "compiling")
+
+
+def _epoch_text(r: dict) -> str:
+    epoch = "" if r["epoch"] is None else f"{r['epoch']}/{r['max_epoch'] or '?'}"
+    if r["state"] == "running" and r.get("phase") in BEFORE_EPOCHS:
+        return f"{epoch} {r['phase']}".strip()
+    return epoch
 
 
 def _param(value: Any) -> str:

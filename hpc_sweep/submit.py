@@ -22,6 +22,7 @@ from typing import Optional, Sequence
 from hpc_sweep import faults, intents, shell
 from hpc_sweep.atomicio import write_atomic
 from hpc_sweep.errors import RuntimeFailure
+from hpc_sweep.programs import task_environment
 from hpc_sweep.render import MapEntry, map_text, render_script, script_context
 from hpc_sweep.schedulers.base import (
     FINAL_STATES,
@@ -164,10 +165,11 @@ def _allocation_view(device: str) -> str:
     return allocation_view(parse_device(device))
 
 
-def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple[str, str, Optional[str]]:
-    """The config file this attempt runs, the device string it carries (allocation view on a cluster) and, for a
-    resubmission, how it starts ("resumed from its checkpoint" or a fresh restart and why). ``write=False``: work
-    it out, write nothing (a dry run)."""
+def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple:
+    """The config file this attempt runs, the device string it carries (allocation view on a cluster), for a
+    resubmission how it starts ("resumed from its checkpoint" or a fresh restart and why), and the config itself
+    when it is a copy of its own (None: the generated file as it is). ``write=False``: work it out, write nothing
+    (a dry run)."""
     from hpc_sweep.dotted import set_dotted
     from hpc_sweep.formats import dump_structured, format_of, load_structured
 
@@ -179,7 +181,7 @@ def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple[s
     needs_device = key is not None and not local and device != row["device"]
     mode = row["next_mode"]
     if not needs_device and mode is None and attempt == 1:
-        return str(path), device, None
+        return str(path), device, None, None
     config = load_structured(path)
     if needs_device:
         set_dotted(config, key, device)
@@ -198,8 +200,8 @@ def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple[s
     target = session.paths.script / "run" / f"{row['name']}.a{attempt}.{suffix}"
     if write:
         target.parent.mkdir(parents=True, exist_ok=True)
-        write_atomic(target, dump_structured(config, format_of(path)), fsync=False)
-    return str(target), device, start
+        write_atomic(target, dump_structured(config, format_of(path), like=path), fsync=False)
+    return str(target), device, start, config
 
 
 def _job_name(session, chunk: Chunk, offset: int = 0, persist: bool = True) -> str:
@@ -243,10 +245,11 @@ def chunk_files(session, chunk: Chunk, name: str, array: Optional[str], write: b
         if write:
             _make_folder(outputs)  # the trainer writes there from its start
         attempt = row["attempt"] + 1
-        config_file, device, start = _run_config(session, row, attempt, write=write)
+        config_file, device, start, run_config = _run_config(session, row, attempt, write=write)
         if start:
             starts[row["name"]] = start
-        entries.append(MapEntry(index, row["name"], attempt, config_file, outputs, device, row["gpus"]))
+        env = task_environment(session.program, row["next_mode"], run_config, outputs)
+        entries.append(MapEntry(index, row["name"], attempt, config_file, outputs, device, row["gpus"], env))
     map_file = paths.script / f"{name}.map"
     script_file = paths.script / f"{name}.sh"
     context = script_context(session, name, array, len(entries), chunk.configs[0]["gpus"],

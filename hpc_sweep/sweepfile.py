@@ -17,7 +17,7 @@ SWEEP_FILE = "sweep.toml"
 PROGRAMS = ("deeph", "xequinet", "generic")
 DEFAULT_RESUME_STATES = ("timeout", "preempted", "node_fail")
 RESUMABLE_STATES = ("timeout", "preempted", "node_fail", "failed", "oom", "cancelled", "lost")
-COMMAND_FIELDS = ("config", "gpus", "device", "index", "port", "outputs_dir", "name", "sweep_dir")
+COMMAND_FIELDS = ("config", "gpus", "nprocs", "device", "index", "port", "outputs_dir", "name", "sweep_dir")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 MAX_CONFIGS = 100_000  # one sweep; the generate and poll budgets are measured at 10,000
 

@@ -51,12 +51,13 @@ def make_sweep(tmp_path: Path, flavor: str) -> Path:
     return root
 
 
-def fake_run_folder(root: Path, config: str) -> None:
-    """What a DeepH run leaves before its walltime kill: a log and a saved model."""
-    run = root / "outputs" / config / "2026-11-23_10-00-00"
-    (run / "model" / "params" / "latest.pytree" / "epoch_3").mkdir(parents=True)
+def fake_run_folder(root: Path, config: str, stamp: str = "2026-11-23_10-00-00", epochs=(1, 2, 3)) -> None:
+    """What a DeepH run leaves: a log and a saved model (before a walltime kill, or at its end). A run that exits
+    0 counts as completed only with epochs in its log."""
+    run = root / "outputs" / config / stamp
+    (run / "model" / "params" / "latest.pytree" / f"epoch_{epochs[-1]}").mkdir(parents=True)
     lines = [f"[ 11.23-10:0{e}:00 ] [train] Epoch {e} | Time 1.0 s | Train-Loss {1.0 / e:.6e} | "
-             f"Val-Loss {1.2 / e:.6e} | Scale 1.0" for e in (1, 2, 3)]
+             f"Val-Loss {1.2 / e:.6e} | Scale 1.0" for e in epochs]
     (run / "deepx.log").write_text("\n".join(lines) + "\n")
 
 
@@ -94,6 +95,7 @@ def test_submit_poll_complete_timeout_resume(tmp_path, flavor):
     snap = states(root, env)
     assert snap["config001"]["state"] == "running" and snap["config003"]["state"] == "pending"
 
+    fake_run_folder(root, "config001")
     fake_run_folder(root, "config002")
     fakepbs.set_state(submission, 0, "done", 0, path=env["FAKE_PBS_STATE"])
     fakepbs.set_state(submission, 1, "done", TIMEOUT_EXIT[flavor], path=env["FAKE_PBS_STATE"])
@@ -115,6 +117,7 @@ def test_submit_poll_complete_timeout_resume(tmp_path, flavor):
     assert "#PBS -J" not in second and "#PBS -t" not in second or flavor == "torque"
 
     resub = snap["config002"]["job_id"]
+    fake_run_folder(root, "config002", "2026-11-23_11-00-00", epochs=(4, 5))  # the resumed run's own folder
     fakepbs.set_state(resub, None if "[" not in resub else 0, "done", 0, path=env["FAKE_PBS_STATE"])
     assert hpc(root, env, "poll", str(root), "--force").returncode == 0
     snap = states(root, env)

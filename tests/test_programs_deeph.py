@@ -98,14 +98,31 @@ def test_split_file_gives_the_test_set(tmp_path):
     assert "not found" in errors[0]
 
 
-def test_misspelt_split_key_warns_and_does_not_count(tmp_path):
+def test_examples_spelling_of_the_split_key_counts_as_a_split_file(tmp_path):
+    """DeepH's official example configs spell it dateset_split_json: it names the split file like the other."""
     config = base_config(tmp_path)
     loader = config["process"]["train"]["dataloader"]
-    loader.update(test_size=0, dateset_split_json="/x/dataset_split.json")
+    split = tmp_path / "dataset_split.json"
+    split.write_text(json.dumps({"train": ["1"], "validate": ["2"], "test": []}))
+    loader.update(test_size=0, dateset_split_json=str(split))
     del loader["dataset_split_json"]
     errors, warnings = DeepH().check(config, 1)
-    assert warnings[0].startswith("process.train.dataloader.dateset_split_json: misspelt")
-    assert "misspelt" in errors[0]
+    assert warnings == []
+    assert errors == [f"process.train.dataloader.dateset_split_json: {split} has no non-empty \"test\" list "
+                      "(the DeepH tuning guide requires a test set)"]
+    split.write_text(json.dumps({"train": ["1"], "validate": ["2"], "test": ["3"]}))
+    split.touch()
+    assert DeepH().check(config, 1) == ([], [])
+
+
+def test_two_spellings_naming_different_split_files_warn(tmp_path):
+    config = base_config(tmp_path)
+    loader = config["process"]["train"]["dataloader"]
+    loader.update(dataset_split_json="relative/a.json", dateset_split_json="relative/b.json")
+    errors, warnings = DeepH().check(config, 1)
+    assert errors == []
+    assert warnings == ["process.train.dataloader.dateset_split_json: and dataset_split_json name different files "
+                        "(relative/a.json, relative/b.json); keep one"]
 
 
 @pytest.mark.parametrize("key,value", [("system.float_type", "fp16"), ("model.net_type", "eagel"),
@@ -174,20 +191,49 @@ def test_real_h2o_log(tmp_path):
     assert summary.info["model"] == "eagle-H" and summary.info["loss"] == "mae"
 
 
-def test_phases(tmp_path):
-    config = base_config(tmp_path)
-    lines = H2O.splitlines(keepends=True)
-    expected = {1: "starting", 2: "starting", 6: "starting", 8: "compiling", 9: "training"}
-    parser = DeepH().log_parser(config, {})
-    for number, line in enumerate(lines[:9], 1):
+# The lines of a deepx 1.0.6 start as DeepH-pack's documentation prints them (H2O-5K example), one per phase.
+START = """\
+[ 11.20-11:54:34 ]                  Version 1.0.6
+[ 11.20-11:54:34 ] [system] Under the machine `sppz4531@gn32317`, with `x86_64 (64 cores)` CPU, and `1007GB` RAM.
+[ 11.20-11:54:42 ] [system] Set random stream with seed `137`, type `key<fry>`.
+[ 11.20-11:55:14 ] [graph] Building the graph with type: `train-HS`.
+[ 11.20-11:55:14 ] [rawdata] Read in features from json: `/home/u/H2O_5K/inputs/dft/features.json`.
+[ 11.20-11:55:14 ] [graph] Start processing `4999` structures with `32` processes.
+[ 11.20-11:55:40 ] [dataloader] Train size: `3000`. Val size: `1000`. Test size: `999`.
+[ 11.20-11:55:40 ] [model] Building the model `eagle-H` with loss `mae`.
+[ 11.20-11:55:42 ] [model] Initializing the net parameters with dummy data...
+[ 11.20-11:56:39 ] [optimizer] Using the optimizer `AdamW` with: betas `[0.9, 0.999]`, eps `1e-08`, weight decay strength `0.001`, and initial learning rate `0.001`.
+[ 11.20-11:56:43 ] [model] We will save the model into `/home/u/H2O_5K/outputs/2025-11-20_11-54-09/model`. The best model will be saved. The latest model (keep `10` each `1` epoch) will be saved.
+[ 11.20-11:56:43 ] [train] JAX networks: Parallel threads AOT-compiling `1` frameworks for training and `1` for validation.
+[ 11.20-11:57:57 ] [train] Compile networks done!
+[ 11.20-11:57:57 ] [train] Starting the training process ...
+[ 11.20-11:58:29 ] [train] Epoch 1 | Time 26.27 s | Train-Loss 2.617852e+00 | Val-Loss 1.980336e+00 | Scale 1.0
+"""
+PHASES = ["starting", "starting", "starting", "graph building", "graph building", "graph building", "loading data",
+          "model building", "model building", "model building", "model building", "compiling", "compiling",
+          "training", "training"]
+
+
+def test_phases_before_the_first_epoch(tmp_path):
+    """Graph building and compiling can take many minutes: the phase says which, before any epoch."""
+    parser = DeepH().log_parser(base_config(tmp_path), {})
+    seen = []
+    for line in START.splitlines(keepends=True):
         parser.feed(line)
-        if number in expected:
-            assert parser.summary().phase == expected[number], number
-    parser = DeepH().log_parser(config, {})
-    parser.feed("[ 11.20-11:54:50 ] [graph] Building graphs from `/data/dft` ...\n")
-    assert parser.summary().phase == "graph"
-    parser.feed("[ 11.20-11:56:50 ] [train] AOT-compiling the networks ...\n")
-    assert parser.summary().phase == "compiling"
+        seen.append(parser.summary().phase)
+    assert seen == PHASES
+    assert parser.summary().epoch == 1
+
+
+def test_a_tagged_line_during_training_is_no_new_phase(tmp_path):
+    parser = DeepH().log_parser(base_config(tmp_path), {})
+    parser.feed(START)
+    parser.feed("[ 11.20-11:59:00 ] [model] Saved the best model at epoch `1`.\n")
+    assert parser.summary().phase == "training"
+    parser.feed("[ 11.21-08:00:00 ]                  Version 1.2.1\n")  # a new start (a resumed run's new log)
+    assert parser.summary().phase == "starting"
+    parser.feed("[ 11.21-08:00:10 ] [graph] Building the graph with type: `train-HS`.\n")
+    assert parser.summary().phase == "graph building"
 
 
 def test_not_finished_before_max_epoch(tmp_path):
@@ -332,33 +378,34 @@ def test_find_log_picks_the_newest_run_folder(tmp_path):
     assert program.find_log(outputs) == newest / "deepx.log"
 
 
-def test_resume_from_newest_run_with_a_model(tmp_path):
+def test_resume_from_newest_run_with_a_latest_model(tmp_path):
     outputs = tmp_path / "config001"
     config = base_config(tmp_path)
     config["data"]["outputs_dir"] = str(outputs)
-    config["process"]["train"]["continued"]["rtol_extra"] = "kept"
+    config["process"]["train"]["continued"]["rtol_extra"] = "dropped"
     program = DeepH()
     assert program.resume_config(config, outputs) is None
     make_run(outputs, "2025-11-20_11-54-09")
     with_model = make_run(outputs, "2025-11-21_08-00-00")
     make_run(outputs, "2025-11-22_08-00-00", model=None)  # died while compiling
+    (outputs / "2025-11-23_08-00-00" / "model" / "params" / "latest.pytree").mkdir(parents=True)  # nothing saved
     before = copy.deepcopy(config)
     resumed = program.resume_config(config, outputs)
     assert config == before  # a copy
     continued = resumed["process"]["train"]["continued"]
-    assert continued == {"enable": True, "previous_output_dir": str(with_model), "load_model_type": "latest",
-                         "load_model_epoch": -1, "new_training_data": False, "new_optimizer": False,
-                         "rtol_extra": "kept"}
+    # Exactly DeepH's keys, in its order: same data, the saved optimizer, the latest saved epoch.
+    assert list(continued.items()) == [("enable", True), ("new_training_data", False), ("new_optimizer", False),
+                                       ("previous_output_dir", str(with_model)), ("load_model_type", "latest"),
+                                       ("load_model_epoch", -1)]
     fresh = program.fresh_config(resumed)
     assert fresh["process"]["train"]["continued"]["enable"] is False
     assert fresh["process"]["train"]["continued"]["previous_output_dir"] == ""
 
 
-def test_resume_uses_best_when_only_best_was_saved(tmp_path):
+def test_no_resume_from_a_run_that_saved_only_its_best_model(tmp_path):
     outputs = tmp_path / "config001"
     make_run(outputs, "2025-11-20_11-54-09", model="best")
-    resumed = DeepH().resume_config(base_config(tmp_path), outputs)
-    assert resumed["process"]["train"]["continued"]["load_model_type"] == "best"
+    assert DeepH().resume_config(base_config(tmp_path), outputs) is None
 
 
 def test_fresh_keeps_a_continuation_from_elsewhere(tmp_path):
@@ -382,3 +429,149 @@ def test_parser_state_spans_a_resumed_attempt(tmp_path):
     summary = parser.summary()
     assert summary.epoch == 40 and summary.finished
     assert summary.best_epoch == 22 and summary.best_val_loss == pytest.approx(1e-3)
+
+
+# The GPU training config of DeepH-pack's documentation (the H2O-5K example, with the examples' own spelling
+# dateset_split_json), plus the 1.2.x keys of its parameter reference that the example leaves out.
+DOCS_TRAIN_TOML = """\
+[system]
+note = "DeepH-JAX"
+device = "gpu*1"
+float_type = "fp32"
+random_seed = 137
+log_level = "info"
+jax_memory_preallocate = true
+show_train_process_bar = false
+
+[data]
+inputs_dir = "./inputs"
+outputs_dir = "./outputs"
+
+[data.dft]
+data_dir_depth = 0
+validation_check = false
+
+[data.graph]
+dataset_name = "H2O_5K"
+graph_type = "HS"
+storage_type = "memory"
+common_orbital_types = ""
+parallel_num = -1
+only_save_graph = false
+
+[data.model_save]
+best = true
+latest = true
+latest_interval = 1
+latest_num = 10
+latest_cache_mid_step_interval = -1
+
+[model]
+net_type = "eagle"
+target_type = "H"
+loss_type = "mae"
+
+[model.advanced]
+gaussian_basis_rmax = 10.0
+net_irreps = "64x0e+48x1e+32x2e+16x3e+8x4e+8x5e+4x6e"
+num_blocks = 3
+num_heads = 2
+enable_bs3b_layer = false
+bs3b_orbital_types = ""
+consider_parity = false
+standardize_gauge = false
+
+[process.train]
+max_epoch = 10000
+
+multi_way_jit_num = 1
+ahead_of_time_compile = true
+do_remat = false
+
+[process.train.dataloader]
+batch_size = 100
+
+train_size = 3000
+validate_size = 1000
+test_size = 999
+dateset_split_json = "splits/dataset_split.json"
+only_use_train_loss = false
+
+[process.train.drop]
+dropout_rate = 0.0
+stochastic_depth = 0.0
+proj_rate = 0.0
+
+[process.train.optimizer]
+type = "adamw"
+init_learning_rate = 1E-3
+clip_norm_factor = -1.0
+betas = [0.9, 0.999]
+weight = 0.001
+eps = 1E-8
+
+[process.train.scheduler]
+min_learning_rate_scale = 1E-5
+type = "reduce_on_plateau"
+factor = 0.5
+patience = 500
+rtol = 0.05
+cooldown = 120
+accum_size = -1
+
+[process.train.continued]
+enable = false
+new_training_data = false
+new_optimizer = false
+previous_output_dir = ""
+load_model_type = "latest"
+load_model_epoch = -1
+
+[process.train.with_plugin]
+enable = false
+plugin = "null"
+env_path = "./need/user/set/this"
+script_path = "./need/user/set/this"
+"""
+
+
+def test_a_deeph_1_2_config_from_the_documentation_passes_the_checks(tmp_path):
+    from hpc_sweep.formats import tomllib
+
+    config = tomllib.loads(DOCS_TRAIN_TOML)
+    split = tmp_path / "dataset_split.json"
+    split.write_text(json.dumps({"train": ["1"], "validate": ["2"], "test": ["3"]}))
+    config["process"]["train"]["dataloader"]["dateset_split_json"] = str(split)
+    assert DeepH().check(config, 1) == ([], [])
+
+
+def test_generate_makes_both_spellings_of_the_split_file_absolute(tmp_path):
+    import subprocess
+    import sys
+
+    from hpc_sweep.formats import tomllib
+
+    base = tmp_path / "train.toml"
+    base.write_text(DOCS_TRAIN_TOML.replace('dateset_split_json = "splits/dataset_split.json"',
+                                            'dateset_split_json = "splits/dataset_split.json"\n'
+                                            'dataset_split_json = "splits/dataset_split.json"'))
+    (tmp_path / "splits").mkdir()
+    (tmp_path / "splits" / "dataset_split.json").write_text(json.dumps({"train": ["1"], "test": ["2"]}))
+
+    def cli(*args: str) -> subprocess.CompletedProcess:
+        done = subprocess.run([sys.executable, "-m", "hpc_sweep.cli", *args], capture_output=True, text=True,
+                              timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
+        return done
+
+    cli("init", str(tmp_path / "sweep"), "--base", str(base))
+    # init copies the base into the sweep folder: relative paths resolve against that copy's folder.
+    (tmp_path / "sweep" / "configs" / "splits").mkdir()
+    (tmp_path / "sweep" / "configs" / "splits" / "dataset_split.json").write_text(
+        json.dumps({"train": ["1"], "test": ["2"]}))
+    done = cli("generate", str(tmp_path / "sweep"))
+    assert "warning" not in done.stdout + done.stderr
+    config = tomllib.loads((tmp_path / "sweep" / "configs" / "config001.toml").read_text())
+    loader = config["process"]["train"]["dataloader"]
+    expected = str(tmp_path / "sweep" / "configs" / "splits" / "dataset_split.json")
+    assert loader["dataset_split_json"] == expected and loader["dateset_split_json"] == expected

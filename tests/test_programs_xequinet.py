@@ -352,3 +352,94 @@ def test_state_is_strict_json_while_an_epoch_waits_for_validation():
     resumed = XequiNet().log_parser(base_config(), {}, state=state)
     rows = resumed.feed("\n".join(epoch_block(1, [1.0, 1.0, 1.0], [1.0, 1.0, 1.0])[-3:]) + "\n")
     assert math.isnan(rows[0].train_loss) and rows[0].val_loss == pytest.approx(1001.0)
+
+
+# -- the genuine logs of tests/fixtures/xequinet-real (see its README) -------------------------------------------
+REAL = Path(__file__).parent / "fixtures" / "xequinet-real"
+
+
+def real_parser():
+    from hpc_sweep.formats import load_structured
+
+    return XequiNet().log_parser(load_structured(REAL / "run1.config.yaml"), {})
+
+
+def weighted(energy: float, forces: float) -> float:
+    """run1's checkpoint score: losses_weight energy 1.0, forces 100.0 (Energy/atom is not a target)."""
+    return 1.0 * energy + 100.0 * forces
+
+
+def test_real_log_of_four_epochs():
+    parser = real_parser()
+    rows = parser.feed((REAL / "run1.loss.log").read_text())
+    assert [r.epoch for r in rows] == [1, 2, 3, 4]
+    assert [r.val_loss for r in rows] == pytest.approx([weighted(1.166, 2.456), weighted(1.141, 2.385),
+                                                        weighted(1.105, 2.282), weighted(1.066, 2.162)])
+    # An epoch's train value is its last logged step's ([18/18]); its LR that step's (0 at the cosine's end).
+    assert rows[3].train_loss == pytest.approx(weighted(2.55, 0.3308)) and rows[3].lr_scale == 0.0
+    assert rows[0].lr_scale == pytest.approx(4.268e-04)
+    summary = parser.summary()
+    assert (summary.epoch, summary.max_epoch, summary.best_epoch) == (4, 4, 4)
+    assert summary.finished and summary.phase == "finished"
+    # The trainer's own end lines agree with the score worked out per epoch (its values are not rounded).
+    assert summary.info["logged_best_epoch"] == 4
+    assert summary.info["logged_best_valid_mae"] == pytest.approx(summary.best_val_loss, abs=0.05)
+    assert summary.info["units"] == {"pos": "Ang", "energy": "eV", "forces": "eV/Ang", "virial": "eV/Ang^3"}
+    assert XequiNet().training_evidence(summary, True) == (True, "trained to epoch 4 of 4")
+
+
+def test_real_resumed_log_continues_its_epochs():
+    """The resume appends after 'Loaded checkpoint from': epochs 5-7 follow, nothing is counted twice."""
+    parser = real_parser()
+    first = (REAL / "run1.loss.log").read_text()
+    whole = (REAL / "run1-resumed.loss.log").read_text()
+    assert whole.startswith(first)
+    parser.feed(first)
+    parser.start_attempt()  # the poll reads on into the next attempt
+    assert not parser.summary().finished
+    rows = parser.feed(whole[len(first):])
+    assert [r.epoch for r in rows] == [5, 6, 7]
+    assert rows[2].val_loss == pytest.approx(weighted(1.03, 2.048))
+    summary = parser.summary()
+    assert summary.info["resumed"] == 1 and summary.finished
+    assert (summary.epoch, summary.best_epoch) == (7, 7) and summary.info["logged_best_epoch"] == 7
+    assert summary.info["logged_best_valid_mae"] == pytest.approx(summary.best_val_loss, abs=0.05)
+
+
+def test_sigtermed_epoch_is_dropped_and_logged_again_after_the_resume():
+    """SIGTERM leaves train rows of epoch 3 without validation; the resume logs epoch 3 again from its start."""
+    lines = (REAL / "run1.loss.log").read_text().splitlines(keepends=True)
+    cut = next(n for n, line in enumerate(lines) if "Train  MAE        3  [10/18]" in line) + 2
+    parser = real_parser()
+    assert [r.epoch for r in parser.feed("".join(lines[:cut]))] == [1, 2]
+    parser.start_attempt()
+    again = "".join(lines[cut - 6:]).replace("1.105", "0.999")  # epoch 3 from its first step, new values
+    resumed = "2026-12-06 09:29:11 - INFO - Loaded checkpoint from /scratch/alice/xeq-real/run1/ckpt/run1_last.pt\n"
+    rows = parser.feed(resumed + again)
+    assert [r.epoch for r in rows] == [3, 4]
+    assert rows[0].val_loss == pytest.approx(weighted(0.999, 2.282))
+
+
+def test_exit_0_needs_an_epoch_and_the_trainers_end_line():
+    parser = real_parser()
+    assert XequiNet().training_evidence(None, False) == (False, "exited 0 without a training log")
+    lines = (REAL / "run1.loss.log").read_text().splitlines(keepends=True)
+    parser.feed("".join(line for line in lines if "Training Completed" not in line and "Best" not in line))
+    ok, reason = XequiNet().training_evidence(parser.summary(), True)
+    assert not ok and reason.startswith("exited 0 without a training log")
+    early = real_parser()
+    early.feed("".join(lines[:-3]) + "2026-12-06 09:28:34 - INFO - Early Stopping at Epoch 4\n" + "".join(lines[-3:]))
+    assert XequiNet().training_evidence(early.summary(), True) == (True, "early stopping at epoch 4")
+
+
+def test_resume_environment_only_for_this_sweeps_checkpoint(tmp_path):
+    program = XequiNet()
+    config = base_config()
+    program.set_outputs(config, "config001", tmp_path)
+    write_checkpoint(tmp_path / "config001_last.pt")
+    resumed = program.resume_config(config, tmp_path)
+    assert program.run_environment(resumed, tmp_path) == {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
+    assert program.run_environment(config, tmp_path) == {}
+    finetune = copy.deepcopy(config)
+    finetune["trainer"].update(resume=True, ckpt_file="/models/pretrained.pt")
+    assert program.run_environment(finetune, tmp_path) == {}

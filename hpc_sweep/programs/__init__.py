@@ -6,6 +6,7 @@ Modules are imported on demand, so ``import hpc_sweep.programs`` costs nothing a
 from __future__ import annotations
 
 from importlib import import_module
+from pathlib import Path
 from typing import TYPE_CHECKING, Optional
 
 if TYPE_CHECKING:
@@ -24,3 +25,14 @@ def get_program(name: str, log: Optional[dict] = None) -> "Program":
     module_name, class_name = _CLASSES[name]
     cls = getattr(import_module(f"hpc_sweep.programs.{module_name}"), class_name)
     return cls.from_log_table(log) if name == "generic" else cls()
+
+
+def task_environment(program: "Program", mode: Optional[str], run_config: Optional[dict], outputs: str) -> tuple:
+    """The map's environment words for one task: what ``program`` asks for the config the task runs. Only a
+    resumed attempt (``mode`` "resume", running its own copy of the config, ``run_config``) asks; every other task
+    of a large submission costs nothing."""
+    if mode != "resume" or run_config is None:
+        return ()
+    from hpc_sweep.render import env_words
+
+    return env_words(program.run_environment(run_config, Path(outputs)))

@@ -58,6 +58,18 @@ class LogParser:
     def feed_line(self, line: str) -> Optional[EpochRow]:
         raise NotImplementedError
 
+    def start_attempt(self) -> None:
+        """A new attempt of the run begins; its lines follow those already fed (an appended log) or come from a
+        new log. The curve and the best value carry on; an unfinished epoch (the attempt before was killed in
+        it) and whatever the log said of the run's end are dropped: this attempt has to say it again."""
+        state = self.state
+        state["finished"] = False
+        state["phase"] = "starting"
+        state.pop("pending", None)
+        info = state.get("info")
+        if info:
+            info.pop("stop_reason", None)
+
     def summary(self) -> LogSummary:
         raise NotImplementedError
 
@@ -115,6 +127,31 @@ class Program:
         (the caller then restarts fresh)."""
         return None
 
+    def training_evidence(self, summary: Optional[LogSummary], logged: bool) -> tuple[bool, str]:
+        """(trained, reason) for an attempt that exited 0. ``summary``: its log as the poll last read it (None
+        when this attempt has no log read); ``logged``: whether this attempt logged an epoch row. The reason
+        says how the run ended, or why exit 0 is not enough (see :mod:`hpc_sweep.evidence`)."""
+        return True, "exited 0"
+
+    def run_environment(self, config: dict, outputs_dir: Path) -> dict[str, str]:
+        """Environment variables the attempt that runs ``config`` needs, which the job exports before the
+        command (xequinet: loading a checkpoint this sweep wrote with PyTorch >= 2.6)."""
+        return {}
+
     def fresh_config(self, config: dict) -> dict:
         """A copy of ``config`` with the settings :meth:`resume_config` adds taken out again (``--fresh``)."""
         return copy.deepcopy(config)
+
+
+def ended_reason(summary: LogSummary) -> str:
+    """How a run that trained ended, in words: "early stopping at epoch 12", "trained to epoch 7 of 7"."""
+    info = summary.info or {}
+    stop = info.get("stop_reason")
+    if stop == "early_stopping":
+        return f"early stopping at epoch {info.get('early_stop_epoch') or summary.epoch}"
+    if stop == "min_learning_rate_scale":
+        return f"learning-rate scale below the minimum at epoch {summary.epoch}"
+    if stop == "min_lr":
+        return f"minimum learning rate reached at epoch {summary.epoch}"
+    of = f" of {summary.max_epoch}" if summary.max_epoch is not None else ""
+    return f"trained to epoch {summary.epoch}{of}"

@@ -18,7 +18,8 @@ from typing import Any, Optional
 from hpc_sweep.dotted import get_dotted, set_dotted
 from hpc_sweep.programs._common import (InfoParser, as_int, choice_problem, decode, encode, last_entry, number,
                                         record_row, summary_from)
-from hpc_sweep.programs.base import EpochRow, LogSummary, Program
+from hpc_sweep.evidence import NO_TRAINING_LOG
+from hpc_sweep.programs.base import EpochRow, LogSummary, Program, ended_reason
 
 DEFAULT_MAX_EPOCH = 10000
 DEFAULT_MIN_LR_SCALE = 1e-4
@@ -34,6 +35,7 @@ LOAD_MODEL_TYPES = ("latest", "best")
 DATALOADER = "process.train.dataloader"
 CONTINUED = "process.train.continued"
 SIZE_KEYS = ("batch_size", "train_size", "validate_size", "test_size")
+SPLIT_KEYS = ("dataset_split_json", "dateset_split_json")
 
 _RUN_DIR = re.compile(r"^\d{4}-\d{2}-\d{2}_\d{2}-\d{2}-\d{2}$")
 _IRREP = re.compile(r"^(\d+)x(\d+)([eo])$")
@@ -77,9 +79,10 @@ class DeepH(Program):
         if irreps:
             errors.append(f"model.advanced.net_irreps: {irreps}")
         errors += _dataloader_errors(config)
-        if get_dotted(config, f"{DATALOADER}.dateset_split_json", None) is not None:
-            warnings.append(f"{DATALOADER}.dateset_split_json: misspelt key (DeepH reads dataset_split_json); "
-                            "rename it")
+        splits = _split_files(config)
+        if len(set(splits.values())) > 1:
+            warnings.append(f"{DATALOADER}.dateset_split_json: and dataset_split_json name different files "
+                            f"({', '.join(splits.values())}); keep one")
         for key, choices in (("system.float_type", FLOAT_TYPES), ("model.net_type", NET_TYPES),
                              ("process.train.optimizer.type", OPTIMIZERS),
                              ("process.train.scheduler.type", SCHEDULERS),
@@ -103,6 +106,13 @@ class DeepH(Program):
                 return log
         return None
 
+    def training_evidence(self, summary: Optional[LogSummary], logged: bool) -> tuple[bool, str]:
+        # DeepH logs no end line: an epoch from this attempt is the evidence (or a log that reached its end
+        # already, for an attempt resumed from the last save that had nothing left to train).
+        if summary is None or summary.epoch is None or not (logged or summary.finished):
+            return False, NO_TRAINING_LOG
+        return True, ended_reason(summary)
+
     def log_parser(self, config: dict, options: Optional[dict] = None,
                    state: Optional[dict] = None) -> "DeepHLogParser":
         merged = {
@@ -114,15 +124,16 @@ class DeepH(Program):
         return DeepHLogParser(merged, state)
 
     def resume_config(self, config: dict, outputs_dir: Path) -> Optional[dict]:
+        """Continue from the newest run folder holding ``model/params/latest.pytree/`` (an attempt that died
+        before its first save is skipped), with exactly the keys of DeepH's ``[process.train.continued]``: the
+        same data and the saved optimizer state, the latest epoch saved."""
         for run in run_dirs(outputs_dir):
-            kind = saved_model_kind(run)
-            if kind is None:
-                continue  # an attempt that died before saving: continue from an older one
+            if not has_latest_model(run):
+                continue
             resumed = copy.deepcopy(config)
-            table = dict(get_dotted(resumed, CONTINUED, None) or {})
-            table.update(enable=True, previous_output_dir=str(run), load_model_type=kind, load_model_epoch=-1,
-                         new_training_data=False, new_optimizer=False)
-            set_dotted(resumed, CONTINUED, table)
+            set_dotted(resumed, CONTINUED, {"enable": True, "new_training_data": False, "new_optimizer": False,
+                                            "previous_output_dir": str(run), "load_model_type": "latest",
+                                            "load_model_epoch": -1})
             return resumed
         return None
 
@@ -152,19 +163,15 @@ def run_dir_names(outputs_dir) -> list[str]:
     return sorted(names, reverse=True)
 
 
-def saved_model_kind(run: Path) -> Optional[str]:
-    """"latest" or "best" when the run folder holds such saved parameters, else None."""
-    params = run / "model" / "params"
-    for kind in ("latest", "best"):
-        folder = params / f"{kind}.pytree"
-        try:
-            with os.scandir(folder) as entries:
-                if any(True for _ in entries):
-                    return kind
-        except (FileNotFoundError, NotADirectoryError):
-            if folder.is_file():
-                return kind
-    return None
+def has_latest_model(run: Path) -> bool:
+    """Whether ``run`` holds saved latest parameters: a non-empty ``model/params/latest.pytree/`` folder (one
+    ``epoch_<N>/`` per save). A timed-out run goes on from its latest save, not from the best one, which may be
+    many epochs older."""
+    try:
+        with os.scandir(run / "model" / "params" / "latest.pytree") as entries:
+            return any(True for _ in entries)
+    except (FileNotFoundError, NotADirectoryError):
+        return False
 
 
 def irreps_problem(value: Any) -> Optional[str]:
@@ -198,25 +205,34 @@ def _dataloader_errors(config: dict) -> list[str]:
     return errors
 
 
+def _split_files(config: dict) -> dict:
+    """The split file by key, for both spellings DeepH's material uses: ``dataset_split_json`` (its reference)
+    and ``dateset_split_json`` (its official example configs)."""
+    found = {}
+    for key in SPLIT_KEYS:
+        value = get_dotted(config, f"{DATALOADER}.{key}", "")
+        if isinstance(value, str) and value.strip():
+            found[key] = value.strip()
+    return found
+
+
 def _test_set_error(config: dict) -> Optional[str]:
-    split = get_dotted(config, f"{DATALOADER}.dataset_split_json", "")
-    if isinstance(split, str) and split.strip():
-        return _split_file_error(split.strip())
+    splits = _split_files(config)
+    if splits:
+        key, path = next(iter(splits.items()))
+        return _split_file_error(path, f"{DATALOADER}.{key}")
     test_size = as_int(get_dotted(config, f"{DATALOADER}.test_size", 0))
     if test_size is not None and test_size > 0:
         return None
-    misspelt = get_dotted(config, f"{DATALOADER}.dateset_split_json", "")
-    hint = " (dateset_split_json is misspelt: DeepH ignores it)" if misspelt else ""
-    return (f"{DATALOADER}.test_size: no test set{hint}; set test_size > 0 or dataset_split_json "
+    return (f"{DATALOADER}.test_size: no test set; set test_size > 0 or dataset_split_json "
             "(the DeepH tuning guide requires one)")
 
 
-def _split_file_error(path_text: str) -> Optional[str]:
+def _split_file_error(path_text: str, key: str) -> Optional[str]:
     """A split file must hold a non-empty "test" list. Relative paths cannot be resolved here: not checked."""
     path = Path(path_text)
     if not path.is_absolute():
         return None
-    key = f"{DATALOADER}.dataset_split_json"
     try:
         stat = path.stat()
     except OSError:
@@ -314,22 +330,22 @@ class DeepHLogParser(InfoParser):
         state = self.state
         if "Starting the training process" in line:
             state["phase"] = "training"
-        elif "AOT-compil" in line or "Compile" in line:
-            state["phase"] = "compiling"
-        elif "[graph]" in line:
-            state["phase"] = "graph"
-        elif "[system]" in line:
-            state["phase"] = "starting"
-        elif "[dataloader]" in line:
+            return
+        if "[dataloader]" in line:
             for which, size in _SIZES.findall(line):
                 self._info(f"{which.lower()}_size", int(size))
         elif "[model]" in line:
             self._model_info(line)
-        elif "Version" in line:
+        elif "Version" in line and "[" not in line[20:]:
             match = _VERSION.search(line)
             if match:
                 state["phase"] = "starting"  # the banner: a (new) start
                 self._info("version", match.group(1))
+                return
+        if state.get("phase") != "training":  # a tag seen later (a save, a message) is no new phase
+            phase = _phase_of(line)
+            if phase:
+                state["phase"] = phase
 
     def _model_info(self, line: str) -> None:
         for pattern, names in ((_PARAMS, ("parameters",)), (_BUILD, ("model", "loss")),
@@ -360,6 +376,21 @@ class DeepHLogParser(InfoParser):
                 and self.state.get("scale_hi")):
             return "min_learning_rate_scale"
         return None
+
+
+# What DeepH is doing before its first epoch, by the tag of its latest line (deepx 1.0.6-1.2.x logs): building
+# the graph from the DFT data can take long, and so can the JIT/AOT compilation (the tuning guide: 10+ minutes
+# is normal). Compiling is told by its words, which come with the [train] tag.
+_PHASES = (("compil", "compiling"), ("Compil", "compiling"), ("[graph]", "graph building"),
+           ("[rawdata]", "graph building"), ("[dataloader]", "loading data"), ("[model]", "model building"),
+           ("[optimizer]", "model building"), ("[system]", "starting"))
+
+
+def _phase_of(line: str) -> Optional[str]:
+    for words, phase in _PHASES:
+        if words in line:
+            return phase
+    return None
 
 
 def _float(text: str) -> Optional[float]:

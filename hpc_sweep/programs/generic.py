@@ -11,7 +11,8 @@ from typing import Any, Optional
 
 from hpc_sweep.dotted import get_dotted, set_dotted
 from hpc_sweep.programs._common import as_int, decode, encode, number, record_row, summary_from
-from hpc_sweep.programs.base import EpochRow, LogParser, LogSummary, Program
+from hpc_sweep.evidence import NO_TRAINING_LOG
+from hpc_sweep.programs.base import EpochRow, LogParser, LogSummary, Program, ended_reason
 
 DEFAULT_LOG_GLOB = "*.log"
 METRICS = ("epoch", "train_loss", "val_loss")
@@ -59,6 +60,11 @@ class Generic(Program):
             if os.path.isfile(name) and (newest is None or key > newest):
                 newest = key
         return Path(newest[1]) if newest else None
+
+    def training_evidence(self, summary: Optional[LogSummary], logged: bool) -> tuple[bool, str]:
+        if summary is None or summary.epoch is None or not logged:
+            return False, f"{NO_TRAINING_LOG} (no line of its log matched the [log] patterns)"
+        return True, ended_reason(summary)
 
     def log_parser(self, config: dict, options: Optional[dict] = None,
                    state: Optional[dict] = None) -> "GenericLogParser":

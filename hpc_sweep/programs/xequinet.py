@@ -18,12 +18,14 @@ from typing import Optional
 
 from hpc_sweep.dotted import get_dotted, set_dotted
 from hpc_sweep.programs._common import InfoParser, as_int, decode, encode, number, record_row, summary_from
-from hpc_sweep.programs.base import EpochRow, LogSummary, Program
+from hpc_sweep.evidence import NO_TRAINING_LOG
+from hpc_sweep.programs.base import EpochRow, LogSummary, Program, ended_reason
 
 DEFAULT_MAX_EPOCHS = 300
 DEFAULT_RUN_NAME = "xequinet"
 DEFAULT_LOG_FILE = "loss.log"
 KEEP_BACKUPS = 3
+WEIGHTS_ONLY_ENV = {"TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD": "1"}
 
 TRAINER_KEYS = ("run_name", "resume", "ckpt_file", "finetune_modules", "lossfn", "losses_weight", "optimizer",
                 "optimizer_kwargs", "max_lr", "min_lr", "warmup_scheduler", "warmup_epochs", "lr_scheduler",
@@ -83,6 +85,15 @@ class XequiNet(Program):
         name = get_dotted(config, "trainer.log_file", None)
         return {"trainer": {"log_file": name}} if name else None
 
+    def training_evidence(self, summary: Optional[LogSummary], logged: bool) -> tuple[bool, str]:
+        # XequiNet ends every training with "Training Completed" (after "Early Stopping at Epoch N" when it
+        # stopped early); the parser forgets it when a new attempt starts, so it is this attempt's own.
+        if summary is None or summary.epoch is None:
+            return False, NO_TRAINING_LOG
+        if not summary.finished:
+            return False, f"{NO_TRAINING_LOG} (its loss.log does not end with 'Training Completed')"
+        return True, ended_reason(summary)
+
     def log_parser(self, config: dict, options: Optional[dict] = None,
                    state: Optional[dict] = None) -> "XequiNetLogParser":
         merged = {"max_epoch": self.max_epoch(config), "weights": score_weights(config)}
@@ -103,6 +114,15 @@ class XequiNet(Program):
         set_dotted(resumed, "trainer.resume", True)
         set_dotted(resumed, "trainer.ckpt_file", str(ckpt))
         return resumed
+
+    def run_environment(self, config: dict, outputs_dir: Path) -> dict[str, str]:
+        # PyTorch >= 2.6 loads with weights_only=True, which refuses XequiNet's checkpoints (they pickle an
+        # OmegaConf DictConfig): every resume would fail. A checkpoint this sweep's own run wrote is trusted.
+        ckpt = get_dotted(config, "trainer.ckpt_file", None)
+        if get_dotted(config, "trainer.resume", False) is True and isinstance(ckpt, str) and \
+                _inside(Path(ckpt), Path(outputs_dir)):
+            return dict(WEIGHTS_ONLY_ENV)
+        return {}
 
     def fresh_config(self, config: dict) -> dict:
         fresh = copy.deepcopy(config)
@@ -158,6 +178,13 @@ def _unknown_keys(config: dict, section: str, known: tuple) -> list[str]:
             warnings.append(f"{section}.{key}: not a known XequiNet 1.2 key (unknown {section} keys make the "
                             f"run fail at start-up){hint}")
     return warnings
+
+
+def _inside(path: Path, folder: Path) -> bool:
+    try:
+        return os.path.commonpath([os.path.abspath(path), os.path.abspath(folder)]) == os.path.abspath(folder)
+    except ValueError:
+        return False
 
 
 def checkpoint_usable(path: Path) -> bool:
@@ -293,6 +320,7 @@ class XequiNetLogParser(InfoParser):
         if text.startswith(("Start training", "Loaded checkpoint from")):
             state["phase"] = "starting"
             state["finished"] = False
+            state["pending"] = None  # an epoch a kill cut short: the new start logs it again from its beginning
             state.get("info", {}).pop("stop_reason", None)
             if text.startswith("Loaded"):
                 self._info("resumed", self.state.get("info", {}).get("resumed", 0) + 1)

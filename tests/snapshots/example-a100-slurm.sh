@@ -24,15 +24,24 @@ HPCS_LOGS=/SWEEP/logs
 HPCS_INDEX="${SLURM_ARRAY_TASK_ID:-0}"
 HPCS_TASK_ID="${SLURM_JOB_ID:-unknown}"
 HPCS_SUBMISSION_ID="${SLURM_ARRAY_JOB_ID:-}"
-# The map is tab-separated: index, config, attempt, config file, outputs folder, device, GPUs.
+# The map is tab-separated: index, config, attempt, config file, outputs folder, device, GPUs and, where the task
+# needs its own environment, NAME=VALUE words.
 HPCS_LINE=$(awk -F '\t' -v i="$HPCS_INDEX" '$1 == i { print; exit }' "$HPCS_MAP")
 if [ -z "$HPCS_LINE" ]; then
     echo "hpc-sweep: no config for array index $HPCS_INDEX in $HPCS_MAP" >&2
     exit 3
 fi
-IFS=$'\t' read -r _ HPCS_NAME HPCS_ATTEMPT HPCS_CONFIG HPCS_OUTPUTS HPCS_DEVICE HPCS_GPUS <<< "$HPCS_LINE"
+IFS=$'\t' read -r _ HPCS_NAME HPCS_ATTEMPT HPCS_CONFIG HPCS_OUTPUTS HPCS_DEVICE HPCS_GPUS HPCS_ENV <<< "$HPCS_LINE"
 HPCS_PORT=$(( 29500 + HPCS_INDEX % 2000 ))
-export HPCS_NAME HPCS_ATTEMPT HPCS_CONFIG HPCS_OUTPUTS HPCS_DEVICE HPCS_GPUS HPCS_PORT HPCS_INDEX
+# Processes to start ({nprocs}): one per GPU, and one for a CPU config (torchrun refuses 0).
+HPCS_NPROCS=$(( HPCS_GPUS > 0 ? HPCS_GPUS : 1 ))
+export HPCS_NAME HPCS_ATTEMPT HPCS_CONFIG HPCS_OUTPUTS HPCS_DEVICE HPCS_GPUS HPCS_NPROCS HPCS_PORT HPCS_INDEX
+if [ -n "$HPCS_ENV" ]; then
+    read -r -a HPCS_ENV_WORDS <<< "$HPCS_ENV"
+    for HPCS_WORD in "${HPCS_ENV_WORDS[@]}"; do
+        export "$HPCS_WORD"
+    done
+fi
 # Markers make status right even where accounting (sacct, job history) is off.
 HPCS_MARKER="$HPCS_MARKERS/$HPCS_NAME.$HPCS_ATTEMPT"
 HPCS_RUN_LOG="$HPCS_LOGS/$HPCS_NAME.$HPCS_ATTEMPT.log"
