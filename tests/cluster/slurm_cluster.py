@@ -735,7 +735,7 @@ class SlurmCluster:
 
     def _write_configs(self) -> None:
         self._write_slurm_conf()
-        # plain files, not devices: slurmd logs an error per file but registers gpu:8 (see shared fixtures README)
+        # plain files, not devices: slurmd logs an error per file but registers gpu:8 (see tests/fixtures/slurm-22.05/README.md)
         self.gres_conf.write_text(f"AutoDetect=off\nNodeName={self.hostname} Name=gpu File={self.gpu_dir}/gpu[0-{NUM_GPUS - 1}]\n")
         self.gres_conf.chmod(0o644)
         dbd = [

@@ -4,7 +4,7 @@ Put this folder first on PATH (see :func:`environ`). The commands:
 
 - append their argv as a JSON line to ``$FAKE_PBS_LOG`` (argv[0] is the bare command name);
 - keep a tiny job table in the JSON file ``$FAKE_PBS_STATE``;
-- print output SHAPED like the real captures in shared/fixtures (OpenPBS 23.06 ``qstat -f -F json``, Torque 6
+- print output SHAPED like the real captures in tests/fixtures (OpenPBS 23.06 ``qstat -f -F json``, Torque 6
   ``qstat -x``): same keys in the same order, same id spellings, same error texts and exit codes.
 
 ``$FAKE_PBS_FLAVOR`` is ``pbspro`` (default) or ``torque``. Jobs never run by themselves: a test moves them
@@ -330,7 +330,7 @@ def _variable_list(job: Dict[str, Any]) -> Dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# PBS Pro: qstat -f -F json [-x] [-t] ids  (key order as in shared/fixtures/openpbs-23.06)
+# PBS Pro: qstat -f -F json [-x] [-t] ids  (key order as in tests/fixtures/openpbs-23.06)
 # ---------------------------------------------------------------------------------------------------------
 
 
