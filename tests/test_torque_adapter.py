@@ -383,6 +383,12 @@ def test_fake_torque_slot_limit_and_errors(tmp_path: Path, fake: Dict[str, str])
     expect_error("transient", lambda: submit(tmp_path, down, ""))
 
 
+def test_fake_torque_limits(fake: Dict[str, str]) -> None:
+    (server,) = T.limits_argvs("bob")  # qmgr -c 'list server'; no queue asked for
+    assert T.parse_limits([run(server, fake)]).max_queued is None
+    assert T.parse_limits([run(server, dict(fake, FAKE_PBS_MAX_QUEUED="6"))]).max_queued == 6
+
+
 def test_fake_torque_xml_has_the_captured_shape(tmp_path: Path, fake: Dict[str, str]) -> None:
     sid = submit(tmp_path, fake, "#PBS -t 1-2\n")
     for i in (1, 2):

@@ -1,4 +1,4 @@
-"""Stand-in PBS Pro / Torque commands for tests (``qsub``, ``qstat``, ``qdel``, ``qselect`` in this folder).
+"""Stand-in PBS Pro / Torque commands for tests (``qsub``, ``qstat``, ``qdel``, ``qselect``, ``qmgr`` here).
 
 Put this folder first on PATH (see :func:`environ`). The commands:
 
@@ -743,10 +743,30 @@ def qselect(args: Sequence[str]) -> Output:
     return "".join(line + "\n" for line in lines), "", 0
 
 
+# ---------------------------------------------------------------------------------------------------------
+# qmgr -c 'list server': Torque's server attributes (the Torque adapter's limit query)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def qmgr(args: Sequence[str]) -> Output:
+    """``Server <name>`` and TAB-indented ``key = value`` lines, as Torque's qmgr lists them;
+    ``FAKE_PBS_MAX_QUEUED`` shows as ``max_user_queuable``."""
+    if os.environ.get("FAKE_PBS_DOWN"):
+        return _down("qmgr", flavor())
+    if list(args) != ["-c", "list server"]:
+        return "", "fake qmgr: only \"qmgr -c 'list server'\" is implemented\n", 2
+    lines = [f"Server {_server()}", "\tserver_state = Active", "\tscheduling = True", "\ttotal_jobs = 0"]
+    limit = os.environ.get("FAKE_PBS_MAX_QUEUED")
+    if limit:
+        lines.append(f"\tmax_user_queuable = {limit}")
+    lines += ["\tdefault_queue = batch", "\tpbs_version = 6.1.3"]
+    return "\n".join(lines) + "\n", "", 0
+
+
 def main(command: str) -> int:
-    """Entry point of the ``qsub``/``qstat``/``qdel``/``qselect`` scripts in this folder."""
+    """Entry point of the ``qsub``/``qstat``/``qdel``/``qselect``/``qmgr`` scripts in this folder."""
     log_call(sys.argv)
-    handler = {"qsub": qsub, "qstat": qstat, "qdel": qdel, "qselect": qselect}[command]
+    handler = {"qsub": qsub, "qstat": qstat, "qdel": qdel, "qselect": qselect, "qmgr": qmgr}[command]
     stdout, stderr, rc = handler(sys.argv[1:])
     sys.stdout.write(stdout)
     sys.stderr.write(stderr)
