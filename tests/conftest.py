@@ -30,7 +30,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
-from slurm_cluster import ClusterUnavailable, SlurmCluster  # noqa: E402
+from slurm_cluster import WHEEL_ENV, ClusterUnavailable, SlurmCluster  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 _STARTUP_KEY = pytest.StashKey[str]()
 
@@ -39,7 +41,7 @@ HOST_SCHEDULER_COMMANDS = (
     "sbatch", "squeue", "sacct", "sacctmgr", "scontrol", "scancel", "sinfo", "srun", "salloc",
     "qsub", "qstat", "qselect", "qdel", "qmgr", "pbsnodes", "crontab",
 )
-HOST_CALLS_ENV = "HPC_SWEEP_TEST_HOST_CALLS"
+HOST_CALLS_ENV = "HOST_SCHEDULER_GUARD_LOG"  # no HPC_SWEEP_ prefix: some tests drop those from the env
 _GUARD = """#!/bin/sh
 # hpc-sweep test guard (tests/conftest.py): a test reached the host's {name} without starting it.
 printf '%s\\n' "{name} $*" >> "${{{env}:-/dev/null}}"
@@ -55,6 +57,20 @@ exit 127
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slurm: needs the real single-node Slurm started by tests/cluster (root only)")
+    _check_tested_package()
+
+
+def _check_tested_package() -> None:
+    """Under tests/run-all.sh (``$HPC_SWEEP_TEST_WHEEL`` set) the suite must test the installed wheel: a checkout
+    on sys.path would shadow it with source folders that are not the package users get."""
+    if not os.environ.get(WHEEL_ENV):
+        return
+    import hpc_sweep
+
+    where = Path(hpc_sweep.__file__).resolve()
+    if REPO in where.parents:
+        raise pytest.UsageError(f"hpc_sweep was imported from the checkout ({where}), not from the installed "
+                                f"{os.environ[WHEEL_ENV]}: run pytest outside the repository, as tests/run-all.sh does")
 
 
 def _unavailable(reason: str) -> None:

@@ -24,7 +24,7 @@ def test_every_host_command_resolves_to_the_guard(host_guard_bin: Path) -> None:
 
 
 def test_detection_reaches_the_guard_in_process_and_in_children() -> None:
-    calls = Path(os.environ["HPC_SWEEP_TEST_HOST_CALLS"])
+    calls = Path(os.environ["HOST_SCHEDULER_GUARD_LOG"])
     assert shell.detect_scheduler() is None  # both answers are "not found"
     child = subprocess.run([sys.executable, "-c", "from hpc_sweep.shell import detect_scheduler as d; print(d())"],
                            capture_output=True, text=True, timeout=60)

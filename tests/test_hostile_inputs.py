@@ -49,7 +49,7 @@ def sweep_toml(ext: str = "toml", site: str = "local", grid: str = 'lr = [0.1, 0
 def hpc(*args: str, cwd=None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if not k.startswith("HPC_SWEEP_")}
     return subprocess.run([sys.executable, "-m", "hpc_sweep.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or str(REPO), env=env, timeout=120)
+                          cwd=cwd, env=env, timeout=120)
 
 
 def tree(root: Path) -> dict:
