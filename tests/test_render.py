@@ -1,7 +1,7 @@
 """Rendered job scripts: a snapshot per shipped site profile, valid bash, and hostile values kept inert.
 
-A render asks the profile's scheduler for its limits: stand-ins answer (real Slurm 22.05 output from tests/fixtures
-for scontrol and sacctmgr; the PBS Pro / Torque stand-ins of tests/fakes), never the host's own commands."""
+A render asks the profile's scheduler for its limits: the stand-ins of tests/fakes answer (for Slurm with real
+Slurm 22.05 output from tests/fixtures), never the host's own commands."""
 
 from __future__ import annotations
 
@@ -19,25 +19,10 @@ from hpc_sweep.sites import profile_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 
-import captures  # noqa: E402
 import fakepbs  # noqa: E402
+import slurm_limits  # noqa: E402
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
-SLURM_CAPTURES = captures.fixture_folder("slurm-22.05")
-# The limit queries of the Slurm adapter, answered as the 22.05 cluster of tests/fixtures/slurm-22.05 did (the
-# QOS list as test_slurm_adapter's PROBE_QOS).
-SLURM_STANDINS = {
-    "scontrol": f"""#!/bin/sh
-case "$1 $2" in
-  "show config") cat "{SLURM_CAPTURES / 'scontrol_config_limits.txt'}" ;;
-  "show assoc_mgr") cat "{SLURM_CAPTURES / 'scontrol_assoc_mgr.txt'}" ;;
-  *) echo "stand-in scontrol: $* is not answered here" >&2; exit 2 ;;
-esac
-""",
-    "sacctmgr": """#!/bin/sh
-echo "normal|"
-""",
-}
 BASE = 'tag = "plain"\nlr = 0.1\n[model]\nwidth = 4\n'
 
 
@@ -51,15 +36,7 @@ def scheduler_env(tmp_path: Path, site: str) -> dict:
     scheduler = tomllib.loads(profile_files()[site].read_text())["scheduler"]
     if scheduler in ("pbspro", "torque"):
         return fakepbs.environ(tmp_path, scheduler)
-    env = dict(os.environ)
-    if scheduler == "slurm":
-        bin_dir = tmp_path / "slurm-standins"
-        bin_dir.mkdir(exist_ok=True)
-        for name, text in SLURM_STANDINS.items():
-            (bin_dir / name).write_text(text)
-            (bin_dir / name).chmod(0o755)
-        env["PATH"] = f"{bin_dir}{os.pathsep}{env['PATH']}"
-    return env
+    return slurm_limits.environ(tmp_path) if scheduler == "slurm" else dict(os.environ)
 
 
 def render(tmp_path: Path, root: Path, site: str) -> subprocess.CompletedProcess:
