@@ -9,12 +9,20 @@ Where the cluster cannot exist (not root, packages not installable) the fixture 
 CI (environment variable ``CI`` set), where it fails: CI must run these tests.
 
 Set ``HPC_SWEEP_KEEP_SLURM_STATE=1`` to keep the cluster's state directory (configs, daemon logs) after the session.
+
+No test runs a scheduler command it did not start: every test that neither uses the cluster (marked ``slurm``
+or asking for ``slurm_cluster``) runs with a folder of guard commands first on PATH (``HOST_SCHEDULER_COMMANDS``;
+see ``_host_scheduler_guard``). A guard command records the call and fails; the test then errors, naming the
+call. A test that needs a scheduler puts its own stand-ins before the guard on PATH, or uses the cluster.
+``nvidia-smi`` is answered "not found" without failing the test, so the local backend sees no GPUs unless a
+test brings a stand-in: the suite behaves the same on a GPU machine.
 """
 
 from __future__ import annotations
 
 import atexit
 import os
+import stat
 import sys
 from pathlib import Path
 
@@ -22,13 +30,47 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "cluster"))
 
-from slurm_cluster import ClusterUnavailable, SlurmCluster  # noqa: E402
+from slurm_cluster import WHEEL_ENV, ClusterUnavailable, SlurmCluster  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
 
 _STARTUP_KEY = pytest.StashKey[str]()
+
+# What hpc-sweep runs (schedulers/, hpc_sweep/cron.py) and what a test could reach on a login node.
+HOST_SCHEDULER_COMMANDS = (
+    "sbatch", "squeue", "sacct", "sacctmgr", "scontrol", "scancel", "sinfo", "srun", "salloc",
+    "qsub", "qstat", "qselect", "qdel", "qmgr", "pbsnodes", "crontab",
+)
+HOST_CALLS_ENV = "HOST_SCHEDULER_GUARD_LOG"  # no HPC_SWEEP_ prefix: some tests drop those from the env
+_GUARD = """#!/bin/sh
+# hpc-sweep test guard (tests/conftest.py): a test reached the host's {name} without starting it.
+printf '%s\\n' "{name} $*" >> "${{{env}:-/dev/null}}"
+echo "{name}: blocked by the hpc-sweep test guard: use the slurm_cluster fixture or a stand-in on PATH" >&2
+exit 127
+"""
+_NO_GPUS = """#!/bin/sh
+# hpc-sweep test guard (tests/conftest.py): the host's GPUs are not the tests' business.
+echo "nvidia-smi: not found (hpc-sweep test guard)" >&2
+exit 127
+"""
 
 
 def pytest_configure(config: pytest.Config) -> None:
     config.addinivalue_line("markers", "slurm: needs the real single-node Slurm started by tests/cluster (root only)")
+    _check_tested_package()
+
+
+def _check_tested_package() -> None:
+    """Under tests/run-all.sh (``$HPC_SWEEP_TEST_WHEEL`` set) the suite must test the installed wheel: a checkout
+    on sys.path would shadow it with source folders that are not the package users get."""
+    if not os.environ.get(WHEEL_ENV):
+        return
+    import hpc_sweep
+
+    where = Path(hpc_sweep.__file__).resolve()
+    if REPO in where.parents:
+        raise pytest.UsageError(f"hpc_sweep was imported from the checkout ({where}), not from the installed "
+                                f"{os.environ[WHEEL_ENV]}: run pytest outside the repository, as tests/run-all.sh does")
 
 
 def _unavailable(reason: str) -> None:
@@ -72,6 +114,36 @@ def _slurm_test_isolation(request: pytest.FixtureRequest):
     cluster: SlurmCluster = request.getfixturevalue("slurm_cluster")
     yield
     cluster.reset()
+
+
+@pytest.fixture(scope="session")
+def host_guard_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The folder of guard commands (one per name in HOST_SCHEDULER_COMMANDS, plus nvidia-smi)."""
+    folder = tmp_path_factory.mktemp("host-guard-bin")
+    scripts = {name: _GUARD.format(name=name, env=HOST_CALLS_ENV) for name in HOST_SCHEDULER_COMMANDS}
+    scripts["nvidia-smi"] = _NO_GPUS
+    for name, text in scripts.items():
+        path = folder / name
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR | stat.S_IXGRP | stat.S_IXOTH)
+    return folder
+
+
+@pytest.fixture(autouse=True)
+def _host_scheduler_guard(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch,
+                          host_guard_bin: Path, tmp_path_factory: pytest.TempPathFactory):
+    """Puts the guard commands first on PATH for this test (and every process it starts), and makes the test
+    error if any was called. Tests using the real cluster are left alone: their commands reach that cluster."""
+    if request.node.get_closest_marker("slurm") is not None or "slurm_cluster" in request.fixturenames:
+        yield
+        return
+    calls = tmp_path_factory.mktemp("host-calls", numbered=True) / "calls"
+    monkeypatch.setenv("PATH", f"{host_guard_bin}{os.pathsep}{os.environ.get('PATH', '')}")
+    monkeypatch.setenv(HOST_CALLS_ENV, str(calls))
+    yield
+    if calls.exists() and calls.read_text().strip():
+        pytest.fail("ran the host's scheduler commands (give the test stand-ins on PATH or the slurm_cluster "
+                    "fixture):\n  " + "\n  ".join(calls.read_text().splitlines()), pytrace=False)
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config: pytest.Config) -> None:

@@ -1,9 +1,20 @@
 #!/usr/bin/env bash
-# Set up and run the whole test suite: a virtual environment with hpc-sweep and its test extras, and, when run
-# as root on Debian, the system packages the real-cluster and browser tests need (Slurm, MariaDB, munge,
-# Chromium). The Slurm tests start their own single-node cluster and stop it by PID afterwards.
+# The whole test suite, against the package users get:
+#   1. as root on Debian, the system packages the real-cluster and browser tests need (Slurm, MariaDB, munge,
+#      Chromium);
+#   2. the sdist and, from it, the wheel (python -m build, in a throwaway virtual environment), checked by
+#      tests/check_dist.py: every module, the job templates (*.j2) and site profiles (*.toml), no top-level
+#      package besides hpc_sweep;
+#   3. the wheel with its test extras installed into a fresh virtual environment made from the system Python;
+#   4. pytest from outside the checkout, so the repository's source folders cannot shadow the installed package
+#      (tests find examples/ and tests/fixtures/ by their own path). The Slurm tests start their own single-node
+#      cluster, whose test user gets the same wheel ($HPC_SWEEP_TEST_WHEEL), and stop it by PID.
+# Arguments go to pytest; test paths may be given relative to the repository (tests/test_render.py -k dcu).
+# Everything built lives in one temporary folder, removed at the end. PYTHON picks the interpreter (default python3).
+# Quicker while developing: an editable install, see README "Development".
 set -euo pipefail
-cd "$(dirname "$0")/.."
+repo="$(cd "$(dirname "$0")/.." && pwd)"
+python="${PYTHON:-python3}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=()
@@ -17,7 +28,40 @@ if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     fi
 fi
 
-python3 -m venv .venv
-.venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e '.[test,plot]'
-exec .venv/bin/python -m pytest -q "$@"
+work="$(mktemp -d "${TMPDIR:-/tmp}/hpc-sweep-ci.XXXXXX")"
+trap 'rm -rf "$work"' EXIT
+started=$SECONDS
+
+echo "building the sdist and the wheel in $work/dist"
+"$python" -m venv "$work/build-venv"
+"$work/build-venv/bin/python" -m pip install -q build 'tomli; python_version < "3.11"'
+"$work/build-venv/bin/python" -m build -q --outdir "$work/dist" "$repo" >"$work/build.log" 2>&1 \
+    || { cat "$work/build.log"; exit 1; }
+"$work/build-venv/bin/python" "$repo/tests/check_dist.py" "$repo" "$work/dist"
+wheels=("$work"/dist/*.whl)
+wheel="${wheels[0]}"
+
+echo "installing $(basename "$wheel") with its test extras into a fresh virtual environment"
+"$python" -m venv "$work/venv"
+"$work/venv/bin/python" -m pip install -q --upgrade pip
+"$work/venv/bin/python" -m pip install -q "$wheel[test,plot]"
+echo "built and installed in $((SECONDS - started)) s"
+
+args=()
+has_path=no
+for arg in "$@"; do  # pytest runs elsewhere: test paths become absolute (from here or from the repository)
+    file="${arg%%::*}"
+    if [[ $arg != -* && -e $file ]]; then
+        arg="$(cd "$(dirname "$file")" && pwd)/$(basename "$file")${arg#"$file"}"
+        has_path=yes
+    elif [[ $arg != -* && -e $repo/$file ]]; then
+        arg="$repo/$arg"
+        has_path=yes
+    fi
+    args+=("$arg")
+done
+[ $has_path = yes ] || args+=("$repo/tests")
+
+cd "$work"  # outside the checkout: only the installed package is importable
+HPC_SWEEP_TEST_WHEEL="$wheel" "$work/venv/bin/python" -m pytest -q -p no:cacheprovider \
+    --rootdir "$repo" -c "$repo/pyproject.toml" "${args[@]}"

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -10,26 +10,25 @@ import pytest
 from hpc_sweep.schedulers.base import CommandResult
 from hpc_sweep.schedulers.detect import DETECT_ARGVS, detect_from_outputs, slurm_version
 
-FIXTURES = Path(os.environ.get("HPC_SWEEP_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+
+import captures  # noqa: E402
+
+SLURM = captures.fixture_folder("slurm-22.05")
+ELSEWHERE = captures.fixture_folder("captured-elsewhere")
 
 # Torque's qstat prints this on stderr: fprintf(stderr, "Version: %s\nCommit: %s\n", PACKAGE_VERSION, GIT_HASH)
 # (adaptivecomputing/torque src/cmds/qstat.c); no capture of it was found, so the reference's version is used.
 TORQUE_VERSION = "Version: 6.1.3\n"
 
 
-def read(path: Path) -> str:
-    if not path.is_file():
-        raise FileNotFoundError(f"fixture {path} missing: set HPC_SWEEP_FIXTURES to shared/fixtures")
-    return path.read_text()
-
-
 def result(argv, stdout="", stderr="", rc=0) -> CommandResult:
     return CommandResult(argv=list(argv), returncode=rc, stdout=stdout, stderr=stderr)
 
 
-SBATCH = result(DETECT_ARGVS["slurm"], read(FIXTURES / "slurm-22.05" / "sbatch_version.txt"))
+SBATCH = result(DETECT_ARGVS["slurm"], captures.read(SLURM / "sbatch_version.txt"))
 PBSPRO = result(DETECT_ARGVS["pbs"],
-                read(FIXTURES / "captured-elsewhere" / "pbspro" / "issue_reframe2936_pbspro19_qstat_version.txt"))
+                captures.read(ELSEWHERE / "pbspro" / "issue_reframe2936_pbspro19_qstat_version.txt"))
 NOT_FOUND = result(DETECT_ARGVS["slurm"], "", "sbatch: command not found", 127)  # what hpc_sweep.shell.run returns
 
 
@@ -63,7 +62,7 @@ def test_torque_on_either_stream(qstat):
 
 
 def test_nothing_recognised():
-    cannot_connect = read(FIXTURES / "captured-elsewhere" / "torque" / "issue_cbio178_qstat_err_cannot_connect.txt")
+    cannot_connect = captures.read(ELSEWHERE / "torque" / "issue_cbio178_qstat_err_cannot_connect.txt")
     assert detect_from_outputs(None, result(DETECT_ARGVS["pbs"], stderr=cannot_connect, rc=111)) is None
     assert detect_from_outputs(NOT_FOUND, result(DETECT_ARGVS["pbs"], "", "qstat: command not found", 127)) is None
     assert detect_from_outputs(None, None) is None

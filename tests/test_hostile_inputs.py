@@ -27,6 +27,10 @@ import yaml
 
 from hpc_sweep.formats import tomllib
 
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+
+import slurm_limits  # noqa: E402
+
 REPO = Path(__file__).resolve().parents[1]
 HOSTILE = Path(__file__).resolve().parent / "data" / "hostile"
 MANIFEST = json.loads((HOSTILE / "manifest.json").read_text())["expected_key"]
@@ -46,10 +50,10 @@ def sweep_toml(ext: str = "toml", site: str = "local", grid: str = 'lr = [0.1, 0
             f'command = "cat {{config}}"\nsite = "{site}"\n{sweep_extra}\n[grid]\n{grid}\n\n{log}{extra}')
 
 
-def hpc(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("HPC_SWEEP_")}
+def hpc(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in (os.environ if env is None else env).items() if not k.startswith("HPC_SWEEP_")}
     return subprocess.run([sys.executable, "-m", "hpc_sweep.cli", *args], capture_output=True, text=True,
-                          cwd=cwd or str(REPO), env=env, timeout=120)
+                          cwd=cwd, env=env, timeout=120)
 
 
 def tree(root: Path) -> dict:
@@ -188,7 +192,7 @@ def test_hostile_values_in_a_yaml_base_sweep_round_trip(tmp_path):
     files = _configs(root)
     assert [yaml.safe_load(p.read_text(encoding="utf-8"))["tag"] for p in files] == VALUES
     # The values reach only the config files: the rendered Slurm script never carries one of them.
-    rendered = hpc("render", str(root))
+    rendered = hpc("render", str(root), env=slurm_limits.environ(tmp_path))  # its limit queries: stand-ins
     assert rendered.returncode == 0, rendered.stderr
     (script,) = (root / "script").glob("*.sh")
     text = script.read_text()

@@ -1,9 +1,8 @@
-"""PBS Pro / OpenPBS adapter: every captured output under shared/fixtures, plus the argv builders and fakes."""
+"""PBS Pro / OpenPBS adapter: every captured output under tests/fixtures, plus the argv builders and fakes."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -35,17 +34,16 @@ from hpc_sweep.schedulers.pbspro import (
     throttle_supported,
 )
 
-FIXTURES = Path(os.environ.get("HPC_SWEEP_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
-OPENPBS = FIXTURES / "openpbs-23.06"
-ELSEWHERE = FIXTURES / "captured-elsewhere" / "pbspro"
 FAKES = Path(__file__).resolve().parent / "fakes"
 sys.path.insert(0, str(FAKES))
 
 import captures  # noqa: E402
 import fakepbs  # noqa: E402
 
+OPENPBS = captures.fixture_folder("openpbs-23.06")
+ELSEWHERE = captures.fixture_folder("captured-elsewhere", "pbspro")
+
 S = PbsProScheduler()
-needs_fixtures = pytest.mark.skipif(not OPENPBS.is_dir() and not os.environ.get("CI"), reason=f"fixtures not found at {FIXTURES}")
 
 
 def live(path: Path) -> List[TaskRecord]:
@@ -321,7 +319,6 @@ def _(path: Path) -> None:
     assert rec.host and rec.elapsed_s is not None and rec.start
 
 
-@needs_fixtures
 def test_text_parser_rejoins_wrapped_values_across_an_empty_continuation() -> None:
     path = ELSEWHERE / "palmetto_pbspro14_qstat_xf_F_exit0.txt"
     attrs = parse_qstat_f_text(captures.read(path))["7600424.pbs02"]
@@ -350,8 +347,7 @@ def _(path: Path) -> None:
 def _all_captures() -> List[str]:
     names = []
     for folder, label in ((OPENPBS, "openpbs-23.06"), (ELSEWHERE, "pbspro")):
-        if folder.is_dir():
-            names += [f"{label}/{n}" for n in captures.fixture_files(folder)]
+        names += [f"{label}/{n}" for n in captures.fixture_files(folder)]
     return names
 
 
@@ -360,7 +356,6 @@ def _path(name: str) -> Path:
     return (OPENPBS if label == "openpbs-23.06" else ELSEWHERE) / file
 
 
-@needs_fixtures
 def test_every_capture_has_a_check() -> None:
     assert set(_all_captures()) == set(CHECKS)
 
@@ -388,7 +383,6 @@ def _break(text: str, where: str, insert: str) -> str:
     return text[:pos] + insert + text[pos:]
 
 
-@needs_fixtures
 def test_exported_shell_functions_in_variable_list_are_repaired() -> None:
     text = captures.read(OPENPBS / "g_mixed_exit_xtjson.txt")
     broken = _break(text, '                "PBS_O_HOME"', BASH_FUNC)
@@ -398,7 +392,6 @@ def test_exported_shell_functions_in_variable_list_are_repaired() -> None:
     assert {r.task_id: (r.state, r.exit_code) for r in got} == _clean_states()
 
 
-@needs_fixtures
 def test_broken_variable_list_as_last_key_is_dropped_cleanly() -> None:
     text = captures.read(OPENPBS / "a_sub0_json.txt")
     # Move Variable_List to the end of the job and break it.
@@ -412,7 +405,6 @@ def test_broken_variable_list_as_last_key_is_dropped_cleanly() -> None:
     assert (rec.index, rec.state) == (0, RUNNING)
 
 
-@needs_fixtures
 def test_breakage_outside_variable_list_uses_the_tolerant_reader() -> None:
     text = captures.read(OPENPBS / "g_mixed_exit_xtjson.txt")
     broken = text.replace('"Submit_arguments":"-J 0-2', '"Submit_arguments":"-v "X=1" -J 0-2')
@@ -422,7 +414,6 @@ def test_breakage_outside_variable_list_uses_the_tolerant_reader() -> None:
     assert {r.task_id: (r.state, r.exit_code) for r in got} == _clean_states()
 
 
-@needs_fixtures
 def test_tab_indented_json_layout() -> None:
     doc = json.loads(captures.read(OPENPBS / "g_mixed_exit_xtjson.txt"))
     tabbed = json.dumps(doc, indent="\t", separators=(",", ":\t"))
@@ -430,14 +421,12 @@ def test_tab_indented_json_layout() -> None:
     assert {r.task_id: (r.state, r.exit_code) for r in got} == _clean_states()
 
 
-@needs_fixtures
 def test_unknown_ids_do_not_hide_the_others() -> None:
     text = captures.read(OPENPBS / "a_sub0_json.txt")
     (rec,) = S.parse_live(CommandResult(["qstat"], 153, text, "qstat: Unknown Job Id 7[].vm\n"))
     assert rec.task_id == "0[0].vm"
 
 
-@needs_fixtures
 def test_ids_answered_by_nothing_at_all_change_nothing() -> None:
     text = captures.read(OPENPBS / "a_t_json.txt")
     argv = S.live_argv("bob", ["0[].vm", "1[].vm"])
@@ -717,7 +706,6 @@ def test_fake_array_lifecycle(tmp_path: Path, fake: Dict[str, str]) -> None:
     assert result.returncode == 35 and PbsProScheduler(history=False).parse_live(result) == []
 
 
-@needs_fixtures
 def test_fake_json_has_the_captured_shape(tmp_path: Path, fake: Dict[str, str]) -> None:
     sid = submit(tmp_path, fake, "#PBS -J 0-5\n")
     fakepbs.set_state(sid, 0, "R")
@@ -738,7 +726,6 @@ def test_fake_json_has_the_captured_shape(tmp_path: Path, fake: Dict[str, str]) 
     assert list(jobs["0[5].vm"]) == keys_of("c_array_xtjson_done.txt", "0[5].vm")
 
 
-@needs_fixtures
 def test_fake_qdel_and_throttle_shapes(tmp_path: Path, fake: Dict[str, str]) -> None:
     sid = submit(tmp_path, fake, "#PBS -J 1-4\n")
     fakepbs.set_state(sid, 1, "R")
@@ -792,7 +779,6 @@ def test_fake_plain_job_and_limits(tmp_path: Path, fake: Dict[str, str]) -> None
     assert S.parse_version(run(S.version_argv(), env)) == fakepbs.PBS_VERSION
 
 
-@needs_fixtures
 @pytest.mark.parametrize("damage", ["truncated", "brace"])
 def test_json_beyond_repair_changes_nothing(damage: str) -> None:
     text = captures.read(OPENPBS / "a_t_json.txt")

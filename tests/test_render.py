@@ -1,4 +1,7 @@
-"""Rendered job scripts: a snapshot per shipped site profile, valid bash, and hostile values kept inert."""
+"""Rendered job scripts: a snapshot per shipped site profile, valid bash, and hostile values kept inert.
+
+A render asks the profile's scheduler for its limits: the stand-ins of tests/fakes answer (for Slurm with real
+Slurm 22.05 output from tests/fixtures), never the host's own commands."""
 
 from __future__ import annotations
 
@@ -11,7 +14,13 @@ from pathlib import Path
 
 import pytest
 
+from hpc_sweep.formats import tomllib
 from hpc_sweep.sites import profile_files
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+
+import fakepbs  # noqa: E402
+import slurm_limits  # noqa: E402
 
 SNAPSHOTS = Path(__file__).parent / "snapshots"
 BASE = 'tag = "plain"\nlr = 0.1\n[model]\nwidth = 4\n'
@@ -20,6 +29,18 @@ BASE = 'tag = "plain"\nlr = 0.1\n[model]\nwidth = 4\n'
 def hpc(*args: str, cwd=None, env=None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "hpc_sweep.cli", *args], capture_output=True, text=True, cwd=cwd,
                           env=env)
+
+
+def scheduler_env(tmp_path: Path, site: str) -> dict:
+    """The environment for a render of ``site``: stand-ins for its scheduler's commands first on PATH."""
+    scheduler = tomllib.loads(profile_files()[site].read_text())["scheduler"]
+    if scheduler in ("pbspro", "torque"):
+        return fakepbs.environ(tmp_path, scheduler)
+    return slurm_limits.environ(tmp_path) if scheduler == "slurm" else dict(os.environ)
+
+
+def render(tmp_path: Path, root: Path, site: str) -> subprocess.CompletedProcess:
+    return hpc("render", str(root), env=scheduler_env(tmp_path, site))
 
 
 def make_sweep(tmp_path: Path, site: str, tags: list, device: str = "gpu*2") -> Path:
@@ -57,7 +78,7 @@ def normalised(script: str, root: Path) -> str:
 @pytest.mark.parametrize("profile", sorted(profile_files()))
 def test_rendered_script_matches_snapshot_and_parses(tmp_path, profile):
     root = make_sweep(tmp_path, profile, ["a", "b", "c"])
-    result = hpc("render", str(root))
+    result = render(tmp_path, root, profile)
     assert result.returncode == 0, result.stderr
     scripts = sorted((root / "script").glob("*.sh"))
     assert len(scripts) == 1
@@ -75,7 +96,7 @@ def test_rendered_script_matches_snapshot_and_parses(tmp_path, profile):
 
 def test_slurm_directives_follow_the_profile(tmp_path):
     root = make_sweep(tmp_path, "example-a100-slurm", ["a", "b"], device="gpu*3")
-    hpc("render", str(root))
+    assert render(tmp_path, root, "example-a100-slurm").returncode == 0
     text = next((root / "script").glob("*.sh")).read_text()
     assert "#SBATCH --gpus-per-node=a100:3" in text
     assert "#SBATCH --partition=gpu-a100" in text and "#SBATCH --account=chem-ml" in text
@@ -89,13 +110,13 @@ def test_slurm_directives_follow_the_profile(tmp_path):
 
 def test_dcu_resource_name(tmp_path):
     root = make_sweep(tmp_path, "example-dcu-slurm", ["a", "b"], device="dcu*4")
-    hpc("render", str(root))
+    assert render(tmp_path, root, "example-dcu-slurm").returncode == 0
     assert "#SBATCH --gres=dcu:4" in next((root / "script").glob("*.sh")).read_text()
 
 
 def test_pbs_single_config_is_a_plain_job(tmp_path):
     root = make_sweep(tmp_path, "pbspro", ["only"])
-    hpc("render", str(root))
+    assert render(tmp_path, root, "pbspro").returncode == 0
     text = next((root / "script").glob("*.sh")).read_text()
     assert "#PBS -J" not in text and "#PBS -l select=1:ncpus=8:ngpus=2:mem=32768mb" in text
 
@@ -106,14 +127,12 @@ HOSTILE = ["$(touch PWNED)", "`touch PWNED`", "a'b\"c", "line1\nline2; touch PWN
 def test_hostile_values_stay_inert_text(tmp_path):
     tags = [t.replace("PWNED", str(tmp_path / "pwned")) for t in HOSTILE]
     root = make_sweep(tmp_path, "local", tags)
-    result = hpc("render", str(root))
+    result = render(tmp_path, root, "local")
     assert result.returncode == 0, result.stderr
     script = next((root / "script").glob("*.sh"))
     text = script.read_text()
     for tag in tags:
         assert tag not in text
-    from hpc_sweep.formats import tomllib
-
     for index, tag in enumerate(tags):
         env = dict(os.environ, HPC_SWEEP_INDEX=str(index), HPC_SWEEP_TASK_ID=f"t{index}")
         run = subprocess.run(["bash", str(script)], env=env, capture_output=True, text=True, cwd=tmp_path)

@@ -1,15 +1,15 @@
 """The Slurm adapter against real Slurm output.
 
 Sources, all real:
-- ``shared/fixtures/slurm-22.05/``: captures from a live Slurm 22.05.8 cluster (see its README);
-- ``shared/fixtures/captured-elsewhere/slurm/``: captures from other sites (default squeue/sacct layouts);
+- ``tests/fixtures/slurm-22.05/``: captures from a live Slurm 22.05.8 cluster (see its README);
+- ``tests/fixtures/captured-elsewhere/slurm/``: captures from other sites (default squeue/sacct layouts);
 - the ``PROBE_*`` strings below: output of the same Slurm 22.05.8, captured 2026-11-23 on the single-node cluster of
   ``tests/cluster/slurm_cluster.py`` (user ``hpcsweep``, node ``vm``) with the argv shown next to each.
 """
 
 from __future__ import annotations
 
-import os
+import sys
 from pathlib import Path
 from typing import Dict, List, Sequence
 
@@ -26,9 +26,12 @@ from hpc_sweep.schedulers.slurm import (
     parse_duration, parse_exit_code, split_task_id,
 )
 
-FIXTURES = Path(os.environ.get("HPC_SWEEP_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
-SLURM = FIXTURES / "slurm-22.05"
-ELSEWHERE = FIXTURES / "captured-elsewhere" / "slurm"
+sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
+
+import captures  # noqa: E402
+
+SLURM = captures.fixture_folder("slurm-22.05")
+ELSEWHERE = captures.fixture_folder("captured-elsewhere", "slurm")
 
 # The argv each fixture was captured with (slurm-22.05/README.md).
 FIXTURE_SQUEUE_FMT = "%i|%A|%F|%K|%j|%T|%r|%M|%l"
@@ -106,10 +109,7 @@ PROBE_SACCT_DBD_DOWN = (
 )
 
 
-def read(path: Path) -> str:
-    if not path.is_file():
-        raise FileNotFoundError(f"fixture {path} missing: set HPC_SWEEP_FIXTURES to shared/fixtures")
-    return path.read_text()
+read = captures.read
 
 
 def ok(argv: Sequence[str], stdout: str) -> CommandResult:

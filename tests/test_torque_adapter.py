@@ -1,8 +1,7 @@
-"""Torque adapter: every captured Torque output under shared/fixtures, plus the argv builders and fakes."""
+"""Torque adapter: every captured Torque output under tests/fixtures, plus the argv builders and fakes."""
 
 from __future__ import annotations
 
-import os
 import re
 import subprocess
 import sys
@@ -29,16 +28,15 @@ from hpc_sweep.schedulers.base import (
 from hpc_sweep.schedulers.pbspro import parse_qstat_f_text, submission_key
 from hpc_sweep.schedulers.torque import TorqueScheduler, parse_qstat_xml, submission_name, torque_state
 
-FIXTURES = Path(os.environ.get("HPC_SWEEP_FIXTURES", Path(__file__).resolve().parents[2] / "shared" / "fixtures"))
-TORQUE = FIXTURES / "captured-elsewhere" / "torque"
 FAKES = Path(__file__).resolve().parent / "fakes"
 sys.path.insert(0, str(FAKES))
 
 import captures  # noqa: E402
 import fakepbs  # noqa: E402
 
+TORQUE = captures.fixture_folder("captured-elsewhere", "torque")
+
 T = TorqueScheduler()
-needs_fixtures = pytest.mark.skipif(not TORQUE.is_dir() and not os.environ.get("CI"), reason=f"fixtures not found at {FIXTURES}")
 
 
 def live(path: Path) -> List[TaskRecord]:
@@ -202,10 +200,9 @@ def _(path: Path) -> None:
 
 
 def _all_captures() -> List[str]:
-    return captures.fixture_files(TORQUE) if TORQUE.is_dir() else []
+    return captures.fixture_files(TORQUE)
 
 
-@needs_fixtures
 def test_every_capture_has_a_check() -> None:
     assert set(_all_captures()) == set(CHECKS)
 
@@ -220,7 +217,6 @@ def test_capture(name: str) -> None:
 # ---------------------------------------------------------------------------------------------------------
 
 
-@needs_fixtures
 def test_variable_list_may_hold_anything() -> None:
     text = captures.read(TORQUE / "boliqq07_torque6_qstat_x_C_exit0.txt")
     broken = text.replace("PBS_O_QUEUE=master,", "PBS_O_QUEUE=master,BASH_FUNC_f%%=() { a <b && c; },", 1)
@@ -230,7 +226,6 @@ def test_variable_list_may_hold_anything() -> None:
     assert (rec.state, rec.exit_code) == (COMPLETED, 0)
 
 
-@needs_fixtures
 def test_unescaped_text_outside_variable_list_falls_back_to_tag_reading() -> None:
     text = captures.read(TORQUE / "boliqq07_torque6_qstat_x_xmldecl_R_Q.txt")
     broken = text.replace("<submit_args>pbs.run</submit_args>", "<submit_args>pbs.run -v A=1&B<2</submit_args>")
@@ -388,7 +383,12 @@ def test_fake_torque_slot_limit_and_errors(tmp_path: Path, fake: Dict[str, str])
     expect_error("transient", lambda: submit(tmp_path, down, ""))
 
 
-@needs_fixtures
+def test_fake_torque_limits(fake: Dict[str, str]) -> None:
+    (server,) = T.limits_argvs("bob")  # qmgr -c 'list server'; no queue asked for
+    assert T.parse_limits([run(server, fake)]).max_queued is None
+    assert T.parse_limits([run(server, dict(fake, FAKE_PBS_MAX_QUEUED="6"))]).max_queued == 6
+
+
 def test_fake_torque_xml_has_the_captured_shape(tmp_path: Path, fake: Dict[str, str]) -> None:
     sid = submit(tmp_path, fake, "#PBS -t 1-2\n")
     for i in (1, 2):

@@ -8,7 +8,9 @@
 
 with ``GresTypes=gpu`` / ``Gres=gpu:8`` backed by eight plain files, ``select/cons_tres`` and
 ``AccountingStorageEnforce=associations,limits,qos``, plus an ordinary Linux user with a Slurm account (root is
-exempt from association limits) and a virtual environment that user can run, holding this repository installed.
+exempt from association limits) and a virtual environment that user can run, holding this repository installed:
+the wheel named by ``$HPC_SWEEP_TEST_WHEEL`` where set (tests/run-all.sh sets it to the wheel the suite tests),
+else the repository's source.
 
 Every daemon is started in the foreground as a child of this process; its PID is recorded and ``stop()`` signals
 only those PIDs. Daemons left over from other runs are never touched: all ports are chosen free at start-up.
@@ -48,6 +50,7 @@ REQUIRED_BINARIES = [
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 DEBIAN_PYTHON = "/usr/bin/python3"
 VENV_CACHE_ROOT = Path("/var/tmp/hpc-sweep-test-venvs")
+WHEEL_ENV = "HPC_SWEEP_TEST_WHEEL"
 CLUSTER_NAME = "hpcsweep"
 ACCOUNT = "sweepers"
 PARTITION = "debug"
@@ -219,9 +222,11 @@ class SlurmCluster:
 
     def __init__(self, state_dir: Optional[os.PathLike] = None, user: str = "hpcsweep",
                  repo: os.PathLike = REPO_ROOT, cpus: Optional[int] = None, install_packages: bool = True,
-                 build_venv: bool = True, log: Callable[[str], None] = None):
+                 build_venv: bool = True, log: Callable[[str], None] = None, wheel: Optional[os.PathLike] = None):
         self.user = user
         self.repo = Path(repo)
+        wheel = wheel or os.environ.get(WHEEL_ENV)
+        self.wheel: Optional[Path] = Path(wheel).resolve() if wheel else None  # None: install the source
         self.install_packages = install_packages
         self.build_venv = build_venv
         self._log_fn = log or (lambda m: print(m, file=sys.stderr, flush=True))
@@ -752,7 +757,8 @@ class SlurmCluster:
 
     def _write_configs(self) -> None:
         self._write_slurm_conf()
-        # plain files, not devices: slurmd logs an error per file but registers gpu:8 (see shared fixtures README)
+        # plain files, not devices: slurmd logs an error per file but registers gpu:8
+        # (see tests/fixtures/slurm-22.05/README.md)
         self.gres_conf.write_text(f"AutoDetect=off\nNodeName={self.hostname} Name=gpu File={self.gpu_dir}/gpu[0-{NUM_GPUS - 1}]\n")
         self.gres_conf.chmod(0o644)
         dbd = [
@@ -956,6 +962,22 @@ class SlurmCluster:
                 if want != mode:
                     os.chmod(p, want)
 
+    def _package_source(self) -> Path:
+        """What pip installs for the test user: the wheel under test, or a copy of the repository's source."""
+        if self.wheel is None:
+            return self._copy_repo()
+        if not self.wheel.is_file():
+            raise ClusterError(f"{WHEEL_ENV}={self.wheel}: no such wheel")
+        return self.wheel
+
+    def _build_requirements(self) -> List[str]:
+        """The build backend's requirements (pyproject.toml), for installs from source without build isolation."""
+        try:
+            import tomllib
+        except ImportError:  # Python < 3.11
+            import tomli as tomllib
+        return list(tomllib.loads((self.repo / "pyproject.toml").read_text())["build-system"]["requires"])
+
     def _deps_venv(self, src: Path) -> Path:
         """A cached venv (Debian python) holding the repository's dependencies but not the package itself.
 
@@ -975,20 +997,23 @@ class SlurmCluster:
                                    env=dict(os.environ, PATH=SYSTEM_PATH))
                 if r.returncode != 0:
                     raise ClusterError(f"{DEBIAN_PYTHON} -m venv failed: {r.stdout}{r.stderr}")
-                self._pip(venv, "install", "--upgrade", "setuptools>=61", "wheel")
-                # the repository with its dependencies, then without the package itself: each session's venv
-                # installs the current code of the repository on top
-                self._pip(venv, "install", "--no-build-isolation", str(src))
+                self._pip(venv, "install", "--upgrade", *self._build_requirements(), "wheel")
+                # the package with its dependencies, then without the package itself: each session's venv
+                # installs the package under test on top
+                self._pip(venv, "install", *self._no_build_isolation(), str(src))
                 self._pip(venv, "uninstall", "-y", "hpc-sweep")
                 self._make_world_readable(venv)
                 ready.write_text("ok\n")
         return venv
 
+    def _no_build_isolation(self) -> List[str]:
+        return [] if self.wheel is not None else ["--no-build-isolation"]  # a wheel needs no build
+
     def _build_user_venv(self) -> None:
         """The test user's venv, from Debian's python3 (the default python3 may live under /root, which the user
-        cannot enter): a fresh per-session venv holding the current code of the repository (``--no-deps``), that
-        sees the cached dependency venv through a .pth file."""
-        src = self._copy_repo()
+        cannot enter): a fresh per-session venv holding the package under test (the wheel, or the repository's
+        current source; ``--no-deps``), that sees the cached dependency venv through a .pth file."""
+        src = self._package_source()
         deps = self._deps_venv(src)
         venv = self.state_dir / "venv"
         r = subprocess.run([DEBIAN_PYTHON, "-m", "venv", "--without-pip", str(venv)], capture_output=True, text=True,
@@ -999,7 +1024,7 @@ class SlurmCluster:
         (deps_site,) = deps.glob("lib/python3*/site-packages")
         (site / "_hpc_sweep_test_deps.pth").write_text(f"{deps_site}\n")
         # pip, setuptools and wheel come from the deps venv through the .pth; the install goes to this venv
-        self._pip(venv, "install", "--no-deps", "--no-build-isolation", "--ignore-installed", str(src))
+        self._pip(venv, "install", "--no-deps", *self._no_build_isolation(), "--ignore-installed", str(src))
         self._make_world_readable(venv)
         self.venv_dir = venv
         # sanity: the test user can run it, and imports the package from this venv

@@ -1,4 +1,8 @@
-"""Reading the captured scheduler output under shared/fixtures for the adapter tests."""
+"""Reading the captured scheduler output under tests/fixtures for the adapter tests.
+
+The captures live in the repository (copied from the project's shared fixture store with their provenance
+READMEs), so a fresh clone tests the same bytes; a missing folder or file is an error, never a skip.
+"""
 
 from __future__ import annotations
 
@@ -7,6 +11,16 @@ from pathlib import Path
 from typing import List, Tuple
 
 from hpc_sweep.schedulers.base import CommandResult
+
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures"
+
+
+def fixture_folder(*parts: str) -> Path:
+    """A folder of captures under tests/fixtures; raises at import (collection) when the folder is missing."""
+    folder = FIXTURES.joinpath(*parts)
+    if not folder.is_dir():
+        raise FileNotFoundError(f"fixture folder {folder} missing: the repository's tests/fixtures is incomplete")
+    return folder
 
 
 def fixture_files(folder: Path) -> List[str]:

@@ -1,10 +1,10 @@
-"""Stand-in PBS Pro / Torque commands for tests (``qsub``, ``qstat``, ``qdel``, ``qselect`` in this folder).
+"""Stand-in PBS Pro / Torque commands for tests (``qsub``, ``qstat``, ``qdel``, ``qselect``, ``qmgr`` here).
 
 Put this folder first on PATH (see :func:`environ`). The commands:
 
 - append their argv as a JSON line to ``$FAKE_PBS_LOG`` (argv[0] is the bare command name);
 - keep a tiny job table in the JSON file ``$FAKE_PBS_STATE``;
-- print output SHAPED like the real captures in shared/fixtures (OpenPBS 23.06 ``qstat -f -F json``, Torque 6
+- print output SHAPED like the real captures in tests/fixtures (OpenPBS 23.06 ``qstat -f -F json``, Torque 6
   ``qstat -x``): same keys in the same order, same id spellings, same error texts and exit codes.
 
 ``$FAKE_PBS_FLAVOR`` is ``pbspro`` (default) or ``torque``. Jobs never run by themselves: a test moves them
@@ -330,7 +330,7 @@ def _variable_list(job: Dict[str, Any]) -> Dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------------------
-# PBS Pro: qstat -f -F json [-x] [-t] ids  (key order as in shared/fixtures/openpbs-23.06)
+# PBS Pro: qstat -f -F json [-x] [-t] ids  (key order as in tests/fixtures/openpbs-23.06)
 # ---------------------------------------------------------------------------------------------------------
 
 
@@ -743,10 +743,30 @@ def qselect(args: Sequence[str]) -> Output:
     return "".join(line + "\n" for line in lines), "", 0
 
 
+# ---------------------------------------------------------------------------------------------------------
+# qmgr -c 'list server': Torque's server attributes (the Torque adapter's limit query)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def qmgr(args: Sequence[str]) -> Output:
+    """``Server <name>`` and TAB-indented ``key = value`` lines, as Torque's qmgr lists them;
+    ``FAKE_PBS_MAX_QUEUED`` shows as ``max_user_queuable``."""
+    if os.environ.get("FAKE_PBS_DOWN"):
+        return _down("qmgr", flavor())
+    if list(args) != ["-c", "list server"]:
+        return "", "fake qmgr: only \"qmgr -c 'list server'\" is implemented\n", 2
+    lines = [f"Server {_server()}", "\tserver_state = Active", "\tscheduling = True", "\ttotal_jobs = 0"]
+    limit = os.environ.get("FAKE_PBS_MAX_QUEUED")
+    if limit:
+        lines.append(f"\tmax_user_queuable = {limit}")
+    lines += ["\tdefault_queue = batch", "\tpbs_version = 6.1.3"]
+    return "\n".join(lines) + "\n", "", 0
+
+
 def main(command: str) -> int:
-    """Entry point of the ``qsub``/``qstat``/``qdel``/``qselect`` scripts in this folder."""
+    """Entry point of the ``qsub``/``qstat``/``qdel``/``qselect``/``qmgr`` scripts in this folder."""
     log_call(sys.argv)
-    handler = {"qsub": qsub, "qstat": qstat, "qdel": qdel, "qselect": qselect}[command]
+    handler = {"qsub": qsub, "qstat": qstat, "qdel": qdel, "qselect": qselect, "qmgr": qmgr}[command]
     stdout, stderr, rc = handler(sys.argv[1:])
     sys.stdout.write(stdout)
     sys.stderr.write(stderr)
