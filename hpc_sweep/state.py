@@ -159,10 +159,11 @@ class Store:
                     self.set_meta(key, value)
                 yield self.conn
                 faults.point("before_commit")  # dying here leaves a hot journal: the next opener rolls it back
+                self.conn.execute("COMMIT")
             except BaseException:
-                self.conn.execute("ROLLBACK")
+                if self.conn.in_transaction:  # also a COMMIT that failed (busy, disk full): nothing half-kept
+                    self.conn.execute("ROLLBACK")
                 raise
-            self.conn.execute("COMMIT")
             self._pending_meta.clear()
         finally:
             self.conn.execute("PRAGMA query_only = ON")

@@ -183,3 +183,20 @@ def test_repair_mid_sweep_on_real_runs_runs_nothing_twice(tmp_path, sweeps):
     final = wait_for(all_completed, 120, interval=0.3, what="every config to complete")
     assert all(c["epoch"] == 3 for c in final.values())
     assert sweep.starts() == Counter({f"config00{i}": 1 for i in range(1, 7)})
+
+
+def test_a_repair_killed_half_way_leaves_the_damaged_state_as_it_was(tmp_path):
+    """kill -9 inside the rebuild (the new database is built beside state.db): state.db is still the damaged file,
+    nothing is set aside, every command still names repair; the next repair rebuilds it."""
+    sweep = StandInSweep(tmp_path)
+    sweep.cli("submit", str(sweep.root))
+    damage_both(sweep.paths)
+    damaged = sweep.paths.db.read_bytes()
+    killed = sweep.cli("repair", str(sweep.root), check=False, HPC_SWEEP_FAULT="before_commit@2")
+    assert killed.returncode == -9, (killed.stdout, killed.stderr)
+    assert sweep.paths.db.read_bytes() == damaged
+    assert not list(sweep.paths.state_dir.glob("*.corrupt-*"))
+    assert "hpc-sweep repair" in one_line(sweep.cli("status", str(sweep.root), check=False).stderr)
+    sweep.cli("repair", str(sweep.root))
+    assert not (sweep.paths.state_dir / "state.db.rebuilding").exists()
+    assert {c["state"] for c in table(sweep).values()} == {"pending"}

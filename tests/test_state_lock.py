@@ -174,8 +174,11 @@ def test_a_read_session_of_an_older_database_reads_it_without_writing(sweep):
     """An older hpc-sweep's database (no schema_version, configs without the later columns, no events table) is
     read as it is: no ALTER, no CREATE, no schema version written. The next write session brings it up to date."""
     conn = sqlite3.connect(sweep.paths.db)
-    for column in ("next_mode", "walltime_s", "log_context"):
-        conn.execute(f"ALTER TABLE configs DROP COLUMN {column}")
+    old_columns = [row[1] for row in conn.execute("PRAGMA table_info(configs)")
+                   if row[1] not in ("next_mode", "walltime_s", "log_context")]
+    conn.execute(f"CREATE TABLE old_configs AS SELECT {', '.join(old_columns)} FROM configs")
+    conn.execute("DROP TABLE configs")
+    conn.execute("ALTER TABLE old_configs RENAME TO configs")
     conn.execute("DROP TABLE events")
     conn.execute("DELETE FROM meta WHERE key = 'schema_version'")
     conn.commit()
