@@ -10,6 +10,11 @@ Tables
 - epochs: the loss curve, per config and attempt (WITHOUT ROWID: stored once, in key order; older sweeps keep
   their rowid table, which reads the same).
 - events: what happened and why (forced regenerations, resumes, refusals).
+
+Who writes: only a store opened with the writers' lock held (a write session, :mod:`hpc_sweep.session`), and only
+inside :meth:`Store.transaction`; both are enforced here. A database another process holds past the busy timeout
+is busy, never damaged. Only the lock holder sets a damaged database aside and restores its last good copy
+(state.db.bak); when that is damaged too, ``hpc-sweep repair`` (:mod:`hpc_sweep.repair`) rebuilds the state.
 """
 
 from __future__ import annotations
