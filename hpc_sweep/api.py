@@ -10,8 +10,8 @@
 ``pandas.DataFrame(sweep.ranking())`` works if you want a frame. The report is built from these same methods,
 so what a notebook computes and what the report shows cannot disagree. Scores, epochs and states are the
 values of the status snapshot (``sweep.status()``, the object `hpc-sweep status --format json` prints); run
-times and loss curves come straight from the state database. Nothing here changes the sweep (opening one
-whose site is auto-detected records the detection once, as `hpc-sweep status` does).
+times and loss curves come straight from the state database. Nothing here changes the sweep: it is opened as a
+read session, without the writers' lock, and never writes the state database.
 
 A "score" is a config's best validation loss (``best_val_loss``): lower is better.
 """

@@ -77,24 +77,25 @@ def generate(sweep_dir: Path, force: bool, dry_run: bool) -> None:
     """
     from hpc_sweep.generate import generate as run_generate, plan
     from hpc_sweep.layout import SweepPaths
-    from hpc_sweep.state import open_store, sweep_lock
+    from hpc_sweep.session import Session
+    from hpc_sweep.state import open_store
     from hpc_sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
     paths = SweepPaths.at(spec.root)
     if dry_run:
-        store = open_store(paths, create=False) if paths.db.exists() else None
-        planned = plan(spec, store, paths)
+        store = open_store(paths) if paths.db.exists() else None  # read: no lock, nothing written
+        try:
+            planned = plan(spec, store, paths)
+        finally:
+            if store is not None:
+                store.close()
         _say(f"{len(planned)} configs would be generated (nothing written)")
         return
     # A first generate checks everything before the state folder exists: bad input leaves no file behind.
     planned = None if paths.db.exists() else plan(spec, None, paths)
-    with sweep_lock(paths):
-        store = open_store(paths, create=True)
-        try:
-            result = run_generate(spec, store, paths, force=force, planned=planned)
-        finally:
-            store.close()
+    with Session.for_spec(spec, create=True) as session:
+        result = run_generate(spec, session.store, paths, force=force, planned=planned)
     for line in result.notes:
         _say(f"note: {line}")
     for line in result.warnings:
@@ -124,15 +125,13 @@ def status(sweep_dir: Path, fmt: str, states: tuple, sort: str, refresh: bool) -
     """
     from hpc_sweep.session import Session
 
-    session = Session.open(sweep_dir)
-    try:
+    # --refresh polls, which writes (and may submit): a write session, under the writers' lock.
+    with Session.open(sweep_dir, write=refresh) as session:
         if refresh:
             from hpc_sweep.poll import poll as run_poll
 
             run_poll(session, verbose=False)
         _say(session.render_status(fmt, states, sort).rstrip("\n"))
-    finally:
-        session.close()
 
 
 @cli.command()
@@ -160,23 +159,12 @@ def report(sweep_dir: Path, out: Optional[Path], fmt: Optional[str]) -> None:
     _say(str(result.path))
 
 
-def _locked_session(sweep_dir: Path, blocking: bool = True):
-    """Open the sweep and take the writers' lock; yields (session, held)."""
-    from contextlib import contextmanager
-
+def _write_session(sweep_dir: Path):
+    """The sweep opened for writing: the writers' lock is taken before the state is opened and held until the
+    ``with`` block ends (a minute's wait at most for another command to finish)."""
     from hpc_sweep.session import Session
-    from hpc_sweep.state import sweep_lock
 
-    @contextmanager
-    def manager():
-        session = Session.open(sweep_dir)
-        try:
-            with sweep_lock(session.paths, blocking=blocking) as held:
-                yield session, held
-        finally:
-            session.close()
-
-    return manager()
+    return Session.open(sweep_dir, write=True)
 
 
 @cli.command()
@@ -192,7 +180,7 @@ def render(sweep_dir: Path, only: tuple) -> None:
     from hpc_sweep.atomicio import write_atomic
     from hpc_sweep.submit import submit as run_submit
 
-    with _locked_session(sweep_dir) as (session, _):
+    with _write_session(sweep_dir) as session:
         report = run_submit(session, only=only or None, dry_run=True, records=[])
         for folder in (session.paths.script, session.paths.markers, session.paths.logs):
             folder.mkdir(parents=True, exist_ok=True)  # as a submit makes them: a script run by hand works
@@ -263,7 +251,7 @@ def submit(sweep_dir: Path, dry_run: bool, only: tuple) -> None:
     """
     from hpc_sweep.submit import submit as run_submit
 
-    with _locked_session(sweep_dir) as (session, _):
+    with _write_session(sweep_dir) as session:
         report = run_submit(session, only=only or None, dry_run=dry_run)
         for line in report.reconciled.lines():
             _say(line)
@@ -296,17 +284,41 @@ def poll(sweep_dir: Path, verbose: bool, force: bool, no_submit: bool) -> None:
       hpc-sweep poll my-sweep -v
     """
     from hpc_sweep.poll import poll as run_poll, summary_lines
+    from hpc_sweep.session import Session
+    from hpc_sweep.state import LockHeld
 
-    with _locked_session(sweep_dir, blocking=False) as (session, held):
-        if not held:
-            if verbose:
-                _say("another poll is running; nothing done")
-            return
+    try:
+        session = Session.open(sweep_dir, write=True, blocking=False)
+    except LockHeld:
+        if verbose:
+            _say("another poll is running; nothing done")
+        return
+    with session:
         report = run_poll(session, verbose=verbose, force=force, submit_waiting=not no_submit)
         for line in summary_lines(report, verbose):
             _say(line)
         if report.snapshot_error:
             raise RuntimeFailure(report.snapshot_error)
+
+
+@cli.command()
+@SWEEP_DIR
+@click.option("--force", is_flag=True, help="Rebuild even a readable state (its event history is lost).")
+def repair(sweep_dir: Path, force: bool) -> None:
+    """Rebuild a lost or damaged state database from the files: configs, job maps and markers.
+
+    The damaged database is kept aside (.hpc_sweep/state.db.corrupt-<time>). Submissions whose tasks left a
+    start marker get their scheduler id back; the others are looked up by job name before anything is
+    submitted again. Nothing is submitted by repair itself.
+
+    \b
+    Example:
+      hpc-sweep repair my-sweep && hpc-sweep poll my-sweep -v
+    """
+    from hpc_sweep.repair import repair as run_repair
+
+    for line in run_repair(sweep_dir, force=force).lines():
+        _say(line)
 
 
 def _dir_and_names(args: tuple) -> tuple:
@@ -333,7 +345,7 @@ def cancel(args: tuple, yes: bool) -> None:
 
     if not names and not yes and sys.stdin.isatty():
         click.confirm("Cancel every job of this sweep?", abort=True)
-    with _locked_session(sweep_dir) as (session, _):
+    with _write_session(sweep_dir) as session:
         ids, marked = run_cancel(session, names or None)
         from hpc_sweep.poll import write_snapshots
 
@@ -358,7 +370,7 @@ def resubmit(args: tuple, walltime: Optional[str], fresh: bool) -> None:
     if not names:
         raise UserError("name at least one config", fix="e.g. hpc-sweep resubmit my-sweep config004")
 
-    with _locked_session(sweep_dir) as (session, _):
+    with _write_session(sweep_dir) as session:
         report = run_resubmit(session, list(names), walltime, fresh)
     for name, sid, n in report.submitted:
         _say(f"submitted {name} as {sid} ({n} task{'s' if n != 1 else ''})")
@@ -430,6 +442,18 @@ def cron_show(sweep_dir: Path) -> None:
     _say(show(sweep_dir.resolve()) or "no line for this sweep")
 
 
+def _busy_database(exc: Exception) -> Optional[RuntimeFailure]:
+    """SQLite's "database is locked" after the busy timeout, as the one-line failure it is (never corruption)."""
+    if type(exc).__module__ != "sqlite3":
+        return None
+    from hpc_sweep.state import StateBusy, busy_timeout_s, is_busy
+
+    if not is_busy(exc):
+        return None
+    return StateBusy(f"the state is being written by another hpc-sweep; try again (it was still busy after "
+                     f"{busy_timeout_s():g} s)")
+
+
 def main(argv: Optional[list] = None) -> None:
     debug = "--debug" in (argv if argv is not None else sys.argv[1:])
     try:
@@ -453,6 +477,10 @@ def main(argv: Optional[list] = None) -> None:
     except Exception as exc:  # a bug of ours: one line, the traceback behind --debug
         if debug:
             raise
+        busy = _busy_database(exc)
+        if busy is not None:  # another process held the state past the busy timeout, mid-command
+            _say(f"hpc-sweep: error: {one_line(str(busy))}", err=True)
+            sys.exit(busy.exit_code)
         _say(f"hpc-sweep: internal error: {type(exc).__name__}: {one_line(str(exc))} "
              "(run with --debug for the traceback)", err=True)
         sys.exit(1)

@@ -14,7 +14,7 @@ from hpc_sweep.dotted import iter_leaves
 from hpc_sweep.errors import UserError, one_line
 from hpc_sweep.formats import format_of, load_structured
 from hpc_sweep.layout import SweepPaths
-from hpc_sweep.state import open_store
+from hpc_sweep.state import open_store, sweep_lock
 from hpc_sweep.sweepfile import _NAME, PROGRAMS
 
 COMMANDS = {
@@ -73,14 +73,14 @@ def init_sweep(root: Path, base_file: Path, program: Optional[str] = None, name:
         shutil.copyfile(base_file, base_copy)
     text = sweep_toml_text(name, program, f"configs/.base_config.{ext}", base, site)
     prefix = new_prefix(name)
-    store = open_store(paths, create=True)
-    try:
-        with store.transaction():
-            store.set_meta("prefix", prefix)
-            store.set_meta("name", name)
-    finally:
-        store.close()
-    paths.lock.touch()
+    with sweep_lock(paths) as lock:
+        store = open_store(paths, create=True, lock=lock)
+        try:
+            with store.transaction():
+                store.set_meta("prefix", prefix)
+                store.set_meta("name", name)
+        finally:
+            store.close()
     write_atomic(paths.sweep_file, text)
     return paths, program
 

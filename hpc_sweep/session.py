@@ -1,58 +1,110 @@
-"""A sweep opened for one command: its definition, folders, state, site profile and scheduler adapter."""
+"""A sweep opened for one command: its definition, folders, state, site profile and scheduler adapter.
+
+Two kinds, chosen when it is opened:
+
+- a *read* session (the default: status, report, :mod:`hpc_sweep.api`) takes no lock and never changes the
+  state database -- not even to bring an older one up to date or to recover a damaged one;
+- a *write* session (``write=True``: generate, submit, poll, cancel, resubmit, repair ...) takes the writers' lock
+  BEFORE the database is opened, keeps it until :meth:`Session.close`, and changes the database only inside
+  explicit ``session.store.transaction()`` blocks. Nothing here commits on its own.
+"""
 
 from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
+from typing import Optional
 
 from hpc_sweep.layout import SweepPaths
-from hpc_sweep.state import Store, open_store
+from hpc_sweep.state import Store, SweepLock, acquire_lock, no_state_yet, open_store
 from hpc_sweep.sweepfile import SweepSpec, load_sweep
 
 
 class Session:
-    def __init__(self, spec: SweepSpec, paths: SweepPaths, store: Store):
+    def __init__(self, spec: SweepSpec, paths: SweepPaths, store: Store, lock: Optional[SweepLock] = None):
         self.spec = spec
         self.paths = paths
         self.store = store
+        self.lock = lock
 
     @classmethod
-    def open(cls, sweep_dir: Path, create: bool = False) -> "Session":
-        spec = load_sweep(Path(sweep_dir))
+    def open(cls, sweep_dir: Path, create: bool = False, write: bool = False, blocking: bool = True) -> "Session":
+        """Open the sweep in ``sweep_dir``. ``write`` (implied by ``create``, which makes the state database where
+        there is none) takes the writers' lock first: raises :class:`hpc_sweep.state.LockHeld` when another
+        process holds it (at once with ``blocking=False``; after a minute otherwise)."""
+        return cls.for_spec(load_sweep(Path(sweep_dir)), create=create, write=write, blocking=blocking)
+
+    @classmethod
+    def for_spec(cls, spec: SweepSpec, create: bool = False, write: bool = False,
+                 blocking: bool = True) -> "Session":
         paths = SweepPaths.at(spec.root)
-        return cls(spec, paths, open_store(paths, create=create))
+        if not (write or create):
+            return cls(spec, paths, open_store(paths))
+        if not create and not paths.db.exists():
+            raise no_state_yet(paths)  # before a lock file is made
+        lock = acquire_lock(paths, blocking=blocking)
+        try:
+            session = cls(spec, paths, open_store(paths, create=create, lock=lock), lock)
+            session._record_prefix()
+        except BaseException:
+            lock.release()
+            raise
+        return session
+
+    @property
+    def writing(self) -> bool:
+        return self.store.writable
 
     def close(self) -> None:
-        self.store.close()
+        try:
+            self.store.close()
+        finally:
+            if self.lock is not None:
+                self.lock.release()
+
+    def __enter__(self) -> "Session":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # -- the job-name prefix ---------------------------------------------------------------------------------------
+    def _record_prefix(self) -> None:
+        """A sweep folder made without init gets its job-name prefix in its first write session (one
+        transaction, once): job names are made only in write sessions, after this."""
+        if self.store.get_meta("prefix"):
+            return
+        from hpc_sweep.init import new_prefix
+
+        with self.store.transaction():
+            self.store.set_meta("prefix", new_prefix(self.spec.name))
 
     @property
     def prefix(self) -> str:
-        return self.ensure_prefix()
-
-    def ensure_prefix(self) -> str:
-        """The job-name prefix recorded at init; a sweep folder made without init records one now, once."""
+        """The job-name prefix recorded at init (or by the sweep's first write session)."""
         prefix = self.store.get_meta("prefix")
         if not prefix:
-            from hpc_sweep.init import new_prefix
-
-            prefix = new_prefix(self.spec.name)
-            with self.store.transaction():
-                self.store.set_meta("prefix", prefix)
+            raise RuntimeError("internal: this sweep has no job-name prefix yet (it is recorded by a write session)")
         return prefix
 
+    def ensure_prefix(self) -> str:
+        """The job-name prefix (kept for callers of the time when it was recorded on first use)."""
+        return self.prefix
+
+    # -- what the sweep runs on -------------------------------------------------------------------------------------
     @cached_property
     def profile(self):
         from hpc_sweep.sites import load_profile, load_profile_file, profile_files
 
         site = self.spec.site
         if site in (None, "", "auto"):
-            # Detection runs scheduler commands: do it once per sweep and remember the answer.
+            # Detection runs scheduler commands: remember the answer (a write session records it with its next
+            # transaction; a read session only uses it).
             remembered = self.store.get_meta("detected_site")
             if remembered and remembered in profile_files():
                 return load_profile_file(profile_files()[remembered], remembered)
             profile = load_profile(None)
-            with self.store.transaction():
-                self.store.set_meta("detected_site", profile.name)
+            self.store.remember("detected_site", profile.name)
             return profile
         return load_profile(site, self.spec.root)
 

@@ -87,7 +87,7 @@ def choose(spec, paths, count: int) -> list:
     from hpc_sweep.generate import plan
     from hpc_sweep.state import open_store
 
-    store = open_store(paths) if paths.db.exists() else None
+    store = open_store(paths) if paths.db.exists() else None  # the real sweep's state, read only
     try:
         planned = plan(spec, store, paths)
     finally:
@@ -160,14 +160,12 @@ def clear_previous(test_dir: Path, echo: Callable[[str], None]) -> None:
 def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
     from hpc_sweep.cancel import cancel
     from hpc_sweep.session import Session
-    from hpc_sweep.state import sweep_lock
 
-    session = Session.open(test_dir)
+    session = Session.open(test_dir, write=True)
     try:
         if not [c for c in session.store.configs() if c["state"] in ("pending", "running")]:
             return
-        with sweep_lock(session.paths):
-            ids, _ = cancel(session)
+        ids, _ = cancel(session)
         echo(f"cancelled an earlier smoke test still running ({' '.join(ids)})")
         # Its jobs must be gone before their markers' folder is reused.
         if not _wait_gone(session, time.monotonic() + LEFTOVER_WAIT_S):
@@ -216,16 +214,11 @@ def prepare(sweep_dir: Path, count: Optional[int], echo: Callable[[str], None]) 
 def generate_and_submit(test_dir: Path) -> list:
     from hpc_sweep.generate import generate
     from hpc_sweep.session import Session
-    from hpc_sweep.state import sweep_lock
     from hpc_sweep.submit import submit
 
-    session = Session.open(test_dir, create=True)
-    try:
-        with sweep_lock(session.paths):
-            generate(session.spec, session.store, session.paths)
-            report = submit(session)
-    finally:
-        session.close()
+    with Session.open(test_dir, create=True) as session:
+        generate(session.spec, session.store, session.paths)
+        report = submit(session)
     if report.errors and not report.submitted:
         raise RuntimeFailure(f"smoke test not submitted: {report.errors[0]}")
     return report.submitted
@@ -235,18 +228,17 @@ def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], Non
     """Poll (forced) until every smoke config has ended or the deadline passes. True when all ended."""
     from hpc_sweep.poll import poll
     from hpc_sweep.session import Session
-    from hpc_sweep.state import sweep_lock
 
     started = time.monotonic()
     deadline = started + timeout_s
-    session = Session.open(test_dir)
+    # The smoke sweep (.test/) is this command's own: its lock is held for the whole wait.
+    session = Session.open(test_dir, write=True)
     try:
         # Quick first looks (a broken environment fails in seconds), then no more often than the poll interval.
         most = min(30.0, max(1.0, float(session.spec.poll_min_interval_s or session.profile.poll_min_interval_s)))
         pause = 1.0
         while True:
-            with sweep_lock(session.paths):
-                poll(session, force=True)
+            poll(session, force=True)
             states = {c["name"]: c["state"] for c in session.store.configs()}
             progress(states, time.monotonic() - started)
             if all(state in FINAL for state in states.values()):
@@ -264,15 +256,10 @@ def cancel_all(test_dir: Path) -> None:
     from hpc_sweep.cancel import cancel
     from hpc_sweep.poll import write_snapshots
     from hpc_sweep.session import Session
-    from hpc_sweep.state import sweep_lock
 
-    session = Session.open(test_dir)
-    try:
-        with sweep_lock(session.paths):
-            cancel(session)
-            write_snapshots(session)
-    finally:
-        session.close()
+    with Session.open(test_dir, write=True) as session:
+        cancel(session)
+        write_snapshots(session)
 
 
 def collect(test_dir: Path, chosen: list, timed_out: bool) -> list:

@@ -244,8 +244,9 @@ def _damage(db: Path, how: str) -> None:
 
 @pytest.mark.parametrize("how", ["truncated", "header-overwritten", "emptied"])
 def test_corrupt_state_db_is_restored_from_the_last_good_copy(tmp_path, sweeps, how):
-    """A damaged state.db: the next command says so in one line naming the file, keeps the damaged copy, goes on
-    from state.db.bak; the next one is silent."""
+    """A damaged state.db: status (a read session, no lock) says so in one line naming the file and shows the last
+    good copy, renaming nothing; the next command that writes keeps the damaged copy aside and goes on from
+    state.db.bak; the one after is silent."""
     sweep = LocalSweep(tmp_path, [0.1, 0.2, 0.3])
     sweeps.append(sweep)
     sweep.release()
@@ -254,11 +255,14 @@ def test_corrupt_state_db_is_restored_from_the_last_good_copy(tmp_path, sweeps, 
     db = sweep.root / ".hpc_sweep" / "state.db"
     _damage(db, how)
     result = sweep.cli("status", str(sweep.root), "--format", "json")
-    assert str(db) in one_line(result.stderr) and "restored the last good copy" in result.stderr
-    restored = {c["config"]: c for c in json.loads(result.stdout)["configs"]}
+    assert str(db) in one_line(result.stderr) and "showing its last good copy" in result.stderr
+    shown = {c["config"]: c for c in json.loads(result.stdout)["configs"]}
     # The copy knows every submission (it is refreshed right after each); states and curves it missed are found
     # again by the next poll from the runner, the markers and the logs.
-    assert {k: c["job_id"] for k, c in restored.items()} == {k: c["job_id"] for k, c in before.items()}
+    assert {k: c["job_id"] for k, c in shown.items()} == {k: c["job_id"] for k, c in before.items()}
+    assert not list(db.parent.glob("state.db.corrupt-*"))
+    restored = sweep.cli("poll", str(sweep.root), "--force")
+    assert str(db) in one_line(restored.stderr) and "restored the last good copy" in restored.stderr
     assert len(list(db.parent.glob("state.db.corrupt-*"))) == 1
     quiet = sweep.cli("poll", str(sweep.root), "--force")
     assert quiet.stderr == ""
@@ -270,18 +274,19 @@ def test_corrupt_state_db_is_restored_from_the_last_good_copy(tmp_path, sweeps, 
 
 def test_corrupt_state_db_without_backup_is_a_clear_error(tmp_path):
     """No good copy to go back to (generated, never polled nor submitted): exit 1, one line naming state.db and
-    the way out; the damaged file is kept aside, and generate then rebuilds the state."""
+    the way out (hpc-sweep repair, not generate); repair keeps the damaged file aside and rebuilds the state."""
     sweep = LocalSweep(tmp_path, [0.1, 0.2])
     db = sweep.root / ".hpc_sweep" / "state.db"
     assert not (db.parent / "state.db.bak").exists()
     _damage(db, "header-overwritten")
     result = sweep.cli("poll", str(sweep.root), "--force", check=False)
     assert result.returncode == 1, (result.stdout, result.stderr)
-    assert str(db) in one_line(result.stderr) and "corrupt" in result.stderr and "generate" in result.stderr
-    assert len(list(db.parent.glob("state.db.corrupt-*"))) == 1
+    assert str(db) in one_line(result.stderr) and "damaged" in result.stderr
+    assert "hpc-sweep repair" in result.stderr and "generate" not in result.stderr
     again = sweep.cli("status", str(sweep.root), check=False)
-    assert again.returncode != 0 and "generate" in one_line(again.stderr)
-    sweep.cli("generate", str(sweep.root))
+    assert again.returncode != 0 and "hpc-sweep repair" in one_line(again.stderr)
+    sweep.cli("repair", str(sweep.root))
+    assert len(list(db.parent.glob("state.db.corrupt-*"))) == 1
     assert {c["state"] for c in sweep.status().values()} == {"generated"}
 
 

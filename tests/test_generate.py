@@ -242,14 +242,14 @@ def test_base_path_escaping_the_sweep_is_refused(tmp_path):
 
 def test_changing_a_submitted_config_needs_force(tmp_path):
     from hpc_sweep.layout import SweepPaths
+    from hpc_sweep.session import Session
     from hpc_sweep.state import open_store
 
     sweep = make_sweep(tmp_path)
     hpc("generate", str(sweep))
-    store = open_store(SweepPaths.at(sweep))
-    with store.transaction():
-        store.conn.execute("UPDATE configs SET attempt = 1, state = 'running' WHERE name = 'config001'")
-    store.close()
+    with Session.open(sweep, write=True) as session:
+        with session.store.transaction():
+            session.store.conn.execute("UPDATE configs SET attempt = 1, state = 'running' WHERE name = 'config001'")
     text = (sweep / "sweep.toml").read_text() + '\n[fixed]\n"process.train.max_epoch" = 50\n'
     (sweep / "sweep.toml").write_text(text)
     result = hpc("generate", str(sweep))

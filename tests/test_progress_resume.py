@@ -43,7 +43,7 @@ def make_sweep(tmp_path: Path, program: str = "xequinet") -> Path:
 
 def set_attempt(root: Path, attempt: int, state: str = "running", started_ago: float = 100.0) -> None:
     """config001's attempt ``attempt`` in ``state``, as the poll's scheduler part would leave it."""
-    session = Session.open(root)
+    session = Session.open(root, write=True)
     now = time.time()
     try:
         with session.store.transaction() as conn:
@@ -58,7 +58,7 @@ def set_attempt(root: Path, attempt: int, state: str = "running", started_ago: f
 
 
 def read_logs(root: Path) -> PollReport:
-    session = Session.open(root)
+    session = Session.open(root, write=True)
     try:
         report = PollReport()
         progress.update_progress(session, report)
@@ -68,7 +68,7 @@ def read_logs(root: Path) -> PollReport:
 
 
 def check(root: Path) -> PollReport:
-    session = Session.open(root)
+    session = Session.open(root, write=True)
     try:
         report = PollReport(changes=[("config001", "running", "completed", None)])
         evidence.check_completed(session, report)
@@ -173,7 +173,7 @@ def test_a_fresh_restart_starts_a_new_curve(tmp_path):
 
 def test_eta_counts_only_this_attempts_epochs(tmp_path):
     root = make_sweep(tmp_path)
-    session = Session.open(root)
+    session = Session.open(root, write=True)
     try:
         with session.store.transaction() as conn:  # ten epochs in the real sweep, not four
             conn.execute("UPDATE configs SET log_context = NULL")

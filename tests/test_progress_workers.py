@@ -50,7 +50,7 @@ def _running_sweep(where: Path) -> Path:
     main(["init", str(root), "--base", str(REPO / "examples" / "demo" / "base.toml"), "--site", "local"])
     (root / "sweep.toml").write_text(SWEEP_TOML)
     main(["generate", str(root)])
-    session = Session.open(root)
+    session = Session.open(root, write=True)
     now = time.time()
     try:
         with session.store.transaction() as conn:
@@ -108,7 +108,7 @@ def _portable(cursor_text):
 def _poll_logs(root: Path, workers: int, monkeypatch) -> PollReport:
     monkeypatch.setattr(progress, "_worker_count", lambda n: workers)
     monkeypatch.setattr(progress, "CHUNK", 2)  # many chunks, taken by whichever process is free
-    session = Session.open(root)
+    session = Session.open(root, write=True)
     try:
         report = PollReport()
         progress.update_progress(session, report)
@@ -187,7 +187,7 @@ def _early_poll(root: Path, workers: int, monkeypatch, between) -> None:
     """As a poll does it: the reading starts before the scheduler's answer is applied (``between``)."""
     monkeypatch.setattr(progress, "_worker_count", lambda n: workers)
     monkeypatch.setattr(progress, "CHUNK", 2)
-    session = Session.open(root)
+    session = Session.open(root, write=True)
     try:
         with progress.LogReading(session) as reading:
             between(session)
@@ -202,7 +202,7 @@ def test_reading_started_before_the_answer_is_applied(twin_sweeps, monkeypatch):
     alone, shared = twin_sweeps
 
     def pending_first(root: Path) -> None:
-        session = Session.open(root)
+        session = Session.open(root, write=True)
         with session.store.transaction() as conn:
             conn.execute("UPDATE configs SET state = 'pending' WHERE idx % 2 = 0")
             conn.execute("UPDATE attempts SET state = 'pending', started_at = NULL "

@@ -113,7 +113,7 @@ def _record_outcomes(root: Path) -> None:
     from hpc_sweep.progress import update_progress
     from hpc_sweep.session import Session
 
-    session = Session.open(root)
+    session = Session.open(root, write=True)
     now = time.time()
     try:
         store = session.store
