@@ -1,0 +1,154 @@
+"""Packing runs into allocations (issue #16): which configs share one array task, how the task's GPUs are split
+into lanes, and what the packed job script (job_templates/packed.sh.j2) is told. Pure: no state, no files.
+
+A *task* is one array element, one allocation: what the queue cap counts. A packed task holds several configs of
+one shape (the map's lines with its index, in the order they start) and runs them on *lanes*; a lane runs one
+config at a time, on the GPUs it was given:
+
+- ``runs_per_gpu = K``: the task asks for the GPUs of one config (g) and has K lanes, all sharing those GPUs.
+- ``pack = "node"`` with ``gpus_per_node = G``: the task asks for G GPUs, cut into G // g groups of g; each group
+  has K lanes (K = runs_per_gpu, 1 unless set), so one config per group, or K sharing it. Lanes take groups in
+  turn (lane l -> group l mod groups): fewer configs than lanes spread over the GPUs first.
+
+A task may hold more configs than lanes (up to ``waves`` per lane): when a lane frees, the task's next config
+starts on it if it can still end before the walltime (the rule is in packed.sh.j2). CPU configs are never
+packed. The map format is unchanged: a packed task is several lines with the same index.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
+
+from hpc_sweep.errors import UserError
+
+PACK_MODES = ("node",)
+RESERVE_S = 120   # a config started later must leave this much of the walltime spare (its TERM, a checkpoint)
+GRACE_S = 60      # a run stopped on request gets this long after its TERM before its process group is killed
+TICK_S = 1        # how often the task's launcher looks at its runs and their stop requests
+
+
+@dataclass(frozen=True)
+class Packing:
+    """How a sweep packs its configs (site profile or [sweep]); the default packs nothing."""
+
+    runs_per_gpu: int = 1
+    node: bool = False          # pack = "node"
+    gpus_per_node: int = 0
+    waves: int = 1              # at most this many configs per lane in one task
+
+    @property
+    def enabled(self) -> bool:
+        return self.node or self.runs_per_gpu > 1
+
+
+def packing_from(values: Mapping, file: object = None) -> Packing:
+    """The packing keys of a profile or [sweep] table, checked: ``runs_per_gpu``, ``pack``, ``gpus_per_node``,
+    ``pack_waves``. Absent keys keep the defaults."""
+    runs = _positive(values, "runs_per_gpu", 1, file)
+    mode = values.get("pack")
+    if mode not in (None, "") and mode not in PACK_MODES:
+        raise UserError(f"'{mode}' is not a packing mode", file=file, key="pack",
+                        fix='write pack = "node" (one task per node, one run per GPU), or leave it out')
+    node = mode == "node"
+    gpus_per_node = _positive(values, "gpus_per_node", 0, file)
+    if node and not gpus_per_node:
+        raise UserError('pack = "node" needs the number of GPUs of a node', file=file, key="gpus_per_node",
+                        fix="add gpus_per_node = 8 (or what the partition's nodes have)")
+    if gpus_per_node and not node:
+        raise UserError('gpus_per_node is used only with pack = "node"', file=file, key="gpus_per_node",
+                        fix='add pack = "node", or remove gpus_per_node')
+    return Packing(runs, node, gpus_per_node, _positive(values, "pack_waves", 1, file))
+
+
+def _positive(values: Mapping, key: str, default: int, file: object) -> int:
+    if key not in values:
+        return default
+    value = values[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise UserError(f"{value!r} is not a whole number of at least 1", file=file, key=key)
+    return value
+
+
+def packs(gpus: int, packing: Packing) -> bool:
+    """Whether configs of this many GPUs are packed (CPU configs never are)."""
+    return gpus > 0 and packing.enabled
+
+
+def lanes(gpus: int, packing: Packing) -> list[str]:
+    """Each lane's GPUs, as comma-separated positions within the task's allocation ('' = all of them, shared).
+    Empty when configs of this many GPUs are not packed."""
+    if not packs(gpus, packing):
+        return []
+    if not packing.node:
+        return [""] * packing.runs_per_gpu
+    if gpus > packing.gpus_per_node:
+        raise UserError(f"a config needs {gpus} GPUs but a node has {packing.gpus_per_node}", key="gpus_per_node",
+                        fix="give those configs fewer GPUs, or do not pack them")
+    groups = packing.gpus_per_node // gpus
+    return [",".join(str((lane % groups) * gpus + i) for i in range(gpus))
+            for lane in range(groups * packing.runs_per_gpu)]
+
+
+def allocation_gpus(gpus: int, packing: Packing) -> int:
+    """GPUs one task asks for: a whole node's when packing by node, one config's otherwise."""
+    return packing.gpus_per_node if packs(gpus, packing) and packing.node else gpus
+
+
+def runs_at_once(gpus: int, packing: Packing) -> int:
+    """Runs one task holds at a time: its CPUs and memory are this many configs' (each run keeps its own data
+    loader workers and host memory; only GPUs are shared)."""
+    return max(1, len(lanes(gpus, packing)))
+
+
+def plan_tasks(count: int, lane_count: int, room: Optional[int], waves: int = 1) -> list[int]:
+    """How many configs each task of a chunk holds, in order. One task per ``lane_count`` configs while the queue
+    has room (``room``: tasks that may still be queued; None = no cap); where it has not, the tasks it allows
+    hold up to ``waves`` configs per lane. Configs are spread evenly, so every task allowed is used; configs
+    beyond what fits wait. With a cap of 10 and 3 lanes, 30 configs run at once."""
+    if count <= 0 or lane_count <= 0:
+        return []
+    tasks = -(-count // lane_count)
+    if room is not None:
+        tasks = min(tasks, room)
+    if tasks <= 0:
+        return []
+    placed = min(count, tasks * lane_count * waves)
+    base, extra = divmod(placed, tasks)
+    return [base + (1 if task < extra else 0) for task in range(tasks)]
+
+
+def task_indices(sizes: Sequence[int]) -> list[int]:
+    """The array index of each config placed by :func:`plan_tasks`, in order."""
+    return [task for task, size in enumerate(sizes) for _ in range(size)]
+
+
+def tasks_of(entries: Sequence) -> dict:
+    """Map entries grouped by array index (one group per task), each group in its start order."""
+    found: dict = {}
+    for entry in entries:
+        found.setdefault(entry.index, []).append(entry)
+    return found
+
+
+def task_count(entries: Sequence) -> int:
+    """Tasks of a map: its distinct indices (a packed map has fewer tasks than lines)."""
+    return len({entry.index for entry in entries})
+
+
+def device_env(device_type: str) -> str:
+    """The variable a lane's GPUs are set in: NVIDIA's, or ROCm's lowest layer for AMD GPUs and DCUs (HIP's and
+    CUDA's numberings would then count within it, so the launcher unsets them for that run)."""
+    return "ROCR_VISIBLE_DEVICES" if device_type in ("rocm", "dcu") else "CUDA_VISIBLE_DEVICES"
+
+
+def template_context(gpus: int, device_type: str, packing: Packing, per_task: int, reserve_s: int = RESERVE_S,
+                     grace_s: int = GRACE_S, tick_s: float = TICK_S) -> dict:
+    """What packed.sh.j2 needs beyond the one-config script context (whose walltime_s it also reads).
+    ``per_task``: the most configs a task of this submission holds (each run's port is set from it)."""
+    layout = lanes(gpus, packing)
+    if not layout:
+        return {"packed": False}
+    return {"packed": True, "pack_lanes": len(layout), "pack_lane_devices": layout, "pack_per_task": per_task,
+            "pack_device_env": device_env(device_type), "pack_reserve_s": reserve_s, "pack_grace_s": grace_s,
+            "pack_tick_s": tick_s}

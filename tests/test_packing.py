@@ -1,0 +1,123 @@
+"""Packing runs into allocations (issue #16), the pure part: lanes and their GPUs, configs per task under the queue
+cap, the map of a packed task, the keys' checks, stop requests. The packed task itself: test_packed_task.py."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from hpc_sweep import packing, runcontrol
+from hpc_sweep.errors import UserError
+from hpc_sweep.packing import Packing
+from hpc_sweep.render import MapEntry, map_text, parse_map
+
+
+# -- lanes -----------------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("gpus,rule,want", [
+    (1, Packing(runs_per_gpu=3), ["", "", ""]),                       # K runs share the task's GPU
+    (2, Packing(runs_per_gpu=2), ["", ""]),                           # ... or its GPUs
+    (1, Packing(node=True, gpus_per_node=4), ["0", "1", "2", "3"]),    # one run per GPU of the node
+    (2, Packing(node=True, gpus_per_node=8), ["0,1", "2,3", "4,5", "6,7"]),
+    (3, Packing(node=True, gpus_per_node=8), ["0,1,2", "3,4,5"]),     # two GPUs of the node stay idle
+    (1, Packing(runs_per_gpu=2, node=True, gpus_per_node=2), ["0", "1", "0", "1"]),  # spread over GPUs first
+    (1, Packing(), []),                                               # not packed
+    (0, Packing(runs_per_gpu=3), []),                                 # CPU configs never are
+])
+def test_lanes(gpus, rule, want):
+    assert packing.lanes(gpus, rule) == want
+    assert packing.runs_at_once(gpus, rule) == max(1, len(want))
+
+
+def test_a_config_larger_than_a_node_is_refused():
+    with pytest.raises(UserError, match="key 'gpus_per_node': a config needs 4 GPUs but a node has 2"):
+        packing.lanes(4, Packing(node=True, gpus_per_node=2))
+
+
+def test_a_node_task_asks_for_the_whole_node():
+    assert packing.allocation_gpus(1, Packing(node=True, gpus_per_node=8)) == 8
+    assert packing.allocation_gpus(2, Packing(runs_per_gpu=3)) == 2
+    assert packing.allocation_gpus(0, Packing(node=True, gpus_per_node=8)) == 0
+
+
+# -- configs per task ------------------------------------------------------------------------------------------------
+def test_nine_configs_three_per_gpu_are_three_tasks():
+    assert packing.plan_tasks(9, 3, room=10) == [3, 3, 3]
+
+
+def test_the_cap_counts_allocations():
+    sizes = packing.plan_tasks(60, 3, room=10)
+    assert len(sizes) == 10 and sum(sizes) == 30  # a cap of 10, K = 3: thirty configs at once
+    deeper = packing.plan_tasks(60, 3, room=10, waves=2)
+    assert len(deeper) == 10 and sum(deeper) == 60  # the next config waits in its task for a lane
+
+
+def test_configs_are_spread_over_every_task_allowed():
+    assert packing.plan_tasks(40, 3, room=10, waves=2) == [4] * 10
+    assert packing.plan_tasks(10, 3, room=None) == [3, 3, 2, 2]
+    assert packing.plan_tasks(5, 3, room=0) == []
+
+
+@given(st.integers(0, 200), st.integers(1, 16), st.one_of(st.none(), st.integers(0, 60)), st.integers(1, 4))
+def test_plan_tasks_never_exceeds_room_lanes_or_configs(count, lanes, room, waves):
+    sizes = packing.plan_tasks(count, lanes, room, waves)
+    assert sum(sizes) <= count and all(0 < size <= lanes * waves for size in sizes)
+    assert room is None or len(sizes) <= room
+    if room is None or room * lanes >= count:  # room for one task per wave: one wave each, all placed
+        assert sum(sizes) == count and all(size <= lanes for size in sizes)
+    if sizes:
+        assert max(sizes) - min(sizes) <= 1
+
+
+def test_a_packed_map_is_several_lines_per_index():
+    sizes = packing.plan_tasks(5, 2, room=None)
+    names = [f"config{i:03d}" for i in range(5)]
+    entries = [MapEntry(index, name, 1, f"/c/{name}.toml", f"/o/{name}", "gpu*1", 1)
+               for index, name in zip(packing.task_indices(sizes), names)]
+    back = parse_map(map_text(entries))  # the map format is unchanged
+    assert back == entries
+    assert packing.task_count(back) == 3
+    assert {i: [e.name for e in group] for i, group in packing.tasks_of(back).items()} == \
+        {0: names[0:2], 1: names[2:4], 2: names[4:5]}
+
+
+# -- the keys --------------------------------------------------------------------------------------------------------
+def test_packing_keys():
+    assert packing.packing_from({}) == Packing()
+    assert not Packing().enabled
+    rule = packing.packing_from({"pack": "node", "gpus_per_node": 8, "runs_per_gpu": 2, "pack_waves": 3})
+    assert rule == Packing(runs_per_gpu=2, node=True, gpus_per_node=8, waves=3) and rule.enabled
+
+
+@pytest.mark.parametrize("values,key", [
+    ({"pack": "gpu"}, "pack"),
+    ({"pack": "node"}, "gpus_per_node"),
+    ({"gpus_per_node": 8}, "gpus_per_node"),
+    ({"runs_per_gpu": 0}, "runs_per_gpu"),
+    ({"runs_per_gpu": True}, "runs_per_gpu"),
+    ({"runs_per_gpu": "3"}, "runs_per_gpu"),
+    ({"pack": "node", "gpus_per_node": 2.5}, "gpus_per_node"),
+    ({"pack_waves": -1}, "pack_waves"),
+])
+def test_bad_packing_keys_name_the_key(values, key):
+    with pytest.raises(UserError, match=f"sweep.toml: key '{key}'"):
+        packing.packing_from(values, file="sweep.toml")
+
+
+def test_lanes_set_the_variable_of_their_device():
+    assert packing.device_env("gpu") == "CUDA_VISIBLE_DEVICES"
+    assert packing.device_env("dcu") == packing.device_env("rocm") == "ROCR_VISIBLE_DEVICES"
+    assert packing.template_context(1, "gpu", Packing(), per_task=1) == {"packed": False}
+
+
+# -- stop requests -----------------------------------------------------------------------------------------------------
+def test_a_stop_request_keeps_the_first_reason(tmp_path):
+    assert runcontrol.read_control(tmp_path, "config001", 2, runcontrol.STOP) is None
+    runcontrol.request_stop(tmp_path, "config001", 2, "early stop: rung 10", now=100.0)
+    runcontrol.request_stop(tmp_path, "config001", 2, "cancelled", now=200.0)
+    assert json.loads((tmp_path / "config001.2.stop").read_text()) == {"why": "early stop: rung 10", "time": 100.0}
+    assert runcontrol.read_control(tmp_path, "config001", 2, runcontrol.STOP)["why"] == "early stop: rung 10"
+    (tmp_path / "config001.2.skipped").write_text('{"reason": ')  # being written
+    assert runcontrol.read_control(tmp_path, "config001", 2, runcontrol.SKIPPED) is None
