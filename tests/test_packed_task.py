@@ -354,11 +354,30 @@ def test_a_config_asked_to_stop_before_it_starts_never_starts(make):
     assert task.marker(2, "start") is None and task.seen(2, "started") is None
 
 
-def test_term_to_the_task_ends_every_run_and_each_records_its_exit(make):
+def session_pids(sid: int) -> list:
+    """Every live process of a session (a task's processes, as a scheduler's cgroup or PBS's session holds them)."""
+    from hpc_sweep.runner import proc_stat
+
+    found = []
+    for name in os.listdir("/proc"):
+        stat = proc_stat(int(name)) if name.isdigit() else None
+        if stat and stat[1] == sid and stat[0] not in ("Z", "X"):
+            found.append(int(name))
+    return found
+
+
+@pytest.mark.parametrize("reach", ["script", "every process"])
+def test_term_to_the_task_ends_every_run_and_each_records_its_exit(make, reach):
+    # "script": the launcher alone gets it and must pass it on; "every process": as Slurm signals a job's cgroup
+    # and PBS its session, the runs and their commands get it at once too.
     task = make(3, runs_per_gpu=2)
     proc = task.start()
     task.wait_started(0, 1)
-    os.kill(proc.pid, signal.SIGTERM)  # the task's script only: it must pass the signal on
+    for pid in [proc.pid] if reach == "script" else session_pids(proc.pid):
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
     code, out = task.finish()
     assert code == 128 + signal.SIGTERM, out
     for i in (0, 1):
