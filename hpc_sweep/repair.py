@@ -30,7 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hpc_sweep.errors import UserError
+from hpc_sweep.common.errors import UserError
 
 CONFIG_FILE = re.compile(r"config(\d+)")
 JOB_NAME = re.compile(r"(?P<prefix>.+)-(?P<tag>[A-Za-z0-9_.]+)-(?P<seq>\d+)")
@@ -67,9 +67,9 @@ class RepairReport:
 def repair(sweep_dir: Path, force: bool = False) -> RepairReport:
     """Rebuild the state of the sweep in ``sweep_dir`` under the writers' lock. A readable state with configs is
     left alone unless ``force``."""
-    from hpc_sweep.layout import SweepPaths
-    from hpc_sweep.state import acquire_lock
-    from hpc_sweep.sweepfile import load_sweep
+    from hpc_sweep.common.layout import SweepPaths
+    from hpc_sweep.state.store import acquire_lock
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(Path(sweep_dir))
     paths = SweepPaths.at(spec.root)
@@ -84,7 +84,7 @@ def repair(sweep_dir: Path, force: bool = False) -> RepairReport:
         building = paths.state_dir / "state.db.rebuilding"
         _build(spec, paths, lock, building, report)
         _replace(paths, building, condition, report)
-        from hpc_sweep.state import open_store
+        from hpc_sweep.state.store import open_store
 
         store = open_store(paths, lock=lock)
         try:
@@ -98,7 +98,7 @@ def repair(sweep_dir: Path, force: bool = False) -> RepairReport:
 
 def _condition(paths) -> str:
     """'ok' (readable, with configs), 'empty' (readable, no config: nothing to lose), 'missing' or 'corrupt'."""
-    from hpc_sweep.state import CORRUPT, EMPTY, examine, open_store
+    from hpc_sweep.state.store import CORRUPT, EMPTY, examine, open_store
 
     if not paths.db.exists():
         return "missing"
@@ -115,7 +115,7 @@ def _condition(paths) -> str:
 
 
 def _replace(paths, building: Path, condition: str, report: RepairReport) -> None:
-    from hpc_sweep.state import OK, examine, set_aside
+    from hpc_sweep.state.store import OK, examine, set_aside
 
     if paths.db.exists():
         label = "corrupt" if condition == "corrupt" else "replaced"
@@ -127,9 +127,9 @@ def _replace(paths, building: Path, condition: str, report: RepairReport) -> Non
 
 
 def _build(spec, paths, lock, building: Path, report: RepairReport) -> None:
-    from hpc_sweep.poll import PollReport, apply_markers_only
+    from hpc_sweep.track.poll import PollReport, apply_markers_only
     from hpc_sweep.session import Session
-    from hpc_sweep.state import fresh_store
+    from hpc_sweep.state.store import fresh_store
 
     store = fresh_store(building, paths, lock)
     session = Session(spec, paths, store)  # no lock of its own: closing it leaves the caller's lock held
@@ -157,7 +157,7 @@ def _build(spec, paths, lock, building: Path, report: RepairReport) -> None:
 
 # -- configs ------------------------------------------------------------------------------------------------------
 class _Known:
-    """What :func:`hpc_sweep.generate.plan` asks of a state: the configs it already numbered."""
+    """What :func:`hpc_sweep.sweep.generate.plan` asks of a state: the configs it already numbered."""
 
     def __init__(self, rows: list):
         self._rows = rows
@@ -179,10 +179,10 @@ def _config_files(paths) -> list:
 def _config_rows(spec, paths, report: RepairReport) -> list:
     """One row per config file: numbers from the file names, parameters and resources from the definition (through
     generate's own plan), the digest of the file as it is."""
-    from hpc_sweep.dotted import get_dotted, has_dotted
-    from hpc_sweep.expand import params_key
-    from hpc_sweep.formats import load_structured
-    from hpc_sweep.generate import plan
+    from hpc_sweep.common.dotted import get_dotted, has_dotted
+    from hpc_sweep.sweep.expand import params_key
+    from hpc_sweep.common.formats import load_structured
+    from hpc_sweep.sweep.generate import plan
 
     wanted = {p.key: p.params for p in plan(spec, None, paths)}
     key_sets = list(dict.fromkeys(tuple(params) for params in wanted.values()))
@@ -230,7 +230,7 @@ def _unique_retired(retired: list, claimed: set, report: RepairReport) -> list:
 
 def _retired_rows(spec, paths, known: list, retired: list, report: RepairReport) -> list:
     """Configs whose file the definition no longer makes, planned as explicit configs of the same sweep."""
-    from hpc_sweep.generate import plan
+    from hpc_sweep.sweep.generate import plan
 
     only_these = dataclasses.replace(spec, grid={}, zips=[], explicit=[r["params"] for r in retired],
                                      random_count=0, random_params=[])
@@ -277,7 +277,7 @@ class _Map:
 
 
 def _read_maps(paths, report: RepairReport) -> dict:
-    from hpc_sweep.render import parse_map
+    from hpc_sweep.submit.scripts import parse_map
 
     maps = {}
     for path in sorted(paths.script.glob("*.map")) if paths.script.is_dir() else ():
@@ -312,7 +312,7 @@ def _read_markers(paths) -> dict:
 def _prefix(spec, maps: dict, report: RepairReport) -> tuple:
     """The job-name prefix (the sweep name plus init's random suffix) and the highest sequence number, from the
     job names in script/; a new prefix where nothing was ever submitted."""
-    from hpc_sweep.init import new_prefix
+    from hpc_sweep.sweep.init import new_prefix
 
     named = [JOB_NAME.fullmatch(name) for name in maps]
     named = [m for m in named if m]
@@ -394,7 +394,7 @@ def _insert_history(session, rows: list, maps: dict, markers: dict, report: Repa
 def _attempt(session, owner: Optional[str], entry, sid: Optional[str], maps: dict, marks: dict) -> tuple:
     """(state, other columns) of one rebuilt attempt: ``submitting`` under a submission no task of which is known
     to have started (an intent), else running where it started and pending where not; an exit marker is left
-    for :func:`hpc_sweep.poll.apply_markers_only` to decide, as a poll does."""
+    for :func:`hpc_sweep.track.poll.apply_markers_only` to decide, as a poll does."""
     start, end = marks.get("start") or {}, marks.get("exit") or {}
     fields: dict = {}
     if entry is not None:

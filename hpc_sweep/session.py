@@ -15,9 +15,9 @@ from functools import cached_property
 from pathlib import Path
 from typing import Optional
 
-from hpc_sweep.layout import SweepPaths
-from hpc_sweep.state import Store, SweepLock, acquire_lock, no_state_yet, open_store
-from hpc_sweep.sweepfile import SweepSpec, load_sweep
+from hpc_sweep.common.layout import SweepPaths
+from hpc_sweep.state.store import Store, SweepLock, acquire_lock, no_state_yet, open_store
+from hpc_sweep.sweep.sweepfile import SweepSpec, load_sweep
 
 
 class Session:
@@ -30,7 +30,7 @@ class Session:
     @classmethod
     def open(cls, sweep_dir: Path, create: bool = False, write: bool = False, blocking: bool = True) -> "Session":
         """Open the sweep in ``sweep_dir``. ``write`` (implied by ``create``, which makes the state database where
-        there is none) takes the writers' lock first: raises :class:`hpc_sweep.state.LockHeld` when another
+        there is none) takes the writers' lock first: raises :class:`hpc_sweep.state.store.LockHeld` when another
         process holds it (at once with ``blocking=False``; after a minute otherwise)."""
         return cls.for_spec(load_sweep(Path(sweep_dir)), create=create, write=write, blocking=blocking)
 
@@ -74,7 +74,7 @@ class Session:
         transaction, once): job names are made only in write sessions, after this."""
         if self.store.get_meta("prefix"):
             return
-        from hpc_sweep.init import new_prefix
+        from hpc_sweep.sweep.init import new_prefix
 
         with self.store.transaction():
             self.store.set_meta("prefix", new_prefix(self.spec.name))
@@ -94,7 +94,7 @@ class Session:
     # -- what the sweep runs on -------------------------------------------------------------------------------------
     @cached_property
     def profile(self):
-        from hpc_sweep.sites import load_profile, load_profile_file, profile_files
+        from hpc_sweep.sweep.sites import load_profile, load_profile_file, profile_files
 
         site = self.spec.site
         if site in (None, "", "auto"):
@@ -121,11 +121,11 @@ class Session:
         return get_program(self.spec.program, self.spec.log)
 
     def snapshot(self) -> dict:
-        from hpc_sweep.status import collect
+        from hpc_sweep.results.status import collect
 
         return collect(self.store, self.spec.name, self.profile.scheduler)
 
     def render_status(self, fmt: str, states: tuple = (), sort: str = "config") -> str:
-        from hpc_sweep.status import render
+        from hpc_sweep.results.status import render
 
         return render(self.snapshot(), fmt, self.spec.swept_keys, states, sort)

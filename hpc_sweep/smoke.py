@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Optional
 
-from hpc_sweep.errors import RuntimeFailure, UserError
+from hpc_sweep.common.errors import RuntimeFailure, UserError
 
 FINAL = ("completed", "failed", "timeout", "oom", "cancelled", "node_fail", "preempted", "lost")
 LOG_TAIL_LINES = 15
@@ -62,7 +62,7 @@ def _site_value(spec) -> Optional[str]:
 
 
 def _smoke_sweep_data(spec, chosen: list) -> dict:
-    from hpc_sweep.formats import format_of
+    from hpc_sweep.common.formats import format_of
 
     smoke = spec.smoke
     sweep = {"name": f"{spec.name[:58]}-smoke", "program": spec.program,
@@ -83,9 +83,9 @@ def _smoke_sweep_data(spec, chosen: list) -> dict:
 
 def choose(spec, paths, count: int) -> list:
     """[(real config name, its parameters minus the smoke overrides)], the first ``count`` distinct ones."""
-    from hpc_sweep.expand import params_key
-    from hpc_sweep.generate import plan
-    from hpc_sweep.state import open_store
+    from hpc_sweep.sweep.expand import params_key
+    from hpc_sweep.sweep.generate import plan
+    from hpc_sweep.state.store import open_store
 
     store = open_store(paths) if paths.db.exists() else None  # the real sweep's state, read only
     try:
@@ -109,9 +109,9 @@ def write_test_sweep(spec, chosen: list, test_dir: Path) -> None:
     """sweep.toml and the base copy of .test/; the base's relative paths resolved as the real sweep does."""
     import tomli_w
 
-    from hpc_sweep.atomicio import write_atomic
-    from hpc_sweep.formats import dump_structured, format_of, load_structured
-    from hpc_sweep.generate import _resolve_paths
+    from hpc_sweep.common.atomicio import write_atomic
+    from hpc_sweep.common.formats import dump_structured, format_of, load_structured
+    from hpc_sweep.sweep.generate import _resolve_paths
 
     base = load_structured(spec.base, "base config")
     _resolve_paths(base, spec.program, spec.base.parent)
@@ -139,7 +139,7 @@ def link_sweep_files(root: Path, test_dir: Path) -> None:
 def clear_previous(test_dir: Path, echo: Callable[[str], None]) -> None:
     """Cancel what an earlier smoke test left running, then remove its state, scripts, logs and outputs.
     The runner's spool stays: a runner may still be serving it, and its ids must not be reused."""
-    from hpc_sweep.layout import SweepPaths
+    from hpc_sweep.common.layout import SweepPaths
 
     paths = SweepPaths.at(test_dir)
     if paths.db.exists() and paths.sweep_file.exists():
@@ -158,7 +158,7 @@ def clear_previous(test_dir: Path, echo: Callable[[str], None]) -> None:
 
 
 def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
-    from hpc_sweep.cancel import cancel
+    from hpc_sweep.submit.cancel import cancel
     from hpc_sweep.session import Session
 
     session = Session.open(test_dir, write=True)
@@ -176,7 +176,7 @@ def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
 
 
 def _wait_gone(session, deadline: float) -> bool:
-    from hpc_sweep.submit import live_records
+    from hpc_sweep.submit.submitting import live_records
 
     ours = {s["scheduler_id"] for s in session.store.submissions("submitted")}
     while time.monotonic() < deadline:
@@ -193,9 +193,9 @@ def _wait_gone(session, deadline: float) -> bool:
 
 # -- running it -------------------------------------------------------------------------------------------------------
 def prepare(sweep_dir: Path, count: Optional[int], echo: Callable[[str], None]) -> tuple[Path, list]:
-    from hpc_sweep.generate import check_params_against_base, load_base
-    from hpc_sweep.layout import SweepPaths
-    from hpc_sweep.sweepfile import load_sweep
+    from hpc_sweep.sweep.generate import check_params_against_base, load_base
+    from hpc_sweep.common.layout import SweepPaths
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
     paths = SweepPaths.at(spec.root)
@@ -212,9 +212,9 @@ def prepare(sweep_dir: Path, count: Optional[int], echo: Callable[[str], None]) 
 
 
 def generate_and_submit(test_dir: Path) -> list:
-    from hpc_sweep.generate import generate
+    from hpc_sweep.sweep.generate import generate
     from hpc_sweep.session import Session
-    from hpc_sweep.submit import submit
+    from hpc_sweep.submit.submitting import submit
 
     with Session.open(test_dir, create=True) as session:
         generate(session.spec, session.store, session.paths)
@@ -226,7 +226,7 @@ def generate_and_submit(test_dir: Path) -> list:
 
 def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], None]) -> bool:
     """Poll (forced) until every smoke config has ended or the deadline passes. True when all ended."""
-    from hpc_sweep.poll import poll
+    from hpc_sweep.track.poll import poll
     from hpc_sweep.session import Session
 
     started = time.monotonic()
@@ -253,8 +253,8 @@ def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], Non
 
 
 def cancel_all(test_dir: Path) -> None:
-    from hpc_sweep.cancel import cancel
-    from hpc_sweep.poll import write_snapshots
+    from hpc_sweep.submit.cancel import cancel
+    from hpc_sweep.track.poll import write_snapshots
     from hpc_sweep.session import Session
 
     with Session.open(test_dir, write=True) as session:
@@ -263,7 +263,7 @@ def cancel_all(test_dir: Path) -> None:
 
 
 def collect(test_dir: Path, chosen: list, timed_out: bool) -> list:
-    from hpc_sweep.poll import task_output
+    from hpc_sweep.track.poll import task_output
     from hpc_sweep.session import Session
 
     session = Session.open(test_dir)
@@ -297,7 +297,7 @@ def _result(session, cfg: dict, source: str, prog: dict, att: Optional[dict], ti
 def run_smoke(sweep_dir: Path, count: Optional[int] = None, timeout_s: Optional[float] = None,
               echo: Callable[[str], None] = print,
               progress: Optional[Callable[[dict, float], None]] = None) -> SmokeReport:
-    from hpc_sweep.sweepfile import load_sweep
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
     timeout_s = spec.smoke.timeout_s if timeout_s is None else timeout_s
@@ -320,7 +320,7 @@ def run_smoke(sweep_dir: Path, count: Optional[int] = None, timeout_s: Optional[
 
 # -- reporting ---------------------------------------------------------------------------------------------------------
 def progress_line(states: dict, elapsed: float) -> str:
-    from hpc_sweep.durations import format_hms
+    from hpc_sweep.common.durations import format_hms
 
     counts: dict = {}
     for state in states.values():

@@ -1,7 +1,7 @@
 """The scheduler adapter contract.
 
 An adapter is argv builders plus pure output parsers: it never runs a process itself. The one place that
-runs scheduler commands is :mod:`hpc_sweep.shell`, so every parser here is tested against captured output.
+runs scheduler commands is :mod:`hpc_sweep.common.shell`, so every parser here is tested against captured output.
 
 Vocabulary shared by all adapters:
 
@@ -55,7 +55,7 @@ class QueueLimits:
 
 @dataclass(frozen=True)
 class CommandResult:
-    """What :mod:`hpc_sweep.shell` hands a parser: the exact bytes decoded, plus the exit status."""
+    """What :mod:`hpc_sweep.common.shell` hands a parser: the exact bytes decoded, plus the exit status."""
 
     argv: Sequence[str]
     returncode: int

@@ -15,8 +15,8 @@ from typing import Optional
 
 import pytest
 
-from hpc_sweep.render import MapEntry, map_text, render_script, script_context
-from hpc_sweep.runner import proc_stat
+from hpc_sweep.submit.scripts import MapEntry, map_text, render_script, script_context
+from hpc_sweep.local.runner import proc_stat
 from hpc_sweep.session import Session
 
 BASE = 'tag = "plain"\nlr = 0.1\n'

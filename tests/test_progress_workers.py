@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep import progress
+from hpc_sweep.track import progress
 from hpc_sweep.cli import main
-from hpc_sweep.poll import PollReport
+from hpc_sweep.track.poll import PollReport
 from hpc_sweep.session import Session
 
 REPO = Path(__file__).resolve().parents[1]

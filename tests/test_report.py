@@ -1,6 +1,6 @@
 """`hpc-sweep report` and hpc_sweep.api on a synthetic 200-config DeepH sweep built through the real code paths:
 `hpc-sweep generate`, attempts recorded in the state database, deepx.log files written where DeepH writes them
-and parsed by the real poll step (hpc_sweep.progress.update_progress), job logs diagnosed by hpc_sweep.failure.
+and parsed by the real poll step (hpc_sweep.track.progress.update_progress), job logs diagnosed by hpc_sweep.track.failure.
 
 The outcome is designed so the right answers are known: the learning rate matters most and is best at the top
 of its grid (1e-2), num_blocks matters less, dropout not at all; one (lr, blocks) cell fails with CUDA OOM, one
@@ -108,9 +108,9 @@ def _state_of(outcome: str) -> str:
 
 def _record_outcomes(root: Path) -> None:
     """What a poll would have recorded: attempts, job logs, trainer logs; then the real log parsing."""
-    from hpc_sweep.failure import failure_reason
-    from hpc_sweep.poll import PollReport
-    from hpc_sweep.progress import update_progress
+    from hpc_sweep.track.failure import failure_reason
+    from hpc_sweep.track.poll import PollReport
+    from hpc_sweep.track.progress import update_progress
     from hpc_sweep.session import Session
 
     session = Session.open(root, write=True)
@@ -397,8 +397,8 @@ def test_bad_output_folder_or_format_is_a_one_line_error(sweep_dir, tmp_path, ca
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err and "missing" in err
-    from hpc_sweep.errors import UserError
-    from hpc_sweep.report import write_report
+    from hpc_sweep.common.errors import UserError
+    from hpc_sweep.results.report import write_report
 
     with pytest.raises(UserError, match="unknown report format 'pdf'"):
         write_report(sweep_dir, fmt="pdf")

@@ -14,7 +14,7 @@ import sys
 import time
 from typing import List, Mapping, Optional, Sequence, Union
 
-from hpc_sweep import faults
+from hpc_sweep.common import faults
 from hpc_sweep.schedulers.base import CommandResult
 
 TIMED_OUT = 124

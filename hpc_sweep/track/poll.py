@@ -15,9 +15,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional
 
-from hpc_sweep import faults, intents, shell
-from hpc_sweep.atomicio import write_atomic
-from hpc_sweep.errors import RuntimeFailure
+from hpc_sweep.common import faults, shell
+from hpc_sweep.submit import intents
+from hpc_sweep.common.atomicio import write_atomic
+from hpc_sweep.common.errors import RuntimeFailure
 from hpc_sweep.schedulers.base import FINAL_STATES, SchedulerError, TaskRecord
 
 ACTIVE = ("pending", "running")
@@ -87,7 +88,7 @@ def read_markers(markers_dir: Path) -> Markers:
 # -- deciding one attempt's state -----------------------------------------------------------------------------
 def task_output(session, att: dict) -> str:
     """The tail of what the task printed: our run log and the scheduler's own output file."""
-    from hpc_sweep.logtail import tail_lines
+    from hpc_sweep.common.logtail import tail_lines
 
     paths = session.paths
     texts = []
@@ -104,7 +105,7 @@ def task_output(session, att: dict) -> str:
 def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRecord], markers: Markers,
            now: float) -> tuple[str, Optional[str], dict]:
     """(state, reason, attempt fields) for one active attempt."""
-    from hpc_sweep.failure import diagnose
+    from hpc_sweep.track.failure import diagnose
 
     key = f"{att['config']}.{att['attempt']}"
     end = markers.load(key, "exit")
@@ -379,16 +380,16 @@ def resume_ended(session, report: PollReport) -> None:
 
 def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bool = True) -> PollReport:
     """One poll. The caller holds the sweep lock."""
-    from hpc_sweep.progress import LogReading
+    from hpc_sweep.track.progress import LogReading
 
     with LogReading(session) as reading:  # a large poll's log reading starts now, in workers
         return _poll(session, reading, force, submit_waiting)
 
 
 def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
-    from hpc_sweep.evidence import check_completed
-    from hpc_sweep.progress import update_progress
-    from hpc_sweep.submit import live_records
+    from hpc_sweep.track.evidence import check_completed
+    from hpc_sweep.track.progress import update_progress
+    from hpc_sweep.submit.submitting import live_records
 
     report = PollReport()
     now = time.time()
@@ -418,7 +419,7 @@ def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     check_completed(session, report)  # "completed" needs evidence of training, from the logs just read
     resume_ended(session, report)
     if submit_waiting and records is not None:
-        from hpc_sweep.submit import submit
+        from hpc_sweep.submit.submitting import submit
 
         sub = submit(session, records=records, reconciled=report.reconciled)
         report.submitted = sub.submitted
@@ -473,7 +474,7 @@ def write_snapshots(session) -> None:
     """status.json and status.md, each replaced atomically: a reader never sees half a file. Not fsynced: both
     are made again from the state by every poll, and a poll of 10,000 configs would wait for 4 MB to reach the
     disk."""
-    from hpc_sweep.status import render
+    from hpc_sweep.results.status import render
 
     snapshot = session.snapshot()
     for path, text in ((session.paths.status_json, snapshot_json(snapshot)),

@@ -1,6 +1,6 @@
 """`hpc-sweep report`: which parameters won, as one self-contained HTML page or a markdown file.
 
-Every number comes from :mod:`hpc_sweep.api` (the notebook API); this module only lays it out. The page is built
+Every number comes from :mod:`hpc_sweep.results.analysis` (the notebook API, :mod:`hpc_sweep.api`); this module only lays it out. The page is built
 once as sections of neutral blocks (paragraphs, tables, images, log tails), then written as HTML or markdown, so
 both formats always say the same thing.
 
@@ -23,9 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from hpc_sweep.api import PLATEAU_FACTOR, Sweep, load, value_label
-from hpc_sweep.durations import format_short
-from hpc_sweep.errors import UserError
+from hpc_sweep.results.analysis import PLATEAU_FACTOR, Sweep, load, value_label
+from hpc_sweep.common.durations import format_short
+from hpc_sweep.common.errors import UserError
 
 FORMATS = ("html", "markdown")
 RANK_LIMIT = 500          # rows of the ranking table; the rest are one `status --sort best` away
@@ -99,7 +99,7 @@ class ReportResult:
 def write_report(sweep_dir: Union[str, Path], out: Optional[Path] = None,
                  fmt: Optional[str] = None) -> ReportResult:
     """Write the report (default: report.html, or report.md for markdown, in the sweep folder)."""
-    from hpc_sweep.atomicio import write_atomic
+    from hpc_sweep.common.atomicio import write_atomic
 
     fmt = fmt or _format_from(out)
     if fmt not in FORMATS:
@@ -149,7 +149,7 @@ def gather(sweep: Sweep) -> dict:
 
 # -- sections -------------------------------------------------------------------------------------------------
 def build_page(data: dict, have_plots: bool) -> Page:
-    from hpc_sweep.status import short_names
+    from hpc_sweep.results.status import short_names
 
     status = data["status"]
     short = short_names(data["keys"])

@@ -2,10 +2,10 @@
 
 Commands (what :class:`hpc_sweep.schedulers.local.LocalScheduler` builds)::
 
-    python -m hpc_sweep.runner submit --sweep DIR --name JOB SCRIPT INDICES   # queue, print "local-<n>"
-    python -m hpc_sweep.runner status --sweep DIR                             # JSON of every task
-    python -m hpc_sweep.runner cancel --sweep DIR ID...                       # submissions or tasks
-    python -m hpc_sweep.runner run    --sweep DIR                             # the runner itself
+    python -m hpc_sweep.local.runner submit --sweep DIR --name JOB SCRIPT INDICES   # queue, print "local-<n>"
+    python -m hpc_sweep.local.runner status --sweep DIR                             # JSON of every task
+    python -m hpc_sweep.local.runner cancel --sweep DIR ID...                       # submissions or tasks
+    python -m hpc_sweep.local.runner run    --sweep DIR                             # the runner itself
 
 Everything lives in the sweep's spool, ``.hpc_sweep/runner/``: ``spool.json`` (submissions and tasks, replaced
 atomically under ``spool.lock``), ``runner.lock`` (held by the one runner of the sweep for its whole life),
@@ -95,7 +95,7 @@ class Spool:
         return data
 
     def save(self, data: dict, fsync: bool = False) -> None:
-        from hpc_sweep.atomicio import write_atomic
+        from hpc_sweep.common.atomicio import write_atomic
 
         write_atomic(self.file, json.dumps(data, separators=(",", ":")) + "\n", fsync=fsync)
 
@@ -127,7 +127,7 @@ def start_runner(spool: Spool) -> None:
     """Detached: own session, no terminal, stdout to /dev/null and stderr to the log, so it outlives the
     submitting shell and the poller and never holds their output pipes open."""
     with open(spool.log_file, "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "hpc_sweep.runner", "run", "--sweep", str(spool.sweep)],
+        subprocess.Popen([sys.executable, "-m", "hpc_sweep.local.runner", "run", "--sweep", str(spool.sweep)],
                          cwd=str(spool.sweep), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
                          start_new_session=True, close_fds=True)
 
@@ -311,7 +311,7 @@ class Settings:
 def nvidia_smi_command() -> tuple[list, tuple]:
     """The nvidia-smi argv and the fields it prints: ``HPC_SWEEP_NVIDIA_SMI`` may name another program (a
     wrapper, a test's fake) and, with its own ``--query-gpu=``, other fields."""
-    from hpc_sweep.gpus import DEFAULT_FIELDS, NVIDIA_SMI_ARGV
+    from hpc_sweep.local.placement import DEFAULT_FIELDS, NVIDIA_SMI_ARGV
 
     text = os.environ.get("HPC_SWEEP_NVIDIA_SMI", "").strip()
     argv = shlex.split(text) if text else [NVIDIA_SMI_ARGV[0]]
@@ -349,7 +349,7 @@ def load_settings(sweep: Path) -> Settings:
 
 def query_gpus(settings: Settings) -> Optional[list]:
     """GPUs as nvidia-smi lists them; None where there is no usable nvidia-smi (then CPU slots only)."""
-    from hpc_sweep.gpus import parse_nvidia_smi
+    from hpc_sweep.local.placement import parse_nvidia_smi
 
     try:
         done = subprocess.run(settings.nvidia_smi, capture_output=True, text=True, timeout=15,
@@ -371,8 +371,8 @@ class Placement:
 
 def place(task: dict, gpus: Optional[list], settings: Settings, per_gpu: dict, cpu_used: int):
     """A Placement, None (no room yet) or a string (can never run here: the reason)."""
-    from hpc_sweep.device import DeviceError, parse_device
-    from hpc_sweep.gpus import free_slots
+    from hpc_sweep.sweep.device import DeviceError, parse_device
+    from hpc_sweep.local.placement import free_slots
 
     need = int(task.get("gpus") or 0)
     if need == 0 or not gpus:
@@ -444,7 +444,7 @@ class Runner:
         lock = _take_runner_lock(self.spool)
         if lock is None:
             return 0  # another runner serves this sweep
-        from hpc_sweep.atomicio import write_atomic
+        from hpc_sweep.common.atomicio import write_atomic
 
         write_atomic(self.spool.pid_file, json.dumps({"pid": os.getpid(), "start": proc_start(os.getpid())}),
                      fsync=False)
@@ -654,7 +654,7 @@ def parse_indices(texts: Sequence[str]) -> list[int]:
 
 
 def cmd_submit(spool: Spool, name: str, script_text: str, index_texts: Sequence[str]) -> int:
-    from hpc_sweep.render import parse_map
+    from hpc_sweep.submit.scripts import parse_map
 
     script = Path(script_text).resolve()
     try:
@@ -743,7 +743,7 @@ def _cancel_task(task: dict, now: float) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m hpc_sweep.runner", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m hpc_sweep.local.runner", description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="command", required=True)
     for name in ("run", "status", "submit", "cancel"):
         cmd = sub.add_parser(name)

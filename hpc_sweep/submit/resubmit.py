@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from typing import Optional, Sequence
 
-from hpc_sweep.durations import parse_duration
-from hpc_sweep.errors import UserError
-from hpc_sweep.submit import SubmitReport, submit
+from hpc_sweep.common.durations import parse_duration
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.submit.submitting import SubmitReport, submit
 
 BLOCKING = ("pending", "running")
 

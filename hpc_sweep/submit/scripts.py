@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 from hpc_sweep import __version__
-from hpc_sweep.errors import UserError
+from hpc_sweep.common.errors import UserError
 
 # Each {placeholder} of sweep.command becomes a quoted reference to a variable the job script sets from the
 # map: values never pass through the template text, so no parameter can inject shell.
@@ -126,7 +126,7 @@ def load_template(profile) -> None:
 
 def script_context(session, job_name: str, array: Optional[str], ntasks: int, gpus: int, device_type: str,
                    walltime_s: int, map_file: Path) -> dict:
-    from hpc_sweep.durations import format_hms
+    from hpc_sweep.common.durations import format_hms
 
     profile, spec, paths = session.profile, session.spec, session.paths
     if profile.scheduler != "local" and re.search(r"[\s\"'\\]", str(paths.logs)):

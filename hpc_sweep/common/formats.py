@@ -2,7 +2,7 @@
 YAML (XequiNet configs). Parse errors become one-line UserErrors naming the file and position.
 
 YAML is read with the rules of the trainer's own loader (OmegaConf: ``5e-4`` is a float) and written so that it
-reads back the same (see :mod:`hpc_sweep.yamltext`)."""
+reads back the same (see :mod:`hpc_sweep.common.yamltext`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import sys
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_sweep.errors import UserError
+from hpc_sweep.common.errors import UserError
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -63,7 +63,7 @@ def parse_toml(text: str, path: Path) -> dict:
 def parse_yaml(text: str, path: Path) -> dict:
     import yaml  # only XequiNet sweeps pay for it
 
-    from hpc_sweep import yamltext
+    from hpc_sweep.common import yamltext
 
     try:
         data = yamltext.load(text)
@@ -117,7 +117,7 @@ def dump_structured(data: dict, fmt: str, like: Optional[Path] = None) -> str:
     if fmt == "yaml":
         import yaml
 
-        from hpc_sweep import yamltext
+        from hpc_sweep.common import yamltext
 
         if like is not None:
             try:

@@ -1,7 +1,7 @@
 """Parameter space → parameter sets: grid × zip groups, then explicit configs, then seeded random samples.
 
 Order is stable (first grid key varies slowest), so the same sweep.toml always yields the same list; config
-numbers are attached later by identity, not by position (see :mod:`hpc_sweep.generate`).
+numbers are attached later by identity, not by position (see :mod:`hpc_sweep.sweep.generate`).
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import math
 import random
 from typing import Any
 
-from hpc_sweep.sweepfile import SweepSpec
+from hpc_sweep.sweep.sweepfile import SweepSpec
 
 
 def expand(spec: SweepSpec) -> list[dict[str, Any]]:

@@ -9,13 +9,13 @@ import shutil
 from pathlib import Path
 from typing import Optional
 
-from hpc_sweep.atomicio import write_atomic
-from hpc_sweep.dotted import iter_leaves
-from hpc_sweep.errors import UserError, one_line
-from hpc_sweep.formats import format_of, load_structured
-from hpc_sweep.layout import SweepPaths
-from hpc_sweep.state import open_store, sweep_lock
-from hpc_sweep.sweepfile import _NAME, PROGRAMS
+from hpc_sweep.common.atomicio import write_atomic
+from hpc_sweep.common.dotted import iter_leaves
+from hpc_sweep.common.errors import UserError, one_line
+from hpc_sweep.common.formats import format_of, load_structured
+from hpc_sweep.common.layout import SweepPaths
+from hpc_sweep.state.store import open_store, sweep_lock
+from hpc_sweep.sweep.sweepfile import _NAME, PROGRAMS
 
 COMMANDS = {
     "deeph": "deeph-train {config}",

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_sweep.durations import parse_duration
-from hpc_sweep.errors import UserError
-from hpc_sweep.formats import parse_toml, read_text
+from hpc_sweep.common.durations import parse_duration
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.common.formats import parse_toml, read_text
 
 SWEEP_FILE = "sweep.toml"
 PROGRAMS = ("deeph", "xequinet", "generic")
@@ -233,7 +233,7 @@ def _check_command(reader: _Reader, command: str) -> None:
 
 
 def _check_device(reader: _Reader, key: str, text: str) -> None:
-    from hpc_sweep.device import DeviceError, parse_device
+    from hpc_sweep.sweep.device import DeviceError, parse_device
 
     try:
         parse_device(text)

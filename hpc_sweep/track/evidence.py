@@ -38,7 +38,7 @@ def check_completed(session, report) -> None:
     if lacking:
         # Before failing a run, its log once more: a large poll's reading starts before the scheduler answers, so
         # what it read of a run that ended meanwhile may lack the last lines (a failure is rare: this is cheap).
-        from hpc_sweep.progress import update_progress
+        from hpc_sweep.track.progress import update_progress
 
         for start in range(0, len(lacking), NAMES_PER_READ):
             update_progress(session, report, names=lacking[start:start + NAMES_PER_READ])

@@ -15,9 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_sweep.durations import parse_duration
-from hpc_sweep.errors import UserError
-from hpc_sweep.formats import parse_toml, read_text
+from hpc_sweep.common.durations import parse_duration
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.common.formats import parse_toml, read_text
 
 SCHEDULERS = ("slurm", "pbspro", "torque", "local")
 GPU_REQUESTS = {
@@ -210,7 +210,7 @@ def detect_profile() -> SiteProfile:
         profile = load_profile_file(path, name)
         if profile.hostname and re.search(profile.hostname, host):
             return profile
-    from hpc_sweep.shell import detect_scheduler
+    from hpc_sweep.common.shell import detect_scheduler
 
     kind = detect_scheduler() or "local"
     return load_profile_file(files[kind], kind)

@@ -6,9 +6,10 @@ from __future__ import annotations
 import getpass
 from typing import Optional, Sequence
 
-from hpc_sweep import intents, shell
-from hpc_sweep.errors import RuntimeFailure
-from hpc_sweep.submit import live_records_or_none
+from hpc_sweep.common import shell
+from hpc_sweep.submit import intents
+from hpc_sweep.common.errors import RuntimeFailure
+from hpc_sweep.submit.submitting import live_records_or_none
 
 CANCELLABLE = ("pending", "running")
 

@@ -1,7 +1,7 @@
 """Reading the trainers' logs during a poll: only new bytes, parser state kept between polls.
 
 For each config whose current attempt is running, or ended since its log was last read, find the attempt's
-log, read what it gained (hpc_sweep.logtail), feed the program's incremental parser, and store the numbers
+log, read what it gained (hpc_sweep.common.logtail), feed the program's incremental parser, and store the numbers
 (progress) and the curve (epochs).
 
 One curve per config, across attempts. A resumed attempt continues where the last reading stopped: XequiNet
@@ -27,8 +27,8 @@ import time
 from pathlib import Path
 from typing import NamedTuple, Optional
 
-from hpc_sweep.formats import load_structured
-from hpc_sweep.logtail import read_new
+from hpc_sweep.common.formats import load_structured
+from hpc_sweep.common.logtail import read_new
 
 TREND_WINDOW = 5
 
@@ -280,7 +280,7 @@ def _fork_worker(program, chunks: list, queue: int, outputs: str) -> tuple:
         try:
             gc.disable()
             os.close(read_end)
-            from hpc_sweep.faults import point as fault_point
+            from hpc_sweep.common.faults import point as fault_point
 
             # The fault suite's worker dies holding a chunk it took: the poll must read that chunk itself.
             done = _take_chunks(program, chunks, queue, outputs, {}, after_chunk=lambda: fault_point("log_worker"))

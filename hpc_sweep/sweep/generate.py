@@ -13,14 +13,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_sweep.atomicio import write_atomic
-from hpc_sweep.dotted import get_dotted, has_dotted, nearest_keys, set_dotted
-from hpc_sweep.errors import UserError
-from hpc_sweep.expand import expand, params_key
-from hpc_sweep.formats import dump_structured, format_of, load_structured
-from hpc_sweep.layout import SweepPaths
-from hpc_sweep.state import Store
-from hpc_sweep.sweepfile import SweepSpec
+from hpc_sweep.common.atomicio import write_atomic
+from hpc_sweep.common.dotted import get_dotted, has_dotted, nearest_keys, set_dotted
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.sweep.expand import expand, params_key
+from hpc_sweep.common.formats import dump_structured, format_of, load_structured
+from hpc_sweep.common.layout import SweepPaths
+from hpc_sweep.state.store import Store
+from hpc_sweep.sweep.sweepfile import SweepSpec
 
 # Keys holding paths, per program: relative values are made absolute against the base's folder (as DeepH
 # resolves them), so a config works from any working directory.
@@ -121,7 +121,7 @@ def _resolve_paths(config: dict, program: str, base_dir: Path) -> None:
 
 def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths) -> list[PlannedConfig]:
     """Build every config in memory and check it. Raises UserError on the first problem."""
-    from hpc_sweep.device import DeviceError, parse_device
+    from hpc_sweep.sweep.device import DeviceError, parse_device
     from hpc_sweep.programs import get_program
 
     program = get_program(spec.program, spec.log)
@@ -253,7 +253,7 @@ def generate(spec: SweepSpec, store: Store, paths: SweepPaths, force: bool = Fal
                 result.retired.append(name)
         store.set_meta("last_generate", str(now))
         if store.get_meta("prefix") is None:  # a folder made without init: its job names are fixed from now on
-            from hpc_sweep.init import new_prefix
+            from hpc_sweep.sweep.init import new_prefix
 
             store.set_meta("prefix", new_prefix(spec.name))
     for p in planned:

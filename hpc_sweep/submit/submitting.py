@@ -2,7 +2,7 @@
 and submit each chunk as one array — never twice.
 
 The protocol that makes a crash or a controller time-out harmless (the records and their rules are in
-:mod:`hpc_sweep.intents`): a submission is recorded as an *intent* (its unique job name, map and script) and
+:mod:`hpc_sweep.submit.intents`): a submission is recorded as an *intent* (its unique job name, map and script) and
 committed BEFORE the submit command runs; only then is the command run and its id recorded. A command whose
 outcome is unknown leaves the submission *unknown*: its configs are held until a lookup by name answers, and it is
 sent again (under a new name) only after a lookup answered "not there".
@@ -19,11 +19,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Optional, Sequence
 
-from hpc_sweep import faults, intents, shell
-from hpc_sweep.atomicio import write_atomic
-from hpc_sweep.errors import RuntimeFailure
+from hpc_sweep.common import faults, shell
+from hpc_sweep.submit import intents
+from hpc_sweep.common.atomicio import write_atomic
+from hpc_sweep.common.errors import RuntimeFailure
 from hpc_sweep.programs import task_environment
-from hpc_sweep.render import MapEntry, map_text, render_script, script_context
+from hpc_sweep.submit.scripts import MapEntry, map_text, render_script, script_context
 from hpc_sweep.schedulers.base import (
     FINAL_STATES,
     CommandResult,
@@ -160,7 +161,7 @@ def plan_chunks(session, rows: list[dict], limits: QueueLimits, room: Optional[i
 @functools.lru_cache(maxsize=256)
 def _allocation_view(device: str) -> str:
     """The allocation view of a device string, worked out once per distinct string (a sweep has a few)."""
-    from hpc_sweep.device import allocation_view, parse_device
+    from hpc_sweep.sweep.device import allocation_view, parse_device
 
     return allocation_view(parse_device(device))
 
@@ -170,8 +171,8 @@ def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple:
     resubmission how it starts ("resumed from its checkpoint" or a fresh restart and why), and the config itself
     when it is a copy of its own (None: the generated file as it is). ``write=False``: work it out, write nothing
     (a dry run)."""
-    from hpc_sweep.dotted import set_dotted
-    from hpc_sweep.formats import dump_structured, format_of, load_structured
+    from hpc_sweep.common.dotted import set_dotted
+    from hpc_sweep.common.formats import dump_structured, format_of, load_structured
 
     program = session.program
     path = Path(row["path"])
@@ -459,7 +460,7 @@ def _prepare_while_waiting(session, running, names: Sequence[str], premade: _Pre
     likely submitted are made (in submission order; the slowest part of a large submit on a busy file system),
     then the job template is compiled. Folders of configs not submitted in the end are removed again. The
     answers are collected between folders, so each call's logged seconds stay its own."""
-    from hpc_sweep.render import load_template
+    from hpc_sweep.submit.scripts import load_template
 
     root = str(session.paths.outputs)
     for i, name in enumerate(names):

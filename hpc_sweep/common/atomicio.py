@@ -7,7 +7,7 @@ import secrets
 from pathlib import Path
 from typing import Union
 
-from hpc_sweep import faults
+from hpc_sweep.common import faults
 
 
 def write_atomic(path: Union[str, Path], data: Union[str, bytes], mode: int = 0o644, fsync: bool = True) -> None:

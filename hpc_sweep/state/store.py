@@ -32,9 +32,9 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Iterable, Iterator, Optional
 
-from hpc_sweep import faults
-from hpc_sweep.errors import RuntimeFailure, UserError
-from hpc_sweep.layout import SweepPaths
+from hpc_sweep.common import faults
+from hpc_sweep.common.errors import RuntimeFailure, UserError
+from hpc_sweep.common.layout import SweepPaths
 
 SCHEMA_VERSION = 1
 

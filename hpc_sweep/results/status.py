@@ -12,8 +12,8 @@ import time
 from datetime import datetime, timezone
 from typing import Any, Optional
 
-from hpc_sweep.durations import format_short
-from hpc_sweep.state import Store
+from hpc_sweep.common.durations import format_short
+from hpc_sweep.state.store import Store
 
 STATE_ORDER = ("generated", "waiting", "pending", "running", "completed", "failed", "timeout", "oom", "cancelled",
                "node_fail", "preempted", "lost")
