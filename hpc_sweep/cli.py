@@ -388,8 +388,7 @@ def sites() -> None:
     """
     from tabulate import tabulate
 
-    from hpc_sweep.common.shell import detect_scheduler
-    from hpc_sweep.sweep.sites import describe, load_profile_file, profile_files, user_dir
+    from hpc_sweep.sweep.sites import describe, detect_scheduler, load_profile_file, profile_files, user_dir
 
     rows = []
     for name, path in profile_files().items():

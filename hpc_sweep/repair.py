@@ -277,7 +277,7 @@ class _Map:
 
 
 def _read_maps(paths, report: RepairReport) -> dict:
-    from hpc_sweep.submit.scripts import parse_map
+    from hpc_sweep.common.jobmap import parse_map
 
     maps = {}
     for path in sorted(paths.script.glob("*.map")) if paths.script.is_dir() else ():

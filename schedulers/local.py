@@ -34,6 +34,7 @@ from hpc_sweep.schedulers.base import (
     SubmitSpec,
     TaskRecord,
 )
+from hpc_sweep.schedulers.arrays import compress_indices
 
 RUNNER_MODULE = "hpc_sweep.local.runner"
 # The runner's spool states and outcomes -> our normalised states.
@@ -98,8 +99,6 @@ class LocalScheduler(Scheduler):
 
     def array_spec(self, indices: Sequence[int], throttle: Optional[int]) -> str:
         """A compact index list ("0-9,12"); the runner has no throttle: the slots are the throttle."""
-        from hpc_sweep.schedulers.slurm import compress_indices
-
         return compress_indices(indices)
 
 

@@ -36,7 +36,7 @@ from hpc_sweep.schedulers.base import (
     SubmitSpec,
     TaskRecord,
 )
-from hpc_sweep.schedulers.pbspro import (
+from hpc_sweep.schedulers.pbs_family import (
     JOB_ID_RE,
     Attrs,
     as_int,
@@ -190,7 +190,7 @@ class TorqueScheduler(Scheduler):
 
     def live_argv(self, user: str, submission_ids: Sequence[str] = ()) -> List[str]:
         """ALL jobs the user can see, as XML with subjobs; the caller keeps ours by submission id
-        (compare with :func:`hpc_sweep.schedulers.pbspro.submission_key`: server spellings vary)."""
+        (compare with :func:`hpc_sweep.schedulers.pbs_family.submission_key`: server spellings vary)."""
         return ["qstat", "-x", "-t"]
 
     def parse_live(self, result: CommandResult) -> List[TaskRecord]:

@@ -15,7 +15,8 @@ from typing import Optional
 
 import pytest
 
-from hpc_sweep.submit.scripts import MapEntry, map_text, render_script, script_context
+from hpc_sweep.common.jobmap import MapEntry, map_text
+from hpc_sweep.submit.scripts import render_script, script_context
 from hpc_sweep.local.runner import proc_stat
 from hpc_sweep.session import Session
 

@@ -23,7 +23,7 @@ import pytest
 import tomli_w
 from slurm_cluster import SYSTEM_PATH
 
-from hpc_sweep.submit.scripts import parse_map
+from hpc_sweep.common.jobmap import parse_map
 
 pytestmark = pytest.mark.slurm
 

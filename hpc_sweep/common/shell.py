@@ -12,16 +12,27 @@ import signal
 import subprocess
 import sys
 import time
+from dataclasses import dataclass
 from typing import List, Mapping, Optional, Sequence, Union
 
 from hpc_sweep.common import faults
-from hpc_sweep.schedulers.base import CommandResult
 
 TIMED_OUT = 124
 NOT_FOUND = 127
 _PR_SET_PDEATHSIG = 1
 _prctl = None  # libc's prctl, looked up in this process so a child only calls it between fork and exec
 _parent = 0  # the pid children of this process are to die with
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    """What a command run here answered, as the adapters' parsers read it: the exact bytes decoded, plus the exit
+    status (also :class:`hpc_sweep.schedulers.base.CommandResult`)."""
+
+    argv: Sequence[str]
+    returncode: int
+    stdout: str
+    stderr: str
 
 
 def run(argv: Sequence[str], timeout: float = 120, cwd: Optional[str] = None,
@@ -233,14 +244,3 @@ def _log(result: CommandResult, seconds: float, started: float) -> None:
                                  "seconds": round(seconds, 4), "start": round(started, 4)}) + "\n")
 
 
-def detect_scheduler() -> Optional[str]:
-    """slurm | pbspro | torque | None, by the reference's rules (Slurm first: it may ship qstat wrappers)."""
-    from hpc_sweep.schedulers.detect import DETECT_ARGVS, detect_from_outputs
-
-    slurm = run(DETECT_ARGVS["slurm"], timeout=20)
-    if slurm.returncode == 0:
-        return detect_from_outputs(slurm, None)
-    pbs = run(DETECT_ARGVS["pbs"], timeout=20)
-    if pbs.returncode == NOT_FOUND:
-        return None
-    return detect_from_outputs(None, pbs)

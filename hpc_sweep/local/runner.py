@@ -645,7 +645,7 @@ class Runner:
 
 # -- the commands ----------------------------------------------------------------------------------------------------
 def parse_indices(texts: Sequence[str]) -> list[int]:
-    from hpc_sweep.schedulers.slurm import expand_array_spec
+    from hpc_sweep.schedulers.arrays import expand_array_spec
 
     found: set = set()
     for text in texts:
@@ -654,7 +654,7 @@ def parse_indices(texts: Sequence[str]) -> list[int]:
 
 
 def cmd_submit(spool: Spool, name: str, script_text: str, index_texts: Sequence[str]) -> int:
-    from hpc_sweep.submit.scripts import parse_map
+    from hpc_sweep.common.jobmap import parse_map
 
     script = Path(script_text).resolve()
     try:

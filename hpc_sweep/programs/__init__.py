@@ -33,6 +33,6 @@ def task_environment(program: "Program", mode: Optional[str], run_config: Option
     of a large submission costs nothing."""
     if mode != "resume" or run_config is None:
         return ()
-    from hpc_sweep.submit.scripts import env_words
+    from hpc_sweep.common.jobmap import env_words
 
     return env_words(program.run_environment(run_config, Path(outputs)))

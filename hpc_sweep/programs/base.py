@@ -74,6 +74,10 @@ class LogParser:
         raise NotImplementedError
 
 
+# The reason a run that exited 0 without training fails with (see :meth:`Program.training_evidence`).
+NO_TRAINING_LOG = "exited 0 without a training log"
+
+
 class Program:
     """A trainer: how its config is shaped, checked, pointed at its output folder, logged and resumed."""
 

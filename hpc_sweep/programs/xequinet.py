@@ -18,8 +18,7 @@ from typing import Optional
 
 from hpc_sweep.common.dotted import get_dotted, set_dotted
 from hpc_sweep.programs._common import InfoParser, as_int, decode, encode, number, record_row, summary_from
-from hpc_sweep.track.evidence import NO_TRAINING_LOG
-from hpc_sweep.programs.base import EpochRow, LogSummary, Program, ended_reason
+from hpc_sweep.programs.base import NO_TRAINING_LOG, EpochRow, LogSummary, Program, ended_reason
 
 DEFAULT_MAX_EPOCHS = 300
 DEFAULT_RUN_NAME = "xequinet"

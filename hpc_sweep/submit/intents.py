@@ -30,7 +30,6 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Optional, Sequence
 
 from hpc_sweep.common import faults, shell
@@ -264,7 +263,7 @@ def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled,
     or ran under another submission, its tasks still waiting to start (``cancel_waiting``, from the live queue)
     are cancelled; tasks already running are left to the job script's claim guard, which lets each (config,
     attempt) run once, and the poll follows whichever task holds the claim through the markers."""
-    from hpc_sweep.submit.scripts import parse_map
+    from hpc_sweep.common.jobmap import parse_map
 
     store = session.store
     map_file = session.paths.script / f"{name}.map"

@@ -24,7 +24,8 @@ from hpc_sweep.submit import intents
 from hpc_sweep.common.atomicio import write_atomic
 from hpc_sweep.common.errors import RuntimeFailure
 from hpc_sweep.programs import task_environment
-from hpc_sweep.submit.scripts import MapEntry, map_text, render_script, script_context
+from hpc_sweep.common.jobmap import MapEntry, map_text
+from hpc_sweep.submit.scripts import render_script, script_context
 from hpc_sweep.schedulers.base import (
     FINAL_STATES,
     CommandResult,

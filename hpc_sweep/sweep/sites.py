@@ -210,10 +210,23 @@ def detect_profile() -> SiteProfile:
         profile = load_profile_file(path, name)
         if profile.hostname and re.search(profile.hostname, host):
             return profile
-    from hpc_sweep.common.shell import detect_scheduler
-
     kind = detect_scheduler() or "local"
     return load_profile_file(files[kind], kind)
+
+
+def detect_scheduler() -> Optional[str]:
+    """slurm | pbspro | torque | None, by the reference's rules (Slurm first: it may ship qstat wrappers). Runs
+    the two version commands (through :mod:`hpc_sweep.common.shell`) only when no profile names the host."""
+    from hpc_sweep.common import shell
+    from hpc_sweep.schedulers.detect import DETECT_ARGVS, detect_from_outputs
+
+    slurm = shell.run(DETECT_ARGVS["slurm"], timeout=20)
+    if slurm.returncode == 0:
+        return detect_from_outputs(slurm, None)
+    pbs = shell.run(DETECT_ARGVS["pbs"], timeout=20)
+    if pbs.returncode == shell.NOT_FOUND:
+        return None
+    return detect_from_outputs(None, pbs)
 
 
 def describe(profile: SiteProfile) -> dict[str, Any]:

@@ -4,7 +4,7 @@ A command that exits 0 without training (DeepH-pack's public ``deeph-train`` stu
 printing its help) would otherwise count as a finished run, and its config would rank as if it had a result.
 The poll decides states from the scheduler and the markers first, then reads the logs; this check runs after
 that reading, on what it read: a ``completed`` config whose log shows no training becomes ``failed`` with the
-reason :data:`NO_TRAINING_LOG`. A checked completed config carries a reason that says how it ended ("trained to
+reason :data:`hpc_sweep.programs.base.NO_TRAINING_LOG`. A checked completed config carries a reason that says how it ended ("trained to
 epoch 7 of 7", "early stopping at epoch 12"): a completed config without a reason is one not checked yet, so
 a poll killed between deciding and checking leaves it for the next poll.
 
@@ -19,7 +19,6 @@ import json
 import time
 from typing import Optional
 
-NO_TRAINING_LOG = "exited 0 without a training log"
 NAMES_PER_READ = 500  # SQL parameters per query, well under SQLite's limit
 
 _UNCHECKED = """
