@@ -285,7 +285,7 @@ def poll(sweep_dir: Path, verbose: bool, force: bool, no_submit: bool) -> None:
     """
     from hpc_sweep.track.poll import poll as run_poll, summary_lines
     from hpc_sweep.session import Session
-    from hpc_sweep.state.store import LockHeld
+    from hpc_sweep.state.lock import LockHeld
 
     try:
         session = Session.open(sweep_dir, write=True, blocking=False)
@@ -445,7 +445,7 @@ def _busy_database(exc: Exception) -> Optional[RuntimeFailure]:
     """SQLite's "database is locked" after the busy timeout, as the one-line failure it is (never corruption)."""
     if type(exc).__module__ != "sqlite3":
         return None
-    from hpc_sweep.state.store import StateBusy, busy_timeout_s, is_busy
+    from hpc_sweep.state.health import StateBusy, busy_timeout_s, is_busy
 
     if not is_busy(exc):
         return None

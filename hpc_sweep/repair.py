@@ -68,7 +68,7 @@ def repair(sweep_dir: Path, force: bool = False) -> RepairReport:
     """Rebuild the state of the sweep in ``sweep_dir`` under the writers' lock. A readable state with configs is
     left alone unless ``force``."""
     from hpc_sweep.common.layout import SweepPaths
-    from hpc_sweep.state.store import acquire_lock
+    from hpc_sweep.state.lock import acquire_lock
     from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(Path(sweep_dir))
@@ -98,7 +98,8 @@ def repair(sweep_dir: Path, force: bool = False) -> RepairReport:
 
 def _condition(paths) -> str:
     """'ok' (readable, with configs), 'empty' (readable, no config: nothing to lose), 'missing' or 'corrupt'."""
-    from hpc_sweep.state.store import CORRUPT, EMPTY, examine, open_store
+    from hpc_sweep.state.health import CORRUPT, EMPTY, examine
+    from hpc_sweep.state.store import open_store
 
     if not paths.db.exists():
         return "missing"
@@ -115,7 +116,7 @@ def _condition(paths) -> str:
 
 
 def _replace(paths, building: Path, condition: str, report: RepairReport) -> None:
-    from hpc_sweep.state.store import OK, examine, set_aside
+    from hpc_sweep.state.health import OK, examine, set_aside
 
     if paths.db.exists():
         label = "corrupt" if condition == "corrupt" else "replaced"

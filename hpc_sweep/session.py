@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Optional
 
 from hpc_sweep.common.layout import SweepPaths
-from hpc_sweep.state.store import Store, SweepLock, acquire_lock, no_state_yet, open_store
+from hpc_sweep.state.lock import SweepLock, acquire_lock
+from hpc_sweep.state.store import Store, no_state_yet, open_store
 from hpc_sweep.sweep.sweepfile import SweepSpec, load_sweep
 
 
@@ -30,7 +31,7 @@ class Session:
     @classmethod
     def open(cls, sweep_dir: Path, create: bool = False, write: bool = False, blocking: bool = True) -> "Session":
         """Open the sweep in ``sweep_dir``. ``write`` (implied by ``create``, which makes the state database where
-        there is none) takes the writers' lock first: raises :class:`hpc_sweep.state.store.LockHeld` when another
+        there is none) takes the writers' lock first: raises :class:`hpc_sweep.state.lock.LockHeld` when another
         process holds it (at once with ``blocking=False``; after a minute otherwise)."""
         return cls.for_spec(load_sweep(Path(sweep_dir)), create=create, write=write, blocking=blocking)
 

@@ -198,7 +198,7 @@ def test_a_read_session_of_an_older_database_reads_it_without_writing(sweep):
 
 
 def test_the_store_refuses_writes_without_the_lock(sweep):
-    from hpc_sweep.state.store import LockHeld
+    from hpc_sweep.state.lock import LockHeld
 
     with Session.open(sweep.root) as reader:
         with pytest.raises(RuntimeError, match="internal: write without the sweep lock"):
@@ -318,7 +318,7 @@ def _failing_lockf(code: int):
 def test_lockf_failing_for_another_reason_than_a_holder_is_an_error(sweep, monkeypatch):
     import fcntl
 
-    from hpc_sweep.state.store import LockHeld, acquire_lock
+    from hpc_sweep.state.lock import LockHeld, acquire_lock
 
     monkeypatch.setattr(fcntl, "lockf", _failing_lockf(errno.ENOLCK))
     with pytest.raises(RuntimeFailure) as failure:

@@ -14,7 +14,8 @@ from hpc_sweep.common.dotted import iter_leaves
 from hpc_sweep.common.errors import UserError, one_line
 from hpc_sweep.common.formats import format_of, load_structured
 from hpc_sweep.common.layout import SweepPaths
-from hpc_sweep.state.store import open_store, sweep_lock
+from hpc_sweep.state.lock import sweep_lock
+from hpc_sweep.state.store import open_store
 from hpc_sweep.sweep.sweepfile import _NAME, PROGRAMS
 
 COMMANDS = {
