@@ -17,7 +17,7 @@ import pytest
 
 from hpc_sweep.common.jobmap import MapEntry, map_text
 from hpc_sweep.submit.scripts import render_script, script_context
-from hpc_sweep.local.runner import proc_stat
+from hpc_sweep.local.processes import proc_stat
 from hpc_sweep.session import Session
 
 BASE = 'tag = "plain"\nlr = 0.1\n'

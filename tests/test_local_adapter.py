@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep.local.placement import GpuStatus
-from hpc_sweep.local.runner import (WALLTIME_HEADER, Settings, _wait_reason, nvidia_smi_command, outcome, place,
-                              proc_stat)
+from hpc_sweep.local.placement import GpuStatus, Settings, _wait_reason, nvidia_smi_command, place
+from hpc_sweep.local.processes import proc_stat
+from hpc_sweep.local.runner import WALLTIME_HEADER
+from hpc_sweep.local.spool import outcome
 from hpc_sweep.schedulers import get_scheduler
 from hpc_sweep.schedulers.base import CommandResult, SchedulerError, SubmitSpec
 from hpc_sweep.schedulers.local import LocalScheduler

@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 import pytest
 import tomli_w
 
-from hpc_sweep.local.runner import Spool, is_alive, proc_start, session_members, signal_run
+from hpc_sweep.local.processes import is_alive, proc_start, session_members, signal_run
+from hpc_sweep.local.spool import Spool
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "demo_trainer" / "train.py"

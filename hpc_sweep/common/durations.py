@@ -1,9 +1,11 @@
-"""Walltimes and intervals: "24:00:00", "1-12:00:00", "90m", "2h", "45s", or plain seconds."""
+"""Walltimes and intervals: "24:00:00", "1-12:00:00", "90m", "2h", "45s", or plain seconds; and times of day as
+the status snapshot and the local runner print them."""
 
 from __future__ import annotations
 
 import re
-from typing import Union
+from datetime import datetime, timezone
+from typing import Optional, Union
 
 _UNIT = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _SUFFIXED = re.compile(r"^(\d+(?:\.\d+)?)\s*([smhd])$")
@@ -56,3 +58,10 @@ def format_short(seconds: float) -> str:
     if seconds < 86400:
         return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m"
     return f"{seconds // 86400}d{seconds % 86400 // 3600:02d}h"
+
+
+def iso_time(stamp: Optional[float]) -> Optional[str]:
+    """A Unix time as local ISO 8601 with its offset, to the second ("2026-11-23T12:43:15+01:00"); None stays None."""
+    if stamp is None:
+        return None
+    return datetime.fromtimestamp(stamp, timezone.utc).astimezone().isoformat(timespec="seconds")

@@ -1,4 +1,5 @@
-"""GPU status from ``nvidia-smi --query-gpu`` and which GPUs can take one more run (the local backend's slots).
+"""Where the local backend starts a run: GPU status from ``nvidia-smi --query-gpu``, which GPUs can take one more
+run, and the placement of a queued task on a GPU or CPU slot (:func:`place`, with the runner's :class:`Settings`).
 
 :func:`parse_nvidia_smi` is pure and tolerant: values nvidia-smi cannot give (``[N/A]``, ``N/A``,
 ``[Not Supported]``, ``[Unknown Error]``...) become None, blank lines and lines that are not rows of the asked
@@ -13,7 +14,9 @@ from __future__ import annotations
 
 import re
 import subprocess
-from dataclasses import dataclass
+import os
+import shlex
+from dataclasses import dataclass, field
 from typing import Callable, Iterable, Mapping, Optional, Sequence
 
 DEFAULT_FIELDS: tuple[str, ...] = ("index", "memory.used", "memory.total", "utilization.gpu")
@@ -133,14 +136,88 @@ def free_slots(gpus: Iterable[GpuStatus], min_free_mb: int, runs_per_gpu: int,
     return [index for _, _, index in sorted(ranked)]
 
 
-def query_gpus(run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
+def query_gpus(argv: Sequence[str] = NVIDIA_SMI_ARGV, fields: Sequence[str] = DEFAULT_FIELDS,
+               run: Callable[..., subprocess.CompletedProcess] = subprocess.run,
                timeout: float = 15.0) -> Optional[list[GpuStatus]]:
-    """Ask nvidia-smi; None when there is no usable nvidia-smi (not installed, failed, hung), so the caller
-    falls back to CPU slots. An empty list means nvidia-smi ran and listed no GPU."""
+    """Ask nvidia-smi (``argv``, printing ``fields``); None when there is no usable nvidia-smi (not installed,
+    failed, hung), so the caller falls back to CPU slots. An empty list means nvidia-smi ran and listed no GPU."""
     try:
-        done = run(list(NVIDIA_SMI_ARGV), capture_output=True, text=True, timeout=timeout, check=False)
+        done = run(list(argv), capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                   check=False)
     except (OSError, subprocess.TimeoutExpired):
         return None
     if done.returncode != 0:
         return None
-    return parse_nvidia_smi(done.stdout)
+    return parse_nvidia_smi(done.stdout, fields)
+
+
+# -- the runner's slots: settings and placement ----------------------------------------------------------------------
+@dataclass
+class Settings:
+    cpu_slots: int
+    runs_per_gpu: int = 1
+    gpu_min_free_mb: int = 2000
+    walltime_s: Optional[int] = None
+    tick_s: float = 1.0
+    idle_s: float = 10.0
+    grace_s: float = 10.0
+    gpu_query_s: float = 5.0
+    nvidia_smi: list = field(default_factory=list)
+    nvidia_fields: tuple = ()
+
+
+def nvidia_smi_command() -> tuple[list, tuple]:
+    """The nvidia-smi argv and the fields it prints: ``HPC_SWEEP_NVIDIA_SMI`` may name another program (a
+    wrapper, a test's fake) and, with its own ``--query-gpu=``, other fields."""
+    text = os.environ.get("HPC_SWEEP_NVIDIA_SMI", "").strip()
+    argv = shlex.split(text) if text else [NVIDIA_SMI_ARGV[0]]
+    query = [a for a in argv if a.startswith("--query-gpu=")]
+    if not query:
+        return argv + NVIDIA_SMI_ARGV[1:], tuple(DEFAULT_FIELDS)
+    return argv, tuple(f.strip() for f in query[-1].split("=", 1)[1].split(","))
+
+
+@dataclass
+class Placement:
+    slot: str                         # "cpu" or "gpu"
+    gpu_ids: list                     # real GPU indices the run occupies
+    visible: Optional[str] = None     # CUDA_VISIBLE_DEVICES to set; None = leave it unrestricted
+
+
+def place(task: dict, gpus: Optional[list], settings: Settings, per_gpu: dict, cpu_used: int):
+    """A Placement, None (no room yet) or a string (can never run here: the reason)."""
+    from hpc_sweep.sweep.device import DeviceError, parse_device
+
+    need = int(task.get("gpus") or 0)
+    if need == 0 or not gpus:
+        # CPU configs, and every config on a machine without GPUs, take CPU slots.
+        return Placement("cpu", []) if cpu_used < settings.cpu_slots else None
+    try:
+        ids = parse_device(task.get("device") or "gpu").ids
+    except DeviceError as exc:
+        return str(exc)
+    present = sorted(g.index for g in gpus)
+    if ids is not None:
+        missing = [i for i in ids if i not in present]
+        if missing:
+            return f"GPU id(s) {','.join(map(str, missing))} of device {task['device']} are not on this machine " \
+                   f"(nvidia-smi lists {','.join(map(str, present))})"
+        free = free_slots(gpus, settings.gpu_min_free_mb, settings.runs_per_gpu, per_gpu, only=ids)
+        # Explicit ids are real indices the trainer selects itself: CUDA_VISIBLE_DEVICES must not renumber them.
+        return Placement("gpu", list(ids)) if set(ids) <= set(free) else None
+    if need > len(present):
+        return f"needs {need} GPUs; this machine has {len(present)}"
+    free = free_slots(gpus, settings.gpu_min_free_mb, settings.runs_per_gpu, per_gpu)
+    if len(free) < need:
+        return None
+    chosen = sorted(free[:need])
+    return Placement("gpu", chosen, ",".join(map(str, chosen)))
+
+
+def _wait_reason(task: dict, gpus: Optional[list], settings: Settings) -> str:
+    need = int(task.get("gpus") or 0)
+    if need == 0 or not gpus:
+        return f"waiting for a CPU slot ({settings.cpu_slots} in use)"
+    which = f"GPU(s) of {task.get('device')}" if ":" in str(task.get("device")) else f"{need} free GPU(s)"
+    return f"waiting for {which}: at most {settings.runs_per_gpu} run(s) per GPU, " \
+           f">= {settings.gpu_min_free_mb} MiB free"

@@ -7,16 +7,13 @@ Commands (what :class:`hpc_sweep.schedulers.local.LocalScheduler` builds)::
     python -m hpc_sweep.local.runner cancel --sweep DIR ID...                       # submissions or tasks
     python -m hpc_sweep.local.runner run    --sweep DIR                             # the runner itself
 
-Everything lives in the sweep's spool, ``.hpc_sweep/runner/``: ``spool.json`` (submissions and tasks, replaced
-atomically under ``spool.lock``), ``runner.lock`` (held by the one runner of the sweep for its whole life),
-``runner.pid`` and ``runner.log``. ``submit`` and ``status`` start a runner when work is queued or running and
-none holds the lock, so a runner that died is restarted by the next poll.
+The spool and its files: :mod:`hpc_sweep.local.spool`; process identity and signalling:
+:mod:`hpc_sweep.local.processes`; GPU and CPU slots: :mod:`hpc_sweep.local.placement`.
 
 Crash safety: a run's launch is written to the spool (with a random launch token placed in its environment)
-before the process exists, and its pid and process start time (``/proc/<pid>/stat`` field 22) right after. A
-runner restarted after ``kill -9`` adopts runs whose (pid, start time) still match, finds a run launched but not
-yet recorded by its token, and reads the exit code of runs that ended meanwhile from the job script's exit
-marker. No run is ever started twice, and no process is signalled unless its identity matches what we recorded.
+before the process exists, and its pid and process start time right after. A runner restarted after ``kill -9``
+adopts runs whose (pid, start time) still match, finds a run launched but not yet recorded by its token, and reads
+the exit code of runs that ended meanwhile from the job script's exit marker. No run is ever started twice.
 
 Each run is ``bash SCRIPT`` in its own session (process group = its pid) with ``HPC_SWEEP_INDEX`` and
 ``HPC_SWEEP_TASK_ID`` set; the job script reads its config from the map and writes the markers. Walltime and
@@ -36,200 +33,25 @@ import json
 import os
 import re
 import secrets
-import shlex
 import signal
 import socket
 import subprocess
 import sys
 import time
-from contextlib import contextmanager
-from dataclasses import dataclass, field
-from datetime import datetime, timezone
 from pathlib import Path
-from typing import Iterator, Optional, Sequence
+from typing import Optional, Sequence
+
+from hpc_sweep.common.durations import iso_time
+from hpc_sweep.local.placement import Placement, Settings, _wait_reason, nvidia_smi_command, place, query_gpus
+from hpc_sweep.local.processes import LAUNCH_ENV, find_launched, is_alive, proc_start, session_members, signal_run
+from hpc_sweep.local.spool import Spool, ensure_runner, exit_marker_code, has_work, outcome, public, start_runner
 
 WALLTIME_HEADER = re.compile(r"^# hpc-sweep-walltime:\s*(\d+)\s*$", re.MULTILINE)
-LAUNCH_ENV = "HPC_SWEEP_LAUNCH"
 INDEX_ENV, TASK_ID_ENV = "HPC_SWEEP_INDEX", "HPC_SWEEP_TASK_ID"
 NO_EXIT_MARKER = "ended while no runner watched it and left no exit marker (killed, or the machine restarted)"
 
 
-# -- the spool ---------------------------------------------------------------------------------------------------
-class Spool:
-    """The runner's files in one sweep. All writers hold :meth:`locked`; the file is replaced atomically."""
-
-    def __init__(self, sweep: Path):
-        self.sweep = Path(sweep).resolve()
-        self.dir = self.sweep / ".hpc_sweep" / "runner"
-        self.file = self.dir / "spool.json"
-        self.lock_file = self.dir / "spool.lock"
-        self.runner_lock = self.dir / "runner.lock"
-        self.pid_file = self.dir / "runner.pid"
-        self.log_file = self.dir / "runner.log"
-        self.markers = self.sweep / ".hpc_sweep" / "markers"
-        self.logs = self.sweep / "logs"
-
-    @contextmanager
-    def locked(self) -> Iterator[None]:
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.lock_file, "a+") as handle:
-            fcntl.flock(handle, fcntl.LOCK_EX)
-            yield  # closing the file releases the lock
-
-    def signature(self) -> Optional[tuple]:
-        """Changes whenever the file is replaced (a rename gives a new inode)."""
-        try:
-            st = os.stat(self.file)
-        except FileNotFoundError:
-            return None
-        return (st.st_ino, st.st_mtime_ns, st.st_size)
-
-    def load(self) -> dict:
-        try:
-            data = json.loads(self.file.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            data = {}
-        data.setdefault("seq", 0)
-        data.setdefault("submissions", {})
-        data.setdefault("tasks", {})
-        return data
-
-    def save(self, data: dict, fsync: bool = False) -> None:
-        from hpc_sweep.common.atomicio import write_atomic
-
-        write_atomic(self.file, json.dumps(data, separators=(",", ":")) + "\n", fsync=fsync)
-
-    def runner_alive(self) -> bool:
-        """True when a runner holds its lock (trying the lock is the only test that cannot be fooled by a
-        stale pid file)."""
-        self.dir.mkdir(parents=True, exist_ok=True)
-        with open(self.runner_lock, "a+") as handle:
-            try:
-                fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except OSError:
-                return True
-            return False
-
-    def runner_pid(self) -> Optional[int]:
-        try:
-            info = json.loads(self.pid_file.read_text())
-        except (OSError, ValueError):
-            return None
-        pid = info.get("pid")
-        return pid if isinstance(pid, int) and proc_start(pid) == info.get("start") else None
-
-
-def has_work(data: dict) -> bool:
-    return any(t["state"] in ("queued", "running") for t in data["tasks"].values())
-
-
-def start_runner(spool: Spool) -> None:
-    """Detached: own session, no terminal, stdout to /dev/null and stderr to the log, so it outlives the
-    submitting shell and the poller and never holds their output pipes open."""
-    with open(spool.log_file, "ab") as log:
-        subprocess.Popen([sys.executable, "-m", "hpc_sweep.local.runner", "run", "--sweep", str(spool.sweep)],
-                         cwd=str(spool.sweep), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log,
-                         start_new_session=True, close_fds=True)
-
-
-def ensure_runner(spool: Spool, data: dict) -> bool:
-    """Start a runner when work is left and none runs. Called with the spool locked: a runner exits only
-    while holding that lock, so work queued under it is always seen by a live runner or a new one."""
-    if has_work(data) and not spool.runner_alive():
-        start_runner(spool)
-        return True
-    return False
-
-
-# -- processes ------------------------------------------------------------------------------------------------------
-def proc_stat(pid: int) -> Optional[tuple[str, int, int]]:
-    """(state, session id, start time in clock ticks since boot) from /proc/<pid>/stat, or None."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            text = handle.read().decode("ascii", "replace")
-    except OSError:
-        return None
-    # The command name (field 2) may hold spaces and parentheses: the fields we want follow the last ")".
-    rest = text[text.rfind(")") + 2:].split()
-    try:
-        return rest[0], int(rest[3]), int(rest[19])
-    except (IndexError, ValueError):
-        return None
-
-
-def proc_start(pid: int) -> Optional[int]:
-    stat = proc_stat(pid)
-    return stat[2] if stat else None
-
-
-def is_alive(pid: Optional[int], start: Optional[int]) -> bool:
-    """The process we recorded is still there: same pid AND same start time, and not a zombie."""
-    if pid is None or start is None:
-        return False
-    stat = proc_stat(pid)
-    return stat is not None and stat[2] == start and stat[0] not in ("Z", "X")
-
-
-def _has_token(pid: int, token: str) -> bool:
-    try:
-        with open(f"/proc/{pid}/environ", "rb") as handle:
-            return f"{LAUNCH_ENV}={token}".encode() in handle.read().split(b"\0")
-    except OSError:
-        return False
-
-
-def _pids() -> list[int]:
-    try:
-        return [int(name) for name in os.listdir("/proc") if name.isdigit()]
-    except OSError:
-        return []
-
-
-def session_members(sid: int, token: str) -> list[int]:
-    """Live processes of a run's session that carry its launch token: only ours, even after the leader died."""
-    found = []
-    for pid in _pids():
-        stat = proc_stat(pid)
-        if stat and stat[1] == sid and stat[0] not in ("Z", "X") and _has_token(pid, token):
-            found.append(pid)
-    return found
-
-
-def find_launched(token: str) -> Optional[int]:
-    """The session leader started with this launch token (a launch the runner died before recording)."""
-    for pid in _pids():
-        stat = proc_stat(pid)
-        if stat and stat[1] == pid and stat[0] not in ("Z", "X") and _has_token(pid, token):
-            return pid
-    return None
-
-
-def signal_run(task: dict, sig: int, whole_group: bool) -> bool:
-    """Signal a run only if it is still the process we started. SIGTERM goes to the job script (it forwards it
-    to the command); SIGKILL to the whole group. Returns whether anything was signalled."""
-    pid, start, token = task.get("pid"), task.get("pid_start"), task.get("launch")
-    try:
-        if is_alive(pid, start):
-            if whole_group:
-                os.killpg(pid, sig)
-            else:
-                os.kill(pid, sig)
-            return True
-        if pid is None or not token:
-            return False
-        members = session_members(pid, token)  # the script is gone but its command may linger
-        for member in members:
-            os.kill(member, sig)
-        return bool(members)
-    except (ProcessLookupError, PermissionError):
-        return False
-
-
 # -- helpers ---------------------------------------------------------------------------------------------------------
-def _iso(stamp: Optional[float]) -> Optional[str]:
-    if stamp is None:
-        return None
-    return datetime.fromtimestamp(stamp, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def _env_float(name: str, default: float) -> float:
@@ -241,7 +63,7 @@ def _env_float(name: str, default: float) -> float:
 
 def log(message: str) -> None:
     """The runner's stderr is runner.log."""
-    sys.stderr.write(f"{_iso(time.time())} [{os.getpid()}] {message}\n")
+    sys.stderr.write(f"{iso_time(time.time())} [{os.getpid()}] {message}\n")
     sys.stderr.flush()
 
 
@@ -255,70 +77,7 @@ def read_walltime(script: Path) -> Optional[int]:
     return int(match.group(1)) if match else None
 
 
-def exit_marker_code(spool: Spool, task: dict) -> tuple[bool, Optional[int]]:
-    """(exit marker present, its exit code)."""
-    path = spool.markers / f"{task['config']}.{task['attempt']}.exit"
-    try:
-        return True, json.loads(path.read_text()).get("exit_code")
-    except (OSError, ValueError):
-        return False, None
-
-
-def outcome(task: dict) -> str:
-    """Like a scheduler: a time limit is a timeout and a cancel a cancel, whatever the exit code."""
-    stop = task.get("stop") or {}
-    if stop.get("why") == "time limit":
-        return "timeout"
-    if stop.get("why") == "cancelled":
-        return "cancelled"
-    if task.get("refused"):
-        return "failed"
-    return "completed" if task.get("exit_code") == 0 else "failed"
-
-
-def public(task: dict) -> dict:
-    """One task as ``status`` prints it."""
-    started, ended = task.get("started_at"), task.get("ended_at")
-    elapsed = None
-    if started is not None:
-        elapsed = round((ended or time.time()) - started, 3)
-    return {
-        "task_id": task["task_id"], "submission": task["submission"], "index": task["index"],
-        "name": task["name"], "config": task.get("config"), "attempt": task.get("attempt"),
-        "state": task["state"], "outcome": task.get("outcome"), "exit_code": task.get("exit_code"),
-        "reason": task.get("reason"), "start": _iso(started), "end": _iso(ended), "elapsed_s": elapsed,
-        "pid": task.get("pid"), "pid_start": task.get("pid_start"), "host": task.get("host"),
-        "gpu_ids": task.get("gpu_ids"), "cuda_visible_devices": task.get("cuda_visible_devices"),
-        "slot": task.get("slot"),
-    }
-
-
 # -- settings --------------------------------------------------------------------------------------------------------
-@dataclass
-class Settings:
-    cpu_slots: int
-    runs_per_gpu: int = 1
-    gpu_min_free_mb: int = 2000
-    walltime_s: Optional[int] = None
-    tick_s: float = 1.0
-    idle_s: float = 10.0
-    grace_s: float = 10.0
-    gpu_query_s: float = 5.0
-    nvidia_smi: list = field(default_factory=list)
-    nvidia_fields: tuple = ()
-
-
-def nvidia_smi_command() -> tuple[list, tuple]:
-    """The nvidia-smi argv and the fields it prints: ``HPC_SWEEP_NVIDIA_SMI`` may name another program (a
-    wrapper, a test's fake) and, with its own ``--query-gpu=``, other fields."""
-    from hpc_sweep.local.placement import DEFAULT_FIELDS, NVIDIA_SMI_ARGV
-
-    text = os.environ.get("HPC_SWEEP_NVIDIA_SMI", "").strip()
-    argv = shlex.split(text) if text else [NVIDIA_SMI_ARGV[0]]
-    query = [a for a in argv if a.startswith("--query-gpu=")]
-    if not query:
-        return argv + NVIDIA_SMI_ARGV[1:], tuple(DEFAULT_FIELDS)
-    return argv, tuple(f.strip() for f in query[-1].split("=", 1)[1].split(","))
 
 
 def load_settings(sweep: Path) -> Settings:
@@ -345,68 +104,6 @@ def load_settings(sweep: Path) -> Settings:
         settings.gpu_min_free_mb = profile.gpu_min_free_mb
         settings.walltime_s = profile.walltime_s
     return settings
-
-
-def query_gpus(settings: Settings) -> Optional[list]:
-    """GPUs as nvidia-smi lists them; None where there is no usable nvidia-smi (then CPU slots only)."""
-    from hpc_sweep.local.placement import parse_nvidia_smi
-
-    try:
-        done = subprocess.run(settings.nvidia_smi, capture_output=True, text=True, timeout=15,
-                              stdin=subprocess.DEVNULL, check=False)
-    except (OSError, subprocess.TimeoutExpired):
-        return None
-    if done.returncode != 0:
-        return None
-    return parse_nvidia_smi(done.stdout, settings.nvidia_fields)
-
-
-# -- placement ---------------------------------------------------------------------------------------------------
-@dataclass
-class Placement:
-    slot: str                         # "cpu" or "gpu"
-    gpu_ids: list                     # real GPU indices the run occupies
-    visible: Optional[str] = None     # CUDA_VISIBLE_DEVICES to set; None = leave it unrestricted
-
-
-def place(task: dict, gpus: Optional[list], settings: Settings, per_gpu: dict, cpu_used: int):
-    """A Placement, None (no room yet) or a string (can never run here: the reason)."""
-    from hpc_sweep.sweep.device import DeviceError, parse_device
-    from hpc_sweep.local.placement import free_slots
-
-    need = int(task.get("gpus") or 0)
-    if need == 0 or not gpus:
-        # CPU configs, and every config on a machine without GPUs, take CPU slots.
-        return Placement("cpu", []) if cpu_used < settings.cpu_slots else None
-    try:
-        ids = parse_device(task.get("device") or "gpu").ids
-    except DeviceError as exc:
-        return str(exc)
-    present = sorted(g.index for g in gpus)
-    if ids is not None:
-        missing = [i for i in ids if i not in present]
-        if missing:
-            return f"GPU id(s) {','.join(map(str, missing))} of device {task['device']} are not on this machine " \
-                   f"(nvidia-smi lists {','.join(map(str, present))})"
-        free = free_slots(gpus, settings.gpu_min_free_mb, settings.runs_per_gpu, per_gpu, only=ids)
-        # Explicit ids are real indices the trainer selects itself: CUDA_VISIBLE_DEVICES must not renumber them.
-        return Placement("gpu", list(ids)) if set(ids) <= set(free) else None
-    if need > len(present):
-        return f"needs {need} GPUs; this machine has {len(present)}"
-    free = free_slots(gpus, settings.gpu_min_free_mb, settings.runs_per_gpu, per_gpu)
-    if len(free) < need:
-        return None
-    chosen = sorted(free[:need])
-    return Placement("gpu", chosen, ",".join(map(str, chosen)))
-
-
-def _wait_reason(task: dict, gpus: Optional[list], settings: Settings) -> str:
-    need = int(task.get("gpus") or 0)
-    if need == 0 or not gpus:
-        return f"waiting for a CPU slot ({settings.cpu_slots} in use)"
-    which = f"GPU(s) of {task.get('device')}" if ":" in str(task.get("device")) else f"{need} free GPU(s)"
-    return f"waiting for {which}: at most {settings.runs_per_gpu} run(s) per GPU, " \
-           f">= {settings.gpu_min_free_mb} MiB free"
 
 
 # -- the runner ------------------------------------------------------------------------------------------------------
@@ -496,7 +193,7 @@ class Runner:
         """nvidia-smi only while GPU work waits, at most every few seconds, outside the spool lock."""
         waiting = any(t["state"] == "queued" and t.get("gpus") for t in self.data.get("tasks", {}).values())
         if not self.data or (waiting and time.monotonic() - self.gpus_at >= self.settings.gpu_query_s):
-            found = query_gpus(self.settings)
+            found = query_gpus(self.settings.nvidia_smi, self.settings.nvidia_fields)
             self.gpus_at = time.monotonic()
             if found is None and self.gpus:
                 # nvidia-smi failed once on a machine that has GPUs: keep the last answer rather than start

@@ -9,10 +9,9 @@ import math
 import re
 import sys
 import time
-from datetime import datetime, timezone
 from typing import Any, Optional
 
-from hpc_sweep.common.durations import format_short
+from hpc_sweep.common.durations import format_short, iso_time
 from hpc_sweep.state.store import Store
 
 STATE_ORDER = ("generated", "waiting", "pending", "running", "completed", "failed", "timeout", "oom", "cancelled",
@@ -65,7 +64,7 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
     snapshot = {
         "sweep": sweep_name,
         "scheduler": scheduler,
-        "polled_at": _iso(float(polled)) if polled else None,
+        "polled_at": iso_time(float(polled)) if polled else None,
         "counts": {k: v for k, v in counts.items() if v},
         "configs": records,
     }
@@ -73,10 +72,6 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
     if note:
         snapshot["scheduler_note"] = note
     return snapshot
-
-
-def _iso(stamp: float) -> str:
-    return datetime.fromtimestamp(stamp, timezone.utc).astimezone().isoformat(timespec="seconds")
 
 
 def _record(row: tuple, outputs: str, now: float) -> dict:
