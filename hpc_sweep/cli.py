@@ -123,6 +123,7 @@ def status(sweep_dir: Path, fmt: str, states: tuple, sort: str, refresh: bool) -
       hpc-sweep status my-sweep --state running --sort best
       hpc-sweep status my-sweep --format json > status.json
     """
+    from hpc_sweep.results.status import render_status
     from hpc_sweep.session import Session
 
     # --refresh polls, which writes (and may submit): a write session, under the writers' lock.
@@ -131,7 +132,7 @@ def status(sweep_dir: Path, fmt: str, states: tuple, sort: str, refresh: bool) -
             from hpc_sweep.track.poll import poll as run_poll
 
             run_poll(session, verbose=False)
-        _say(session.render_status(fmt, states, sort).rstrip("\n"))
+        _say(render_status(session, fmt, states, sort).rstrip("\n"))
 
 
 @cli.command()

@@ -176,7 +176,7 @@ def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
 
 
 def _wait_gone(session, deadline: float) -> bool:
-    from hpc_sweep.submit.submitting import live_records
+    from hpc_sweep.submit.queries import live_records
 
     ours = {s["scheduler_id"] for s in session.store.submissions("submitted")}
     while time.monotonic() < deadline:

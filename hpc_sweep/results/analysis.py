@@ -83,7 +83,9 @@ class Sweep:
     def _snap(self) -> dict:
         # One snapshot per load: every method ranks and counts the same numbers, and running configs'
         # elapsed times do not drift between two calls.
-        return self._cached("snapshot", self._session.snapshot)
+        from hpc_sweep.results.status import snapshot
+
+        return self._cached("snapshot", lambda: snapshot(self._session))
 
     def keys(self) -> list[str]:
         """The swept dotted keys: sweep.toml's order, then keys only older (retired) configs carry."""

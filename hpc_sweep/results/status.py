@@ -9,10 +9,13 @@ import math
 import re
 import sys
 import time
-from typing import Any, Optional
+from typing import TYPE_CHECKING, Any, Optional
 
 from hpc_sweep.common.durations import format_short, iso_time
 from hpc_sweep.state.store import Store
+
+if TYPE_CHECKING:
+    from hpc_sweep.session import Session
 
 STATE_ORDER = ("generated", "waiting", "pending", "running", "completed", "failed", "timeout", "oom", "cancelled",
                "node_fail", "preempted", "lost")
@@ -72,6 +75,16 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
     if note:
         snapshot["scheduler_note"] = note
     return snapshot
+
+
+def snapshot(session: Session) -> dict:
+    """The status object of an opened sweep (see :func:`collect`)."""
+    return collect(session.store, session.spec.name, session.profile.scheduler)
+
+
+def render_status(session: Session, fmt: str, states: tuple = (), sort: str = "config") -> str:
+    """``hpc-sweep status``: the snapshot rendered as table, json, csv or markdown."""
+    return render(snapshot(session), fmt, session.spec.swept_keys, states, sort)
 
 
 def _record(row: tuple, outputs: str, now: float) -> dict:

@@ -102,7 +102,6 @@ CREATE TABLE IF NOT EXISTS events (
 """
 
 
-
 SCHEMA = [statement.strip() for statement in SCHEMA_TEXT.split(";") if statement.strip()]
 
 

@@ -9,7 +9,7 @@ from typing import Optional, Sequence
 from hpc_sweep.common import shell
 from hpc_sweep.submit import intents
 from hpc_sweep.common.errors import RuntimeFailure
-from hpc_sweep.submit.submitting import live_records_or_none
+from hpc_sweep.submit.queries import live_records_or_none
 
 CANCELLABLE = ("pending", "running")
 

@@ -389,7 +389,7 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
 def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     from hpc_sweep.track.evidence import check_completed
     from hpc_sweep.track.progress import update_progress
-    from hpc_sweep.submit.submitting import live_records
+    from hpc_sweep.submit.queries import live_records
 
     report = PollReport()
     now = time.time()
@@ -474,9 +474,9 @@ def write_snapshots(session) -> None:
     """status.json and status.md, each replaced atomically: a reader never sees half a file. Not fsynced: both
     are made again from the state by every poll, and a poll of 10,000 configs would wait for 4 MB to reach the
     disk."""
-    from hpc_sweep.results.status import render
+    from hpc_sweep.results.status import render, snapshot as take_snapshot
 
-    snapshot = session.snapshot()
+    snapshot = take_snapshot(session)
     for path, text in ((session.paths.status_json, snapshot_json(snapshot)),
                        (session.paths.status_md, render(snapshot, "markdown", session.spec.swept_keys))):
         try:
