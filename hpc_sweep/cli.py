@@ -348,7 +348,7 @@ def cancel(args: tuple, yes: bool) -> None:
         click.confirm("Cancel every job of this sweep?", abort=True)
     with _write_session(sweep_dir) as session:
         ids, marked = run_cancel(session, names or None)
-        from hpc_sweep.track.poll import write_snapshots
+        from hpc_sweep.track.snapshot import write_snapshots
 
         write_snapshots(session)
     _say(f"cancelled {len(marked)} config(s)" + (f"; scheduler ids: {' '.join(ids)}" if ids else ""))

@@ -254,7 +254,7 @@ def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], Non
 
 def cancel_all(test_dir: Path) -> None:
     from hpc_sweep.submit.cancel import cancel
-    from hpc_sweep.track.poll import write_snapshots
+    from hpc_sweep.track.snapshot import write_snapshots
     from hpc_sweep.session import Session
 
     with Session.open(test_dir, write=True) as session:
@@ -263,7 +263,7 @@ def cancel_all(test_dir: Path) -> None:
 
 
 def collect(test_dir: Path, chosen: list, timed_out: bool) -> list:
-    from hpc_sweep.track.poll import task_output
+    from hpc_sweep.track.decide import task_output
     from hpc_sweep.session import Session
 
     session = Session.open(test_dir)

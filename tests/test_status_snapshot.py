@@ -7,7 +7,7 @@ import re
 
 import pytest
 
-from hpc_sweep.track.poll import snapshot_json
+from hpc_sweep.track.snapshot import snapshot_json
 from hpc_sweep.results.status import markdown_table
 
 

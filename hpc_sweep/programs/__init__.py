@@ -1,6 +1,10 @@
 """Trainer plugins: ``get_program(name)`` returns the :class:`~hpc_sweep.programs.base.Program` for a sweep.
 
-Modules are imported on demand, so ``import hpc_sweep.programs`` costs nothing at CLI start-up.
+Modules are imported on demand, so ``import hpc_sweep.programs`` costs nothing at CLI start-up. A program says how
+its config is shaped and checked, where it logs and how the log is parsed, how a run resumes, and what counts as
+evidence of training.
+
+Room 4: may import common, schedulers and state.
 """
 
 from __future__ import annotations

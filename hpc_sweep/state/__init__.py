@@ -2,8 +2,9 @@
 
 Modules: store.py (the connection, explicit transactions, typed queries, backup), lock.py (the writers' lock),
 schema.py (tables, added columns, older databases), health.py (ok, empty, corrupt or busy; recovery from the last
-good copy), states.py (state names and their groups), rows.py (the typed rows the store returns). May import only
-:mod:`hpc_sweep.common`.
+good copy), states.py (state names and their groups), rows.py (the typed rows the store returns).
+
+Room 3: may import only hpc_sweep.common.
 
 Tables
 - meta: schema version, sweep name, the job-name prefix (recorded once at init).

@@ -1,5 +1,11 @@
 """`hpc-sweep poll`: refresh states, read new log lines, resume, top up the queue, write the snapshots.
 
+This module is the poll's order of work; each step has its own module: one attempt's state
+(:mod:`~hpc_sweep.track.decide`), the markers (:mod:`~hpc_sweep.track.markers`), the logs
+(:mod:`~hpc_sweep.track.progress`), evidence of training (:mod:`~hpc_sweep.track.evidence`), resuming
+(:mod:`~hpc_sweep.track.resume`), edited configs and duplicate tasks (:mod:`~hpc_sweep.track.edited`,
+:mod:`~hpc_sweep.track.duplicates`), status.json/status.md (:mod:`~hpc_sweep.track.snapshot`).
+
 Manners: ONE live-queue query and at most ONE batched accounting query per poll, whatever the number of jobs;
 no scheduler query at all sooner than the minimum interval; back off after controller time-outs; a failed
 query changes no state. Job-written markers decide where accounting is missing or disabled.
@@ -7,24 +13,25 @@ query changes no state. Job-written markers decide where accounting is missing o
 
 from __future__ import annotations
 
-import json
-import os
-import re
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from hpc_sweep.common import faults, shell
-from hpc_sweep.submit import intents
-from hpc_sweep.common.atomicio import write_atomic
 from hpc_sweep.common.errors import RuntimeFailure
-from hpc_sweep.schedulers.base import FINAL_STATES, SchedulerError, TaskRecord
+from hpc_sweep.schedulers.base import SchedulerError
+from hpc_sweep.submit import intents
+from hpc_sweep.track.decide import RECHECK_LOST_S, decide
+from hpc_sweep.track.duplicates import check_duplicates
+from hpc_sweep.track.edited import check_edited
+from hpc_sweep.track.markers import read_markers
+from hpc_sweep.track.resume import resume_ended
+from hpc_sweep.track.snapshot import write_snapshots
+
+if TYPE_CHECKING:
+    from hpc_sweep.session import Session
 
 ACTIVE = ("pending", "running")
-GONE_GRACE_S = 600          # a task that just left the queue may be in no accounting yet (slurmdbd lag), and its
-                            # exit marker may not be visible yet (NFS attribute caching)
-RECHECK_LOST_S = 86400      # a lost task's accounting is asked again for a day: it may still turn up
 MAX_BACKOFF_S = 3600
 BACKUP_EVERY_S = 600
 
@@ -42,217 +49,6 @@ class PollReport:
     snapshot_error: Optional[str] = None              # status.json/status.md could not be written
     reconciled: Optional[intents.Reconciled] = None   # what settling the open submissions did (handed to submit)
     starts: dict = field(default_factory=dict)        # config -> how its resubmitted attempt starts
-
-
-# -- markers ----------------------------------------------------------------------------------------------------
-class Markers:
-    """The job-written markers, from one directory listing; a file is opened only when its content is needed
-    (a poll of 10,000 running tasks must not read 10,000 start markers it already knows)."""
-
-    def __init__(self, folder: Path):
-        try:
-            self.names = set(os.listdir(folder))
-        except FileNotFoundError:
-            self.names = set()
-        self.folder = folder
-        self._cache: dict = {}
-        self.duplicates = [name for name in self.names if ".duplicate." in name]  # written by the claim guard
-
-    def has(self, key: str, kind: str) -> bool:
-        return f"{key}.{kind}" in self.names
-
-    def load(self, key: str, kind: str) -> Optional[dict]:
-        name = f"{key}.{kind}"
-        if name not in self.names:
-            return None
-        if name not in self._cache:
-            try:
-                with open(self.folder / name, encoding="utf-8") as handle:
-                    self._cache[name] = json.load(handle)
-            except (OSError, ValueError):
-                self._cache[name] = None  # being written: the next poll reads it
-        return self._cache[name]
-
-    def get(self, key: str, default=None) -> dict:
-        found = {kind: self.load(key, kind) for kind in ("start", "exit") if self.has(key, kind)}
-        return {k: v for k, v in found.items() if v is not None} or (default if default is not None else {})
-
-    def __getitem__(self, key: str) -> dict:
-        return self.get(key)
-
-
-def read_markers(markers_dir: Path) -> Markers:
-    return Markers(markers_dir)
-
-
-# -- deciding one attempt's state -----------------------------------------------------------------------------
-def task_output(session, att: dict) -> str:
-    """The tail of what the task printed: our run log and the scheduler's own output file."""
-    from hpc_sweep.common.logtail import tail_lines
-
-    paths = session.paths
-    texts = []
-    run_log = paths.logs / f"{att['config']}.{att['attempt']}.log"
-    texts += tail_lines(run_log, 40)
-    if att.get("submission"):
-        for candidate in paths.logs.glob(f"{att['submission']}_{att['task_index']}.out*"):
-            texts += tail_lines(candidate, 40)
-        texts += [line for p in paths.logs.glob(f"{att['submission']}.o*-{att['task_index']}")
-                  for line in tail_lines(p, 40)]
-    return "\n".join(texts)
-
-
-def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRecord], markers: Markers,
-           now: float) -> tuple[str, Optional[str], dict]:
-    """(state, reason, attempt fields) for one active attempt."""
-    from hpc_sweep.track.failure import diagnose
-
-    key = f"{att['config']}.{att['attempt']}"
-    end = markers.load(key, "exit")
-    fields: dict = {}
-    if live is None and att.get("left_queue_at") is None and att["state"] != "lost":
-        fields["left_queue_at"] = now
-    if live is not None and live.state == "running" and live.elapsed_s is not None and end is None:
-        # The live answer knows when and where it started: no need to open 10,000 start markers.
-        start = None
-        if att.get("started_at") is None:
-            fields["started_at"], fields["host"] = now - live.elapsed_s, live.host
-    else:
-        start = markers.load(key, "start") if att.get("started_at") is None or live is None else None
-    if start:
-        fields["started_at"] = start.get("time")
-        fields["host"] = start.get("host")
-    if end:
-        fields["ended_at"] = end.get("time")
-        fields["exit_code"] = end.get("exit_code")
-    record = live if live is not None else acct
-    if record is not None and record.state == "cancelled" and record.exit_code is None and end is not None:
-        record = None  # a task that wrote its exit before the array was deleted: its own marker is the truth
-    if record is not None and record.state in FINAL_STATES and _claimed_by_another_job(att, markers, key):
-        record = None  # our task was a duplicate the claim guard stopped: the markers of the run that holds it decide
-    if record is not None and record.state not in FINAL_STATES and record.state != "unknown":
-        if end is None or live is not None:
-            return record.state, record.reason, fields
-    if record is not None and record.state in FINAL_STATES:
-        if record.exit_code is not None and "exit_code" not in fields:
-            fields["exit_code"] = record.exit_code
-        if record.elapsed_s is not None:
-            fields["elapsed"] = record.elapsed_s
-        state, reason = record.state, None
-        if state != "completed":
-            found = diagnose(task_output(session, att))
-            if found:
-                kind, reason = found
-                if state == "failed" and kind in ("oom", "timeout"):
-                    state = kind
-            # The scheduler's own word last (the local runner says "time limit", "needs 3 GPUs; ...").
-            reason = reason or _exit_reason(state, fields.get("exit_code")) or record.reason
-        return state, reason, fields
-    if end is not None:
-        code = end.get("exit_code")
-        if code == 0:
-            return "completed", None, fields
-        found = diagnose(task_output(session, att))
-        if found:
-            return found[0] if found[0] != "cancelled" else "cancelled", found[1], fields
-        return "failed", _exit_reason("failed", code), fields
-    if att["state"] == "lost":
-        return "lost", att["reason"], fields  # nothing new: a late exit marker or accounting record would say
-    # Gone from the queue with no word on how it ended: wait GONE_GRACE_S from when it left the queue (not from
-    # its start) before calling it lost.
-    left_at = att.get("left_queue_at") or now
-    if start is not None:
-        found = diagnose(task_output(session, att))
-        if found and found[0] in ("timeout", "oom", "node_fail", "preempted", "cancelled"):
-            return found[0], found[1], fields
-        if now - left_at < GONE_GRACE_S:
-            return "running", att["reason"], fields  # it started; accounting or the exit marker may still come
-        return "lost", f"started on {start.get('host')} but no exit was recorded and the scheduler has no record", \
-            fields
-    if now - max(left_at, att.get("submitted_at") or 0) < GONE_GRACE_S:
-        return att["state"], att["reason"], fields
-    return "lost", "the scheduler has no record of this task and it never started", fields
-
-
-def _claimed_by_another_job(att: dict, markers: Markers, key: str) -> bool:
-    """Whether the (config, attempt) was run by a task of another job than the recorded one (whose task then found
-    the claim taken and exited at once without running)."""
-    if not any(name.startswith(f"{key}.duplicate.") for name in markers.duplicates):
-        return False
-    start = markers.load(key, "start")
-    return bool(start and start.get("job_name") and start.get("job_name") != att.get("submission"))
-
-
-def _exit_reason(state: str, code: Optional[int]) -> Optional[str]:
-    if code is None:
-        return None
-    if code > 128 and code < 160:
-        return f"{state}: killed by signal {code - 128}"
-    if code > 256:
-        return f"{state}: killed by signal {code - 256}"
-    return f"exit code {code}"
-
-
-def check_edited(session, report: PollReport) -> None:
-    """A queued or running config whose file was changed by hand after submission: said once (an event), and
-    status shows it. Only files modified since their submission are hashed, so a poll stays cheap."""
-    import hashlib
-
-    store = session.store
-    rows = store.conn.execute(
-        "SELECT c.name, c.path, c.digest, c.attempt, a.submitted_at FROM configs c JOIN attempts a "
-        "ON a.config = c.name AND a.attempt = c.attempt WHERE c.state IN ('pending', 'running')").fetchall()
-    found = []
-    for row in rows:
-        try:
-            if os.stat(row["path"]).st_mtime <= (row["submitted_at"] or 0):
-                continue
-            with open(row["path"], "rb") as handle:
-                digest = hashlib.sha256(handle.read()).hexdigest()
-        except OSError:
-            digest = "missing"
-        if digest != row["digest"]:
-            found.append((row["name"], row["attempt"], row["path"], digest))
-    if not found:
-        return
-    told = {(e["config"], e["detail"]) for e in store.events("edited")}
-    with store.transaction():
-        for name, attempt, path, digest in found:
-            detail = f"attempt {attempt}: {path} edited after submission (now {digest[:12]})"
-            if (name, detail) in told:
-                continue
-            store.add_event("edited", detail, name)
-            report.notes.append(f"warning: {name}: {path} was edited after submission; the run was submitted with "
-                                "the generated version (see 'hpc-sweep generate --force' to record a change)")
-
-
-_DUPLICATE = re.compile(r"^(.+)\.(\d+)\.duplicate\.(.+)$")
-
-
-def check_duplicates(session, report: PollReport) -> None:
-    """A second task queued for a (config, attempt) that another task had claimed is stopped by the job script's
-    claim guard and leaves ``<config>.<attempt>.duplicate.<task id>`` among the markers: said once (an event)."""
-    try:
-        names = [name for name in os.listdir(session.paths.markers) if ".duplicate." in name]
-    except FileNotFoundError:
-        return
-    found = sorted(m.groups() for m in map(_DUPLICATE.match, names) if m)
-    if not found:
-        return
-    store = session.store
-    told = {(e["config"], e["detail"]) for e in store.events("duplicate")}
-    new = []
-    for name, attempt, task in found:
-        detail = f"attempt {attempt}: task {task} stopped by the claim guard"
-        if (name, detail) not in told:
-            new.append((name, attempt, task, detail))
-    if not new:
-        return
-    with store.transaction():
-        for name, attempt, task, detail in new:
-            store.add_event("duplicate", detail, name)
-            report.notes.append(f"warning: a duplicate task of {name} attempt {attempt} (job {task}) was stopped by "
-                                "the claim guard")
 
 
 # -- the poll ----------------------------------------------------------------------------------------------------
@@ -361,23 +157,6 @@ def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=
         faults.point("poll_mid_write")  # a kill inside the transaction: the next poll finds the old states
 
 
-def resume_ended(session, report: PollReport) -> None:
-    """Runs that ended in a resumable state wait for resubmission from their checkpoint, up to max_retries."""
-    spec, store = session.spec, session.store
-    marks = ",".join("?" for _ in spec.resume_states)
-    ended = store.conn.execute(f"SELECT name, state, attempt FROM configs WHERE state IN ({marks}) AND attempt <= ?",
-                               (*spec.resume_states, spec.max_retries)).fetchall()
-    if not ended:
-        return  # no empty transaction: each commit is a few fsyncs on the sweep's disk
-    with store.transaction():
-        for cfg in ended:
-            store.conn.execute("UPDATE configs SET state = 'waiting', next_mode = 'resume', reason = ? WHERE name = ?",
-                               (f"resuming after {cfg['state']} (attempt {cfg['attempt'] + 1} of "
-                                f"{spec.max_retries + 1})", cfg["name"]))
-            store.add_event("resume", f"after {cfg['state']} in attempt {cfg['attempt']}", cfg["name"])
-            report.resumed.append(cfg["name"])
-
-
 def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bool = True) -> PollReport:
     """One poll. The caller holds the sweep lock."""
     from hpc_sweep.track.progress import LogReading
@@ -453,37 +232,6 @@ def _backup_due(session, report: PollReport, now: float) -> bool:
     last = float(store.get_meta("backup_at", "0"))
     return bool(vital or (changed and now - last > BACKUP_EVERY_S) or now - last > 3600 or
                 not session.paths.db_backup.exists())
-
-
-def snapshot_json(snapshot: dict) -> str:
-    """Readable and fast: the header indented, one config per line (json's C encoder, not its indenting one)."""
-    head = {k: v for k, v in snapshot.items() if k != "configs"}
-    lines = json.dumps(head, indent=2)[:-2].rstrip("\n")
-    records = snapshot["configs"]
-    # One encoder call for all records, cut at the n-1 record boundaries; a string that holds the boundary's
-    # spelling makes the count differ, and then each record is encoded on its own.
-    together = json.dumps(records)[1:-1]
-    if together.count("}, {") == max(len(records) - 1, 0):
-        configs = together.replace("}, {", "},\n    {")
-    else:
-        configs = ",\n    ".join(json.dumps(c) for c in records)
-    return f"{lines},\n  \"configs\": [\n    {configs}\n  ]\n}}\n"
-
-
-def write_snapshots(session) -> None:
-    """status.json and status.md, each replaced atomically: a reader never sees half a file. Not fsynced: both
-    are made again from the state by every poll, and a poll of 10,000 configs would wait for 4 MB to reach the
-    disk."""
-    from hpc_sweep.results.status import render, snapshot as take_snapshot
-
-    snapshot = take_snapshot(session)
-    for path, text in ((session.paths.status_json, snapshot_json(snapshot)),
-                       (session.paths.status_md, render(snapshot, "markdown", session.spec.swept_keys))):
-        try:
-            write_atomic(path, text, fsync=False)
-        except OSError as exc:
-            raise RuntimeFailure(f"{path}: could not write the status snapshot ({exc.strerror or exc}); "
-                                 "the previous one is kept") from None
 
 
 GROUP_CHANGES_OVER = 20
