@@ -4,10 +4,8 @@
 from __future__ import annotations
 
 from hpc_sweep.results.analysis import (  # noqa: F401  (re-exported)
-    FAILED_STATES,
     NO_INFLUENCE,
     PLATEAU_FACTOR,
-    QUEUED_STATES,
     Sweep,
     advise,
     attempt_seconds,
@@ -21,6 +19,8 @@ from hpc_sweep.results.analysis import (  # noqa: F401  (re-exported)
     thin,
     value_label,
 )
+from hpc_sweep.state.states import QUEUED as QUEUED_STATES  # noqa: F401  (the names this module had before)
+from hpc_sweep.state.states import UNSUCCESSFUL as FAILED_STATES  # noqa: F401
 
 __all__ = ["load", "Sweep", "rank", "parameter_effects", "convergence_flags", "failure_groups", "advise",
            "progress_summary", "attempt_seconds", "config_diff", "thin", "value_label", "NO_INFLUENCE",

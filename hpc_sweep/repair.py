@@ -31,6 +31,8 @@ from pathlib import Path
 from typing import Optional
 
 from hpc_sweep.common.errors import UserError
+from hpc_sweep.state.states import SUBMITTING, ConfigState
+from hpc_sweep.state.states import SubmissionStatus as Status
 
 CONFIG_FILE = re.compile(r"config(\d+)")
 JOB_NAME = re.compile(r"(?P<prefix>.+)-(?P<tag>[A-Za-z0-9_.]+)-(?P<seq>\d+)")
@@ -56,8 +58,8 @@ class RepairReport:
         out.append(f"rebuilt the state: {self.configs} configs{retired}, submissions: {subs}, "
                    f"{self.attempts} attempts; job-name prefix {self.prefix}")
         out.append("states: " + ", ".join(f"{state} {n}" for state, n in sorted(self.states.items())))
-        if self.submissions.get("intent"):
-            out.append(f"{self.submissions['intent']} submission(s) no task of which has started are looked up by "
+        if self.submissions.get(Status.INTENT):
+            out.append(f"{self.submissions[Status.INTENT]} submission(s) no task of which has started are looked up by "
                        "name in the scheduler before anything is submitted again")
         out += [f"warning: {line}" for line in self.warnings]
         out.append("nothing was submitted; the next poll brings the states up to date with the scheduler")
@@ -364,9 +366,9 @@ def _insert_history(session, rows: list, maps: dict, markers: dict, report: Repa
         store.conn.execute(
             "INSERT INTO submissions (name, shape, script, map, scheduler_id, status, ntasks, created_at, submitted_at,"
             " note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'rebuilt by hpc-sweep repair')",
-            (name, shape, str(found.path.with_suffix(".sh")), str(found.path), sid, "submitted" if sid else "intent",
+            (name, shape, str(found.path.with_suffix(".sh")), str(found.path), sid, Status.SUBMITTED if sid else Status.INTENT,
              len(found.entries), found.written_at, found.written_at if sid else None))
-        report.submissions["submitted" if sid else "intent"] += 1
+        report.submissions[Status.SUBMITTED if sid else Status.INTENT] += 1
     latest: dict = {}
     for key in sorted(set(owners) | set(markers)):
         config, attempt = key
@@ -386,8 +388,8 @@ def _insert_history(session, rows: list, maps: dict, markers: dict, report: Repa
             latest[config] = (attempt, state, owner)
     for config, (attempt, state, owner) in latest.items():
         reason = None
-        if state == "submitting":
-            state, reason = "pending", (f"state rebuilt by hpc-sweep repair: submission {owner} is looked up by "
+        if state == SUBMITTING:
+            state, reason = ConfigState.PENDING, (f"state rebuilt by hpc-sweep repair: submission {owner} is looked up by "
                                         "name before anything is submitted again")
         store.set_config_state(config, state, reason, attempt=attempt)
 
@@ -409,7 +411,7 @@ def _attempt(session, owner: Optional[str], entry, sid: Optional[str], maps: dic
     if end:
         fields.update(ended_at=end.get("time"), exit_code=end.get("exit_code"))
     if owner is not None and not sid:
-        return "submitting", fields
+        return SUBMITTING, fields
     if owner is None and not start:
         return None, fields  # an exit marker alone: nothing says which job it was
-    return ("running" if start else "pending"), fields
+    return (ConfigState.RUNNING if start else ConfigState.PENDING), fields

@@ -21,8 +21,7 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from hpc_sweep.common.errors import RuntimeFailure, UserError
-
-FINAL = ("completed", "failed", "timeout", "oom", "cancelled", "node_fail", "preempted", "lost")
+from hpc_sweep.state.states import ACTIVE, FINAL, ConfigState, SubmissionStatus
 LOG_TAIL_LINES = 15
 LEFTOVER_WAIT_S = 120
 
@@ -163,7 +162,7 @@ def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
 
     session = Session.open(test_dir, write=True)
     try:
-        if not [c for c in session.store.configs() if c["state"] in ("pending", "running")]:
+        if not [c for c in session.store.configs() if c["state"] in ACTIVE]:
             return
         ids, _ = cancel(session)
         echo(f"cancelled an earlier smoke test still running ({' '.join(ids)})")
@@ -178,13 +177,13 @@ def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
 def _wait_gone(session, deadline: float) -> bool:
     from hpc_sweep.submit.queries import live_records
 
-    ours = {s["scheduler_id"] for s in session.store.submissions("submitted")}
+    ours = {s["scheduler_id"] for s in session.store.submissions(SubmissionStatus.SUBMITTED)}
     while time.monotonic() < deadline:
         try:
             records = live_records(session)
         except Exception:  # an unreachable scheduler: try again until the deadline
             records = None
-        if records is not None and not any(r.submission_id in ours and r.state in ("pending", "running")
+        if records is not None and not any(r.submission_id in ours and r.state in ACTIVE
                                            for r in records):
             return True
         time.sleep(1)
@@ -282,7 +281,7 @@ def collect(test_dir: Path, chosen: list, timed_out: bool) -> list:
 
 def _result(session, cfg: dict, source: str, prog: dict, att: Optional[dict], timed_out: bool,
             task_output) -> SmokeResult:
-    passed = cfg["state"] == "completed"
+    passed = cfg["state"] == ConfigState.COMPLETED
     reason = cfg["reason"]
     if timed_out and cfg["state"] not in FINAL:
         reason = "the smoke test's time ran out before this run ended" + (f" ({reason})" if reason else "")

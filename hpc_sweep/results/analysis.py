@@ -26,8 +26,8 @@ import time
 from pathlib import Path
 from typing import Any, Iterable, Optional, Union
 
-QUEUED_STATES = ("generated", "waiting", "pending")
-FAILED_STATES = ("failed", "oom", "timeout", "node_fail", "preempted", "lost")
+from hpc_sweep.state.states import QUEUED, UNSUCCESSFUL, ConfigState
+
 NO_INFLUENCE = 0.02      # per-value medians within 2 % of the overall median: the parameter does not matter
 PLATEAU_FACTOR = 2.0     # "flat" at twice the best score or worse: stuck, not converged
 MAX_LEVELS = 10          # more distinct numeric values than this (random sampling) are grouped into bins
@@ -154,7 +154,7 @@ class Sweep:
         return _clone(self._flags())
 
     def failures(self, tail: int = TAIL_LINES) -> list[dict]:
-        """Configs that ended without success (FAILED_STATES) grouped by reason, most common first: reason,
+        """Configs that ended without success (:data:`hpc_sweep.state.states.UNSUCCESSFUL`) grouped by reason, most common first: reason,
         states, count, configs, example, log (logs/<config>.<attempt>.log, else the trainer's log) and tail
         (its last ``tail`` lines)."""
         return [dict(_clone(group), tail=_tail(group["log"], tail)) for group in self._failures()]
@@ -247,7 +247,7 @@ def _config_record(rec: dict, row: dict, attempts: list[dict], now: float) -> di
     known = [s for s in seconds if s is not None]
     # An attempt that ran (or ended) with no duration anywhere: GPU-hours are a lower bound then.
     unknown = sum(1 for a, s in zip(attempts, seconds)
-                  if s is None and a["state"] not in QUEUED_STATES + ("cancelled", "lost"))
+                  if s is None and a["state"] not in QUEUED | {ConfigState.CANCELLED, ConfigState.LOST})
     run_s = sum(known) if known else None
     return dict(rec, gpus=gpus, shape=row.get("shape"), file=row.get("path"), attempts=len(attempts), run_s=run_s,
                 gpu_hours=None if run_s is None else run_s * gpus / 3600.0, unknown_durations=unknown)
@@ -258,10 +258,10 @@ def progress_summary(configs: list[dict], counts: dict) -> dict:
     of completed configs, remaining (queued + running), remaining_run_s and remaining_gpu_hours (running configs'
     own ETA, mean_run_s for each queued one), and eta_s: wall time left if as many run at once as run now.
     remaining_run_s/eta_s are None when they cannot be estimated (nothing completed yet)."""
-    done = [c["run_s"] for c in configs if c["state"] == "completed" and c["run_s"]]
+    done = [c["run_s"] for c in configs if c["state"] == ConfigState.COMPLETED and c["run_s"]]
     mean = statistics.fmean(done) if done else None
-    running = [c for c in configs if c["state"] == "running"]
-    queued = [c for c in configs if c["state"] in QUEUED_STATES]
+    running = [c for c in configs if c["state"] == ConfigState.RUNNING]
+    queued = [c for c in configs if c["state"] in QUEUED]
     left = [_left_s(c, mean) for c in running] + [mean for _ in queued]
     gpus_left = [c["gpus"] for c in running + queued]
     known = None not in left
@@ -414,7 +414,7 @@ def _sort_number(value: Any) -> float:
 def _level(value: Any, recs: list[dict], binned: bool) -> dict:
     scored = sorted((r for r in recs if r["best_val_loss"] is not None), key=lambda r: r["best_val_loss"])
     scores = [r["best_val_loss"] for r in scored]
-    ended = [r for r in recs if r["best_val_loss"] is None and r["state"] not in QUEUED_STATES + ("running",)]
+    ended = [r for r in recs if r["best_val_loss"] is None and r["state"] not in QUEUED | {ConfigState.RUNNING}]
     label = f"{value[0]:g} – {value[1]:g}" if binned and value is not None else value_label(value)
     return {"value": value, "label": label, "n": len(recs), "scored": len(scores), "no_score": len(ended),
             "best": scores[0] if scores else None, "median": statistics.median(scores) if scores else None,
@@ -452,7 +452,7 @@ def _flag(rec: dict, best: Optional[float]) -> Optional[str]:
 def failure_groups(records: list[dict], logs_dir: Path) -> list[dict]:
     groups: dict = {}
     for rec in records:
-        if rec["state"] not in FAILED_STATES:
+        if rec["state"] not in UNSUCCESSFUL:
             continue
         reason = " ".join((rec.get("reason") or rec["state"]).split())
         group = groups.setdefault(reason, {"reason": reason, "states": [], "configs": [], "example": rec})
@@ -486,14 +486,14 @@ def advise(effects: list[dict], ranking: list[dict], flags: list[dict], failures
            records: list[dict]) -> list[str]:
     """Plain sentences, each backed by the numbers the report shows next to it."""
     lines: list[str] = []
-    if ranking and ranking[0]["state"] == "running":
+    if ranking and ranking[0]["state"] == ConfigState.RUNNING:
         lines.append(f"The best config so far, {ranking[0]['config']}, is still running: the ranking may change.")
     for effect in effects:
         lines += [line for line in (_edge_advice(effect), _fix_advice(effect)) if line]
         lines += _dead_values(effect)
     lines += [_failure_advice(group) for group in failures if group["count"] >= SAME_REASON_MIN]
     lines += _divergence_advice(flags, records, effects)
-    stuck = [f["config"] for f in flags if f["flag"] in ("plateaued", "diverged", "nan") and f["state"] == "running"]
+    stuck = [f["config"] for f in flags if f["flag"] in ("plateaued", "diverged", "nan") and f["state"] == ConfigState.RUNNING]
     if stuck:
         lines.append(f"{len(stuck)} running config(s) diverged, hit nan or plateaued far from the best "
                      f"({_names(stuck)}): cancelling them frees their GPUs (hpc-sweep cancel DIR NAMES).")
@@ -563,11 +563,11 @@ def _dead_values(effect: dict) -> list[str]:
 
 
 _FAILURE_HINTS = {
-    "oom": "lower the batch size or the model size, or request more memory or GPUs per run",
-    "timeout": "raise the walltime, or let poll resume them from their checkpoints (sweep.resume_states)",
-    "node_fail": "the cluster lost nodes: resubmit them (hpc-sweep resubmit DIR NAMES)",
-    "preempted": "they were preempted: resubmit them or use a partition without preemption",
-    "lost": "check the scheduler's own output files in logs/",
+    ConfigState.OOM: "lower the batch size or the model size, or request more memory or GPUs per run",
+    ConfigState.TIMEOUT: "raise the walltime, or let poll resume them from their checkpoints (sweep.resume_states)",
+    ConfigState.NODE_FAIL: "the cluster lost nodes: resubmit them (hpc-sweep resubmit DIR NAMES)",
+    ConfigState.PREEMPTED: "they were preempted: resubmit them or use a partition without preemption",
+    ConfigState.LOST: "check the scheduler's own output files in logs/",
 }
 
 

@@ -12,18 +12,20 @@ import time
 from typing import TYPE_CHECKING, Any, Optional
 
 from hpc_sweep.common.durations import format_short, iso_time
+from hpc_sweep.state.states import ConfigState
 from hpc_sweep.state.store import Store
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
 
-STATE_ORDER = ("generated", "waiting", "pending", "running", "completed", "failed", "timeout", "oom", "cancelled",
-               "node_fail", "preempted", "lost")
+STATE_ORDER = tuple(ConfigState)
 _NON_DIGITS = re.compile(r"\D+")
 FORMATS = ("table", "json", "csv", "markdown")
 SORT_KEYS = ("config", "state", "best", "val", "epoch")
-_COLOURS = {"running": "36", "completed": "32", "failed": "31", "oom": "31", "timeout": "33", "lost": "35",
-            "node_fail": "31", "preempted": "33", "cancelled": "90", "waiting": "90"}
+_RUNNING = ConfigState.RUNNING  # bound once: read for each of 10,000 records
+_S = ConfigState
+_COLOURS = {_S.RUNNING: "36", _S.COMPLETED: "32", _S.FAILED: "31", _S.OOM: "31", _S.TIMEOUT: "33", _S.LOST: "35",
+            _S.NODE_FAIL: "31", _S.PREEMPTED: "33", _S.CANCELLED: "90", _S.WAITING: "90"}
 
 
 def _num(value: Any) -> Optional[float]:
@@ -34,11 +36,11 @@ def _num(value: Any) -> Optional[float]:
     return None if math.isnan(value) or math.isinf(value) else value
 
 
-_SNAPSHOT_SQL = """
+_SNAPSHOT_SQL = f"""
 SELECT c.name, c.state, c.attempt, c.params, c.reason, c.device, c.in_definition,
        a.job_id, a.started_at, a.ended_at, a.elapsed,
        p.epoch, p.max_epoch, p.train_loss, p.val_loss, p.best_val_loss, p.best_epoch, p.log, p.trend, p.phase,
-       CASE WHEN c.attempt > 1 AND c.state = 'running' THEN
+       CASE WHEN c.attempt > 1 AND c.state = '{ConfigState.RUNNING}' THEN
            (SELECT MIN(e.epoch) FROM epochs e WHERE e.config = c.name AND e.attempt = c.attempt) END
 FROM configs c
 LEFT JOIN attempts a ON a.config = c.name AND a.attempt = c.attempt
@@ -60,7 +62,7 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
         if edited and (rec["config"], f"attempt {rec['attempt']}") in edited:  # recorded by poll.check_edited
             reason = rec["reason"]
             rec["reason"] = (f"{reason}; " if reason else "") + "config file edited after submission"
-    counts = {state: 0 for state in STATE_ORDER}
+    counts = {state.value: 0 for state in STATE_ORDER}
     for rec in records:
         counts[rec["state"]] = counts.get(rec["state"], 0) + 1
     polled = store.get_meta("polled_at")
@@ -121,7 +123,7 @@ def _eta(state: str, elapsed: Optional[float], epoch: Optional[int], max_epoch: 
          first_epoch: Optional[int] = None) -> Optional[int]:
     """The time left at this attempt's pace. ``elapsed`` is this attempt's; a resumed attempt started at
     ``first_epoch`` (its first logged epoch), so only the epochs from there on took that time."""
-    if state != "running" or not elapsed or not epoch or not max_epoch or epoch >= max_epoch:
+    if state != _RUNNING or not elapsed or not epoch or not max_epoch or epoch >= max_epoch:
         return None
     done = epoch - first_epoch + 1 if first_epoch is not None and first_epoch <= epoch else epoch
     return round(elapsed / done * (max_epoch - epoch))
@@ -188,7 +190,7 @@ BEFORE_EPOCHS = ("starting", "graph building", "loading data", "model building",
 
 def _epoch_text(r: dict) -> str:
     epoch = "" if r["epoch"] is None else f"{r['epoch']}/{r['max_epoch'] or '?'}"
-    if r["state"] == "running" and r.get("phase") in BEFORE_EPOCHS:
+    if r["state"] == _RUNNING and r.get("phase") in BEFORE_EPOCHS:
         return f"{epoch} {r['phase']}".strip()
     return epoch
 

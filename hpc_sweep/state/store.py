@@ -14,7 +14,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional
+from typing import Any, Iterable, Iterator, Optional, Sized
 
 from hpc_sweep.common import faults
 from hpc_sweep.common.errors import UserError
@@ -113,8 +113,8 @@ class Store:
         if states is None:
             rows = self.rows("SELECT * FROM configs ORDER BY idx")
         else:
-            marks, values = _in_clause(states)
-            rows = self.rows(f"SELECT * FROM configs WHERE state IN ({marks}) ORDER BY idx", values)
+            states = list(states)
+            rows = self.rows(f"SELECT * FROM configs WHERE state IN ({placeholders(states)}) ORDER BY idx", states)
         for row in rows:
             row["params"] = json.loads(row["params"])
         if names is not None:
@@ -155,8 +155,9 @@ class Store:
     # -- attempts -----------------------------------------------------------------------------------------
     def attempts(self, config: Optional[str] = None, states: Optional[Iterable[str]] = None) -> list[dict]:
         if states is not None:
-            marks, values = _in_clause(states)
-            return self.rows(f"SELECT * FROM attempts WHERE state IN ({marks}) ORDER BY config, attempt", values)
+            states = list(states)
+            return self.rows(f"SELECT * FROM attempts WHERE state IN ({placeholders(states)}) ORDER BY config, "
+                             "attempt", states)
         if config is None:
             return self.rows("SELECT * FROM attempts ORDER BY config, attempt")
         return self.rows("SELECT * FROM attempts WHERE config = ? ORDER BY attempt", (config,))
@@ -200,10 +201,9 @@ class Store:
         os.replace(tmp, self.paths.db_backup)
 
 
-def _in_clause(values: Iterable[str]) -> tuple[str, list]:
-    """"?,?,?" and the values, for ``... IN (?,?,?)``."""
-    values = list(values)
-    return ",".join("?" for _ in values), values
+def placeholders(values: Sized) -> str:
+    """``?, ?, ?`` for ``IN (...)`` or ``VALUES (...)`` of as many values: the one place such a list is built."""
+    return ", ".join("?" * len(values))
 
 
 # -- opening ----------------------------------------------------------------------------------------------------

@@ -7,11 +7,10 @@ import getpass
 from typing import Optional, Sequence
 
 from hpc_sweep.common import shell
-from hpc_sweep.submit import intents
 from hpc_sweep.common.errors import RuntimeFailure
+from hpc_sweep.state.states import ACTIVE, UNFINISHED, ConfigState, SubmissionStatus, sql_list
+from hpc_sweep.submit import intents
 from hpc_sweep.submit.queries import live_records_or_none
-
-CANCELLABLE = ("pending", "running")
 
 
 def cancel(session, names: Optional[Sequence[str]] = None) -> tuple[list, list]:
@@ -24,7 +23,7 @@ def cancel(session, names: Optional[Sequence[str]] = None) -> tuple[list, list]:
     wanted = set(names) if names else {row[0] for row in store.conn.execute("SELECT name FROM configs")}
     cancelled = _cancel_open_submissions(session, wanted)
     configs = {c["name"]: c for c in store.configs()}
-    active = [a for a in store.attempts() if a["state"] in CANCELLABLE and a["config"] in wanted
+    active = [a for a in store.attempts() if a["state"] in ACTIVE and a["config"] in wanted
               and configs[a["config"]]["attempt"] == a["attempt"] and a["job_id"]]
     ids = _ids_to_cancel(session, active)
     if ids:
@@ -35,10 +34,11 @@ def cancel(session, names: Optional[Sequence[str]] = None) -> tuple[list, list]:
     marked = []
     with store.transaction():
         for att in active:
-            store.update_attempt(att["config"], att["attempt"], state="cancelled", reason="cancelled by hpc-sweep cancel")
+            store.update_attempt(att["config"], att["attempt"], state=ConfigState.CANCELLED,
+                                 reason="cancelled by hpc-sweep cancel")
         for name in sorted(wanted):
-            if configs[name]["state"] in ("pending", "running", "waiting", "generated") or name in cancelled:
-                store.set_config_state(name, "cancelled", "cancelled by hpc-sweep cancel")
+            if configs[name]["state"] in UNFINISHED or name in cancelled:
+                store.set_config_state(name, ConfigState.CANCELLED, "cancelled by hpc-sweep cancel")
                 marked.append(name)
         store.add_event("cancel", f"{len(ids)} id(s): {' '.join(ids)[:500]}")
     store.backup()  # a restored older copy must not bring cancelled configs back to the queue
@@ -70,7 +70,7 @@ def _cancel_open_submissions(session, wanted: set) -> dict:
             raise RuntimeFailure(f"submission {sub['name']} may be queued but the scheduler did not say ({why}); "
                                  "nothing more was cancelled: run hpc-sweep cancel again")
         with store.transaction():
-            for config in intents.release(session, sub, "cancelled", "cancelled by hpc-sweep cancel",
+            for config in intents.release(session, sub, SubmissionStatus.CANCELLED, "cancelled by hpc-sweep cancel",
                                           note="cancelled by name"):
                 by_config[config] = sub["name"]
     return by_config
@@ -86,7 +86,7 @@ def _ids_to_cancel(session, active: list) -> list:
     for sub_name, atts in by_submission.items():
         sub = subs.get(sub_name)
         all_tasks = session.store.conn.execute(
-            "SELECT COUNT(*) FROM attempts WHERE submission = ? AND state IN ('pending', 'running')",
+            f"SELECT COUNT(*) FROM attempts WHERE submission = ? AND state IN ({sql_list(ACTIVE)})",
             (sub_name,)).fetchone()[0]
         if sub and sub["scheduler_id"] and all_tasks == len(atts):
             ids.append(sub["scheduler_id"])

@@ -34,8 +34,8 @@ from typing import Optional, Sequence
 
 from hpc_sweep.common import faults, shell
 from hpc_sweep.schedulers.base import SchedulerError, TaskRecord
-
-OPEN = ("intent", "unknown")
+from hpc_sweep.state.states import ACTIVE, OPEN, QUEUED, SUBMITTABLE, SUBMITTING, ConfigState, sql_list
+from hpc_sweep.state.states import SubmissionStatus as Status
 LOOKUP_TIMEOUT_S = 60
 FOUND, ABSENT, UNKNOWN = "found", "absent", "unknown"
 
@@ -119,21 +119,40 @@ def _submission_from_markers(session, sub: dict) -> Optional[str]:
 
 
 # -- changing a submission's status -------------------------------------------------------------------------------
+def record_intent(store, name: str, shape: str, script: str, map_file: str, ntasks: int) -> None:
+    """The submission ``name`` is recorded as an intent: before its submit command runs (or, for a job adopted
+    from the queue, before it is recorded as submitted). Call inside a transaction."""
+    store.conn.execute("INSERT INTO submissions (name, shape, script, map, status, ntasks, created_at) "
+                       f"VALUES (?, ?, ?, ?, '{Status.INTENT}', ?, ?)",
+                       (name, shape, script, map_file, ntasks, time.time()))
+
+
+def hold_attempts(store, name: str, entries: Sequence, modes: Optional[Sequence] = None) -> None:
+    """The attempts of ``entries`` (map entries) are recorded under submission ``name``, held (state
+    ``submitting``) until it is settled; ``modes``: how each attempt starts (resume, fresh). Inside a transaction."""
+    modes = modes if modes is not None else [None] * len(entries)
+    store.conn.executemany(
+        "INSERT OR REPLACE INTO attempts (config, attempt, submission, task_index, state, run_config, resumed_from) "
+        f"VALUES (?, ?, ?, ?, '{SUBMITTING}', ?, ?)",
+        [(e.name, e.attempt, name, e.index, e.config_file, mode) for e, mode in zip(entries, modes)])
+
+
 def record_submitted(session, sub: dict, scheduler_id: str) -> None:
     """The submission is in the scheduler as ``scheduler_id``: its attempts become pending tasks. Call inside a
     transaction."""
     store, adapter = session.store, session.scheduler
     now = time.time()
     is_array = adapter.uses_array(sub["ntasks"])
-    store.conn.execute("UPDATE submissions SET status = 'submitted', scheduler_id = ?, submitted_at = ? "
+    store.conn.execute(f"UPDATE submissions SET status = '{Status.SUBMITTED}', scheduler_id = ?, submitted_at = ? "
                        "WHERE name = ?", (scheduler_id, now, sub["name"]))
     rows = store.conn.execute("SELECT config, attempt, task_index FROM attempts WHERE submission = ?",
                               (sub["name"],)).fetchall()
-    store.conn.executemany("UPDATE attempts SET state = 'pending', job_id = ?, submitted_at = ? "
+    store.conn.executemany(f"UPDATE attempts SET state = '{ConfigState.PENDING}', job_id = ?, submitted_at = ? "
                            "WHERE config = ? AND attempt = ?",
                            [(adapter.task_id(scheduler_id, row["task_index"], is_array), now, row["config"],
                              row["attempt"]) for row in rows])
-    store.conn.executemany("UPDATE configs SET state = 'pending', attempt = ?, reason = NULL, next_mode = NULL, "
+    store.conn.executemany(f"UPDATE configs SET state = '{ConfigState.PENDING}', attempt = ?, reason = NULL, "
+                           "next_mode = NULL, "
                            "updated_at = ? WHERE name = ?", [(row["attempt"], now, row["config"]) for row in rows])
     faults.point("during_state_write")  # inside the caller's transaction: a kill here must roll all of it back
 
@@ -141,13 +160,13 @@ def record_submitted(session, sub: dict, scheduler_id: str) -> None:
 def record_unknown(session, sub: dict, message: str) -> None:
     """The submit command ran but its outcome is unknown: the configs show pending and are held."""
     store = session.store
-    reason = (f"submitted as {sub['name']}, not confirmed ({_short(message)}); looked up by name before anything "
+    reason = (f"submitted as {sub['name']}, not confirmed ({short(message)}); looked up by name before anything "
               "is submitted again")
     with store.transaction():
-        store.conn.execute("UPDATE submissions SET status = 'unknown', note = ? WHERE name = ?",
+        store.conn.execute(f"UPDATE submissions SET status = '{Status.UNKNOWN}', note = ? WHERE name = ?",
                            (message, sub["name"]))
-        store.conn.execute("UPDATE configs SET state = 'pending', reason = ?, updated_at = ? WHERE name IN "
-                           "(SELECT config FROM attempts WHERE submission = ? AND state = 'submitting')",
+        store.conn.execute(f"UPDATE configs SET state = '{ConfigState.PENDING}', reason = ?, updated_at = ? "
+                           f"WHERE name IN (SELECT config FROM attempts WHERE submission = ? AND state = '{SUBMITTING}')",
                            (reason, time.time(), sub["name"]))
         store.add_event("unknown", f"{sub['name']}: {message}")
 
@@ -157,20 +176,21 @@ def release(session, sub: dict, status: str, reason: str, note: Optional[str] = 
     Returns the configs released. Call inside a transaction."""
     store = session.store
     names = [row[0] for row in store.conn.execute(
-        "SELECT config FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))]
-    store.conn.execute("DELETE FROM attempts WHERE submission = ? AND state = 'submitting'", (sub["name"],))
+        f"SELECT config FROM attempts WHERE submission = ? AND state = '{SUBMITTING}'", (sub["name"],))]
+    store.conn.execute(f"DELETE FROM attempts WHERE submission = ? AND state = '{SUBMITTING}'", (sub["name"],))
     store.conn.execute("UPDATE submissions SET status = ?, note = COALESCE(?, note) WHERE name = ?",
                        (status, note, sub["name"]))
     # Only configs still held by it: a config an open intent never touched (a crash before the command) keeps its
     # own state; one shown pending for it goes back to waiting.
-    store.conn.executemany("UPDATE configs SET state = 'waiting', reason = ?, updated_at = ? WHERE name = ? AND "
-                           "state IN ('generated', 'waiting', 'pending') AND name NOT IN "
-                           "(SELECT config FROM attempts WHERE state IN ('pending', 'running', 'submitting'))",
+    store.conn.executemany(f"UPDATE configs SET state = '{ConfigState.WAITING}', reason = ?, updated_at = ? "
+                           f"WHERE name = ? AND state IN ({sql_list(QUEUED)}) AND name NOT IN (SELECT config "
+                           f"FROM attempts WHERE state IN ({sql_list(ACTIVE | {SUBMITTING})}))",
                            [(reason, time.time(), name) for name in names])
     return names
 
 
-def _short(message: str) -> str:
+def short(message: str) -> str:
+    """A message on one line, clipped to 120 characters."""
     text = " ".join(message.split())
     return text if len(text) <= 120 else text[:117] + "..."
 
@@ -192,7 +212,7 @@ def reconcile(session, records: Optional[Sequence[TaskRecord]]) -> Reconciled:
                 record_submitted(session, sub, found.scheduler_id)
                 done.found.append((sub["name"], found.scheduler_id))
             else:
-                release(session, sub, "abandoned", f"its submission {sub['name']} never reached the scheduler "
+                release(session, sub, Status.ABANDONED, f"its submission {sub['name']} never reached the scheduler "
                                                    "(looked up by name); waiting to be submitted anew")
                 session.store.add_event("abandoned", f"{sub['name']}: {found.detail}")
                 done.abandoned.append(sub["name"])
@@ -213,14 +233,14 @@ def adopt_orphans(session, records: Sequence[TaskRecord], done: Reconciled) -> N
     store = session.store
     pattern = job_name_pattern(session.prefix)
     subs = {sub["name"]: sub for sub in store.submissions()}
-    known_ids = {sub["scheduler_id"] for sub in subs.values() if sub["status"] == "submitted"}
+    known_ids = {sub["scheduler_id"] for sub in subs.values() if sub["status"] == Status.SUBMITTED}
     orphans: dict = {}  # (name, id) -> its tasks still waiting to start, in the order the queue lists them
     for rec in records:
         if rec.name and pattern.fullmatch(rec.name) and rec.submission_id not in known_ids:
             if subs.get(rec.name, {}).get("status") in OPEN:
                 continue  # it was settled above, or its lookup is still open
             waiting = orphans.setdefault((rec.name, rec.submission_id), [])
-            if rec.state == "pending":
+            if rec.state == ConfigState.PENDING:
                 waiting.append(rec.task_id)
     for (name, sid), waiting in orphans.items():
         _adopt(session, name, sid, subs.get(name), done, cancel_waiting=waiting)
@@ -251,7 +271,7 @@ def adopt_from_markers(session, done: Reconciled) -> None:
         name = data.get("job_name")
         sid = data.get("submission_id") or (session.scheduler.submission_of(data["job_id"]) if data.get("job_id")
                                             else None)
-        if name and sid and subs.get(name, {}).get("status") not in OPEN + ("submitted",):
+        if name and sid and subs.get(name, {}).get("status") not in OPEN | {Status.SUBMITTED}:
             jobs[name] = sid
     for name, sid in jobs.items():
         _adopt(session, name, sid, subs.get(name), done, cancel_waiting=None)
@@ -278,7 +298,7 @@ def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled,
         "SELECT config, attempt FROM attempts WHERE submission IS NOT NULL AND submission != ?", (name,))}
     configs = {row[0]: (row[1], row[2]) for row in store.conn.execute("SELECT name, attempt, state FROM configs")}
     clash = [e for e in entries if (e.name, e.attempt) in taken or e.name not in configs
-             or configs[e.name][0] >= e.attempt or configs[e.name][1] not in ("generated", "waiting")]
+             or configs[e.name][0] >= e.attempt or configs[e.name][1] not in SUBMITTABLE]
     if clash:
         if cancel_waiting:
             _cancel_orphan(session, name, sid if len(cancel_waiting) == len(entries) else None, cancel_waiting,
@@ -293,14 +313,9 @@ def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled,
     is_array = session.scheduler.uses_array(len(entries))
     with store.transaction():
         if sub is None:
-            store.conn.execute("INSERT INTO submissions (name, shape, script, map, status, ntasks, created_at) "
-                               "VALUES (?, ?, ?, ?, 'intent', ?, ?)",
-                               (name, "adopted", str(session.paths.script / f"{name}.sh"), str(map_file),
-                                len(entries), time.time()))
-        store.conn.executemany(
-            "INSERT OR REPLACE INTO attempts (config, attempt, submission, task_index, state, run_config) "
-            "VALUES (?, ?, ?, ?, 'submitting', ?)",
-            [(e.name, e.attempt, name, e.index, e.config_file) for e in entries])
+            record_intent(store, name, "adopted", str(session.paths.script / f"{name}.sh"), str(map_file),
+                          len(entries))
+        hold_attempts(store, name, entries)
         row = dict(store.conn.execute("SELECT * FROM submissions WHERE name = ?", (name,)).fetchone())
         row["ntasks"] = len(entries)
         record_submitted(session, row, sid)
@@ -320,7 +335,7 @@ def _cancel_orphan(session, name: str, sid: Optional[str], waiting: list, done: 
         done.cancelled.append((name, " ".join(ids)))
     else:
         done.held = (f"job {sid} ({name}) duplicates configs of this sweep and could not be cancelled "
-                     f"({_short(result.stderr or result.stdout)}); cancel it by hand")
+                     f"({short(result.stderr or result.stdout)}); cancel it by hand")
 
 
 def open_submissions(session) -> list:
@@ -330,4 +345,4 @@ def open_submissions(session) -> list:
 def held_configs(session) -> set:
     """Configs an open submission holds (never submitted again while it is open)."""
     return {row[0] for row in session.store.conn.execute(
-        "SELECT config FROM attempts WHERE state = 'submitting'")}
+        f"SELECT config FROM attempts WHERE state = '{SUBMITTING}'")}

@@ -9,13 +9,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from hpc_sweep.schedulers.base import QueueLimits
+from hpc_sweep.state.states import SUBMITTABLE, SUBMITTING, sql_list
 from hpc_sweep.submit import intents
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
 
 
-SUBMITTABLE = ("generated", "waiting")
 
 
 @dataclass
@@ -61,10 +61,9 @@ def plan_chunks(session, rows: list[dict], limits: QueueLimits, room: Optional[i
 def submittable_names(session, only: Optional[Sequence[str]]) -> list[str]:
     """The configs :func:`candidates` may return, in its order, without loading the rows; reconciling intents can
     only take some away. Configs of an open intent are left out (their job may be queued already)."""
-    marks = ", ".join("?" * len(SUBMITTABLE))
     names = [row[0] for row in session.store.conn.execute(
-        f"SELECT name FROM configs WHERE in_definition AND state IN ({marks}) AND name NOT IN "
-        "(SELECT config FROM attempts WHERE state = 'submitting') ORDER BY idx", SUBMITTABLE)]
+        f"SELECT name FROM configs WHERE in_definition AND state IN ({sql_list(SUBMITTABLE)}) AND name NOT IN "
+        f"(SELECT config FROM attempts WHERE state = '{SUBMITTING}') ORDER BY idx")]
     if only:
         wanted = set(only)
         names = [name for name in names if name in wanted]
@@ -73,7 +72,6 @@ def submittable_names(session, only: Optional[Sequence[str]]) -> list[str]:
 
 def may_submit(session, only: Optional[Sequence[str]]) -> bool:
     """Whether :func:`candidates` could find anything (open intents included: reconciling may abandon them)."""
-    marks = ", ".join("?" * len(SUBMITTABLE))
     names = {row[0] for row in session.store.conn.execute(
-        f"SELECT name FROM configs WHERE in_definition AND state IN ({marks})", SUBMITTABLE)}
+        f"SELECT name FROM configs WHERE in_definition AND state IN ({sql_list(SUBMITTABLE)})")}
     return bool(names & set(only)) if only else bool(names)

@@ -6,9 +6,8 @@ from typing import Optional, Sequence
 
 from hpc_sweep.common.durations import parse_duration
 from hpc_sweep.common.errors import UserError
+from hpc_sweep.state.states import ACTIVE, ConfigState
 from hpc_sweep.submit.submitting import SubmitReport, submit
-
-BLOCKING = ("pending", "running")
 
 
 def resubmit(session, names: Sequence[str], walltime: Optional[str], fresh: bool) -> SubmitReport:
@@ -16,7 +15,7 @@ def resubmit(session, names: Sequence[str], walltime: Optional[str], fresh: bool
     store.require_names(names)
     configs = {c["name"]: c for c in store.configs()}
     for name in names:
-        if configs[name]["state"] in BLOCKING:
+        if configs[name]["state"] in ACTIVE:
             raise UserError(f"{name} is {configs[name]['state']}", fix=f"cancel it first: hpc-sweep cancel {name}")
     seconds = None
     if walltime:
@@ -27,7 +26,7 @@ def resubmit(session, names: Sequence[str], walltime: Optional[str], fresh: bool
     with store.transaction():
         for name in names:
             mode = "fresh" if fresh or configs[name]["attempt"] == 0 else "resume"
-            store.conn.execute("UPDATE configs SET state = 'waiting', next_mode = ?, reason = ?, "
+            store.conn.execute(f"UPDATE configs SET state = '{ConfigState.WAITING}', next_mode = ?, reason = ?, "
                                "walltime_s = COALESCE(?, walltime_s) WHERE name = ?",
                                (mode, f"resubmitted by hand ({mode})", seconds, name))
             store.add_event("resubmit", f"{mode}" + (f", walltime {walltime}" if walltime else ""), name)

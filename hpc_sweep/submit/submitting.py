@@ -19,6 +19,8 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from hpc_sweep.common import faults, shell
 from hpc_sweep.schedulers.base import QueueLimits, SchedulerError, SubmitSpec
+from hpc_sweep.state.states import ConfigState
+from hpc_sweep.state.states import SubmissionStatus as Status
 from hpc_sweep.submit import intents
 from hpc_sweep.submit.chunks import Premade, chunk_files, job_name
 from hpc_sweep.submit.planning import Chunk, candidates, may_submit, plan_chunks, submittable_names
@@ -95,15 +97,9 @@ def _record_intent(session, chunk: Chunk, array: Optional[str], report: SubmitRe
     with store.transaction():
         name = job_name(session, chunk)
         files = chunk_files(session, chunk, name, array, write=True)
-        store.conn.execute(
-            "INSERT INTO submissions (name, shape, script, map, status, ntasks, created_at) "
-            "VALUES (?, ?, ?, ?, 'intent', ?, ?)",
-            (name, chunk.shape, str(files.script_file), str(files.map_file), len(files.entries), time.time()))
-        store.conn.executemany(
-            "INSERT OR REPLACE INTO attempts (config, attempt, submission, task_index, state, run_config, "
-            "resumed_from) VALUES (?, ?, ?, ?, 'submitting', ?, ?)",
-            [(entry.name, entry.attempt, name, entry.index, entry.config_file, chunk.configs[entry.index]["next_mode"])
-             for entry in files.entries])
+        intents.record_intent(store, name, chunk.shape, str(files.script_file), str(files.map_file),
+                              len(files.entries))
+        intents.hold_attempts(store, name, files.entries, [row["next_mode"] for row in chunk.configs])
         for config, start in files.starts.items():
             store.add_event("run_config", f"attempt {chunk.configs[0]['attempt'] + 1}: {start}", config)
     report.starts.update(files.starts)
@@ -129,11 +125,11 @@ def _send(session, sub: dict, report: SubmitReport) -> str:
         found = intents.lookup(session, sub, live_records_or_none(session))
         if found.verdict == intents.ABSENT:
             with session.store.transaction():
-                intents.release(session, sub, "abandoned", "its submission never reached the scheduler; sent again",
+                intents.release(session, sub, Status.ABANDONED, "its submission never reached the scheduler; sent again",
                                 note=f"{exc.message}; then {found.detail}")
             return RESEND
         if found.verdict == intents.UNKNOWN:
-            report.reconciled.still_open.append((sub["name"], f"{_short(exc.message)}; lookup: {found.detail}"))
+            report.reconciled.still_open.append((sub["name"], f"{intents.short(exc.message)}; lookup: {found.detail}"))
             return STOP
         scheduler_id = found.scheduler_id
     with session.store.transaction():
@@ -142,16 +138,11 @@ def _send(session, sub: dict, report: SubmitReport) -> str:
     return GO_ON
 
 
-def _short(text: str) -> str:
-    text = " ".join(text.split())
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
 def _refused(session, sub: dict, exc: SchedulerError, report: SubmitReport) -> None:
     """The scheduler answered that it queued nothing: the configs wait (limit) or carry the refusal (rejected)."""
     reason = ("queue limit reached: " if exc.kind == "limit" else "submission refused: ") + exc.message
     with session.store.transaction():
-        intents.release(session, sub, "refused", reason, note=exc.message)
+        intents.release(session, sub, Status.REFUSED, reason, note=exc.message)
         session.store.add_event("refused", f"{sub['name']}: {exc.message}")
     if exc.kind != "limit":
         report.errors.append(f"{sub['name']}: {exc.message}")
@@ -213,7 +204,7 @@ def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Opti
     reason = report.reason or (f"queue cap {limits.max_queued} reached" if room is not None else None)
     with session.store.transaction():
         for row in left:
-            if row["state"] == "generated" or (reason and row["reason"] != reason):
-                session.store.set_config_state(row["name"], "waiting", reason or "not submitted yet")
+            if row["state"] == ConfigState.GENERATED or (reason and row["reason"] != reason):
+                session.store.set_config_state(row["name"], ConfigState.WAITING, reason or "not submitted yet")
     report.waiting = len(left)
     return report

@@ -12,11 +12,11 @@ from typing import Any, Optional
 from hpc_sweep.common.durations import parse_duration
 from hpc_sweep.common.errors import UserError
 from hpc_sweep.common.formats import parse_toml, read_text
+from hpc_sweep.state.states import RESUMABLE, RESUMABLE_DEFAULT, ordered
 
 SWEEP_FILE = "sweep.toml"
 PROGRAMS = ("deeph", "xequinet", "generic")
-DEFAULT_RESUME_STATES = ("timeout", "preempted", "node_fail")
-RESUMABLE_STATES = ("timeout", "preempted", "node_fail", "failed", "oom", "cancelled", "lost")
+DEFAULT_RESUME_STATES = ordered(RESUMABLE_DEFAULT)
 COMMAND_FIELDS = ("config", "gpus", "nprocs", "device", "index", "port", "outputs_dir", "name", "sweep_dir")
 DISTRIBUTIONS = ("uniform", "loguniform", "int", "choice")
 MAX_CONFIGS = 100_000  # one sweep; the generate and poll budgets are measured at 10,000
@@ -193,9 +193,9 @@ def _parse_sweep_table(reader: _Reader, sweep: dict, root: Path) -> SweepSpec:
     _check_command(reader, command)
     resume_states = reader.typed(sweep, "sweep", "resume_states", list, default=list(DEFAULT_RESUME_STATES))
     for state in resume_states:
-        if state not in RESUMABLE_STATES:
+        if state not in RESUMABLE:
             raise reader.fail("sweep.resume_states", f"'{state}' cannot be resumed",
-                              fix=_nearest(str(state), RESUMABLE_STATES))
+                              fix=_nearest(str(state), ordered(RESUMABLE)))
     max_retries = reader.typed(sweep, "sweep", "max_retries", int, default=2)
     throttle = reader.typed(sweep, "sweep", "throttle", int)
     if max_retries < 0 or (throttle is not None and throttle < 1):

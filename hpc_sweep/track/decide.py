@@ -11,7 +11,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Optional
 
+from hpc_sweep.schedulers import base as scheduler
 from hpc_sweep.schedulers.base import FINAL_STATES, TaskRecord
+from hpc_sweep.state.states import ConfigState
 from hpc_sweep.track.markers import Markers
 
 if TYPE_CHECKING:
@@ -21,6 +23,12 @@ if TYPE_CHECKING:
 GONE_GRACE_S = 600          # a task that just left the queue may be in no accounting yet (slurmdbd lag), and its
                             # exit marker may not be visible yet (NFS attribute caching)
 RECHECK_LOST_S = 86400      # a lost task's accounting is asked again for a day: it may still turn up
+
+# The states decide returns, bound once (it runs for every followed attempt of a poll).
+COMPLETED, FAILED, RUNNING, LOST = ConfigState.COMPLETED, ConfigState.FAILED, ConfigState.RUNNING, ConfigState.LOST
+# What a task's own output can say ended it while the scheduler said nothing.
+ENDED_BY_THE_SYSTEM = frozenset({ConfigState.TIMEOUT, ConfigState.OOM, ConfigState.NODE_FAIL, ConfigState.PREEMPTED,
+                                 ConfigState.CANCELLED})
 
 
 def task_output(session, att: dict) -> str:
@@ -47,9 +55,9 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
     key = f"{att['config']}.{att['attempt']}"
     end = markers.load(key, "exit")
     fields: dict = {}
-    if live is None and att.get("left_queue_at") is None and att["state"] != "lost":
+    if live is None and att.get("left_queue_at") is None and att["state"] != LOST:
         fields["left_queue_at"] = now
-    if live is not None and live.state == "running" and live.elapsed_s is not None and end is None:
+    if live is not None and live.state == scheduler.RUNNING and live.elapsed_s is not None and end is None:
         # The live answer knows when and where it started: no need to open 10,000 start markers.
         start = None
         if att.get("started_at") is None:
@@ -63,11 +71,11 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
         fields["ended_at"] = end.get("time")
         fields["exit_code"] = end.get("exit_code")
     record = live if live is not None else acct
-    if record is not None and record.state == "cancelled" and record.exit_code is None and end is not None:
+    if record is not None and record.state == scheduler.CANCELLED and record.exit_code is None and end is not None:
         record = None  # a task that wrote its exit before the array was deleted: its own marker is the truth
     if record is not None and record.state in FINAL_STATES and _claimed_by_another_job(att, markers, key):
         record = None  # our task was a duplicate the claim guard stopped: the markers of the run that holds it decide
-    if record is not None and record.state not in FINAL_STATES and record.state != "unknown":
+    if record is not None and record.state not in FINAL_STATES and record.state != scheduler.UNKNOWN:
         if end is None or live is not None:
             return record.state, record.reason, fields
     if record is not None and record.state in FINAL_STATES:
@@ -76,11 +84,11 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
         if record.elapsed_s is not None:
             fields["elapsed"] = record.elapsed_s
         state, reason = record.state, None
-        if state != "completed":
+        if state != COMPLETED:
             found = diagnose(task_output(session, att))
             if found:
                 kind, reason = found
-                if state == "failed" and kind in ("oom", "timeout"):
+                if state == FAILED and kind in (ConfigState.OOM, ConfigState.TIMEOUT):
                     state = kind
             # The scheduler's own word last (the local runner says "time limit", "needs 3 GPUs; ...").
             reason = reason or _exit_reason(state, fields.get("exit_code")) or record.reason
@@ -88,27 +96,27 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
     if end is not None:
         code = end.get("exit_code")
         if code == 0:
-            return "completed", None, fields
+            return COMPLETED, None, fields
         found = diagnose(task_output(session, att))
         if found:
-            return found[0] if found[0] != "cancelled" else "cancelled", found[1], fields
-        return "failed", _exit_reason("failed", code), fields
-    if att["state"] == "lost":
-        return "lost", att["reason"], fields  # nothing new: a late exit marker or accounting record would say
+            return found[0], found[1], fields
+        return FAILED, _exit_reason(FAILED, code), fields
+    if att["state"] == LOST:
+        return LOST, att["reason"], fields  # nothing new: a late exit marker or accounting record would say
     # Gone from the queue with no word on how it ended: wait GONE_GRACE_S from when it left the queue (not from
     # its start) before calling it lost.
     left_at = att.get("left_queue_at") or now
     if start is not None:
         found = diagnose(task_output(session, att))
-        if found and found[0] in ("timeout", "oom", "node_fail", "preempted", "cancelled"):
+        if found and found[0] in ENDED_BY_THE_SYSTEM:
             return found[0], found[1], fields
         if now - left_at < GONE_GRACE_S:
-            return "running", att["reason"], fields  # it started; accounting or the exit marker may still come
-        return "lost", f"started on {start.get('host')} but no exit was recorded and the scheduler has no record", \
+            return RUNNING, att["reason"], fields  # it started; accounting or the exit marker may still come
+        return LOST, f"started on {start.get('host')} but no exit was recorded and the scheduler has no record", \
             fields
     if now - max(left_at, att.get("submitted_at") or 0) < GONE_GRACE_S:
         return att["state"], att["reason"], fields
-    return "lost", "the scheduler has no record of this task and it never started", fields
+    return LOST, "the scheduler has no record of this task and it never started", fields
 
 
 def _claimed_by_another_job(att: dict, markers: Markers, key: str) -> bool:

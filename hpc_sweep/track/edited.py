@@ -8,6 +8,8 @@ import hashlib
 import os
 from typing import TYPE_CHECKING
 
+from hpc_sweep.state.states import ACTIVE, sql_list
+
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
     from hpc_sweep.track.poll import PollReport
@@ -19,7 +21,7 @@ def check_edited(session, report: PollReport) -> None:
     store = session.store
     rows = store.conn.execute(
         "SELECT c.name, c.path, c.digest, c.attempt, a.submitted_at FROM configs c JOIN attempts a "
-        "ON a.config = c.name AND a.attempt = c.attempt WHERE c.state IN ('pending', 'running')").fetchall()
+        f"ON a.config = c.name AND a.attempt = c.attempt WHERE c.state IN ({sql_list(ACTIVE)})").fetchall()
     found = []
     for row in rows:
         try:

@@ -19,13 +19,15 @@ import json
 import time
 from typing import Optional
 
+from hpc_sweep.state.states import ConfigState
+
 NAMES_PER_READ = 500  # SQL parameters per query, well under SQLite's limit
 
-_UNCHECKED = """
+_UNCHECKED = f"""
 SELECT c.name, c.attempt, p.attempt AS p_attempt, p.parser_state,
        EXISTS (SELECT 1 FROM epochs e WHERE e.config = c.name AND e.attempt = c.attempt) AS logged
 FROM configs c LEFT JOIN progress p ON p.config = c.name
-WHERE c.state = 'completed' AND c.reason IS NULL AND c.attempt >= 1
+WHERE c.state = '{ConfigState.COMPLETED}' AND c.reason IS NULL AND c.attempt >= 1
 """
 
 
@@ -33,7 +35,7 @@ def check_completed(session, report) -> None:
     """Give every completed config not checked yet its verdict: failed without evidence, else the reason."""
     store = session.store
     verdicts = _verdicts(session, store.rows(_UNCHECKED))
-    lacking = [name for name, _, state, _ in verdicts if state == "failed"]
+    lacking = [name for name, _, state, _ in verdicts if state == ConfigState.FAILED]
     if lacking:
         # Before failing a run, its log once more: a large poll's reading starts before the scheduler answers, so
         # what it read of a run that ended meanwhile may lack the last lines (a failure is rare: this is cheap).
@@ -61,7 +63,7 @@ def _verdicts(session, rows: list) -> list:
     for row in rows:
         summary = _summary(program, row) if row["p_attempt"] == row["attempt"] else None
         ok, reason = program.training_evidence(summary, bool(row["logged"]))
-        verdicts.append((row["name"], row["attempt"], "completed" if ok else "failed", reason))
+        verdicts.append((row["name"], row["attempt"], ConfigState.COMPLETED if ok else ConfigState.FAILED, reason))
     return verdicts
 
 
@@ -75,10 +77,10 @@ def _summary(program, row: dict):
 
 def _tell(report, verdicts: list) -> None:
     """This poll's change lines say the verdict: 'running -> completed' becomes '-> failed (reason)'."""
-    changes = {change[0]: n for n, change in enumerate(report.changes) if change[2] == "completed"}
+    changes = {change[0]: n for n, change in enumerate(report.changes) if change[2] == ConfigState.COMPLETED}
     for name, _, state, reason in verdicts:
         at: Optional[int] = changes.get(name)
         if at is not None:
             report.changes[at] = (name, report.changes[at][1], state, reason)
-        elif state != "completed":  # decided by an earlier poll that did not get to check it
-            report.changes.append((name, "completed", state, reason))
+        elif state != ConfigState.COMPLETED:  # decided by an earlier poll that did not get to check it
+            report.changes.append((name, ConfigState.COMPLETED, state, reason))

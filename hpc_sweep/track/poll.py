@@ -19,7 +19,9 @@ from typing import TYPE_CHECKING, Optional
 
 from hpc_sweep.common import faults, shell
 from hpc_sweep.common.errors import RuntimeFailure
+from hpc_sweep.schedulers import base as scheduler
 from hpc_sweep.schedulers.base import SchedulerError
+from hpc_sweep.state.states import ACTIVE, FOLLOWED, UNFINISHED, ConfigState, SubmissionStatus, sql_list
 from hpc_sweep.submit import intents
 from hpc_sweep.track.decide import RECHECK_LOST_S, decide
 from hpc_sweep.track.duplicates import check_duplicates
@@ -31,7 +33,6 @@ from hpc_sweep.track.snapshot import write_snapshots
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
 
-ACTIVE = ("pending", "running")
 MAX_BACKOFF_S = 3600
 BACKUP_EVERY_S = 600
 
@@ -78,12 +79,12 @@ def refresh_states(session, report: PollReport, records: list, now: float) -> No
     store, adapter = session.store, session.scheduler
     report.reconciled = intents.reconcile(session, records)
     report.notes += report.reconciled.lines()
-    submitted = store.submissions("submitted")
+    submitted = store.submissions(SubmissionStatus.SUBMITTED)
     ours = {s["scheduler_id"] for s in submitted}
     live = {r.task_id: r for r in records if r.submission_id in ours}
     active = _followed_attempts(store)
     gone = [a for a in active if a["job_id"] not in live and
-            (a["state"] != "lost" or now - (a["left_queue_at"] or 0) < RECHECK_LOST_S)]
+            (a["state"] != ConfigState.LOST or now - (a["left_queue_at"] or 0) < RECHECK_LOST_S)]
     acct: dict = {}
     if gone:
         gone_subs = {a["submission"] for a in gone}
@@ -101,7 +102,7 @@ def refresh_states(session, report: PollReport, records: list, now: float) -> No
 def _followed_attempts(store) -> list:
     """The attempts a poll decides: pending and running ones, and lost ones (a late exit marker or accounting
     record corrects them)."""
-    return store.attempts(states=ACTIVE + ("lost",))
+    return store.attempts(states=FOLLOWED)
 
 
 def apply_markers_only(session, report: PollReport, now: float) -> None:
@@ -110,7 +111,7 @@ def apply_markers_only(session, report: PollReport, now: float) -> None:
     markers = read_markers(session.paths.markers)
     active = _followed_attempts(session.store)
     finished = [a for a in active if markers.has(f"{a['config']}.{a['attempt']}", "exit")]
-    started = [a for a in active if a["state"] == "pending" and a not in finished and
+    started = [a for a in active if a["state"] == ConfigState.PENDING and a not in finished and
                markers.load(f"{a['config']}.{a['attempt']}", "start")]
     _apply(session, report, finished, {}, {}, markers, now, scheduler_known=False)
     if not started:
@@ -118,10 +119,10 @@ def apply_markers_only(session, report: PollReport, now: float) -> None:
     with session.store.transaction():
         for att in started:
             start = markers.load(f"{att['config']}.{att['attempt']}", "start")
-            session.store.update_attempt(att["config"], att["attempt"], state="running", started_at=start.get("time"),
-                                         host=start.get("host"))
-            session.store.set_config_state(att["config"], "running")
-            report.changes.append((att["config"], "pending", "running", None))
+            session.store.update_attempt(att["config"], att["attempt"], state=ConfigState.RUNNING,
+                                         started_at=start.get("time"), host=start.get("host"))
+            session.store.set_config_state(att["config"], ConfigState.RUNNING)
+            report.changes.append((att["config"], ConfigState.PENDING, ConfigState.RUNNING, None))
 
 
 def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=True) -> None:
@@ -135,7 +136,7 @@ def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=
     stamp = time.time()
     for att in attempts:
         state, reason, fields = decide(session, att, live.get(att["job_id"]), acct.get(att["job_id"]), markers, now)
-        if state == "unknown" or (not scheduler_known and state == "lost"):
+        if state == scheduler.UNKNOWN or (not scheduler_known and state == ConfigState.LOST):
             continue
         fields = {k: v for k, v in fields.items() if v is not None and att.get(k) != v}
         if state != att["state"] or reason != att["reason"]:
@@ -177,8 +178,8 @@ def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     meta = {"polled_at": str(now)}  # written in the poll's last transaction
     check_edited(session, report)
     check_duplicates(session, report)
-    work_left = store.conn.execute("SELECT 1 FROM configs WHERE state IN ('pending', 'running', 'waiting', "
-                                   "'generated') LIMIT 1").fetchone() is not None
+    work_left = store.conn.execute(f"SELECT 1 FROM configs WHERE state IN ({sql_list(UNFINISHED)}) "
+                                   "LIMIT 1").fetchone() is not None
     work_left = work_left or bool(intents.open_submissions(session))
     if not work_left:  # every config is final: a note that states are as last known no longer applies
         meta.update(scheduler_failures="0", backoff_until="0", scheduler_note="")
@@ -244,7 +245,7 @@ def change_lines(changes: list) -> list:
         return [f"{c}: {old} -> {new}" + (f" ({why})" if why else "") for c, old, new, why in changes]
     lines, grouped = [], {}
     for config, old, new, reason in changes:
-        if reason and new not in ("pending", "running", "completed"):
+        if reason and new not in ACTIVE | {ConfigState.COMPLETED}:
             lines.append(f"{config}: {old} -> {new} ({reason})")
         else:
             grouped.setdefault((old, new), []).append(config)

@@ -29,6 +29,7 @@ from typing import NamedTuple, Optional
 
 from hpc_sweep.common.formats import load_structured
 from hpc_sweep.common.logtail import read_new
+from hpc_sweep.state.states import ConfigState, sql_list
 
 TREND_WINDOW = 5
 
@@ -36,23 +37,24 @@ TREND_WINDOW = 5
 # Which configs a poll reads: a running attempt; an attempt the log was never read for (that has started or
 # ended); an ended attempt whose log was last read before it ended (its last lines). Filtered in SQL, so a poll
 # of a sweep whose 10,000 runs are over loads nothing.
-_TO_READ_TEMPLATE = """
+_NOT_STARTED = sql_list({ConfigState.PENDING, ConfigState.WAITING})
+_TO_READ_TEMPLATE = f"""
 SELECT c.name, c.attempt, c.state, c.path, c.log_context, a.run_config, p.attempt AS p_attempt, p.log AS p_log,
        p.cursor AS p_cursor, p.parser_state AS p_parser_state
 FROM configs c
 JOIN attempts a ON a.config = c.name AND a.attempt = c.attempt
 LEFT JOIN progress p ON p.config = c.name
 WHERE c.attempt >= 1 AND (
-    c.state = 'running'{also}
+    c.state = '{ConfigState.RUNNING}'{{also}}
     OR ((p.config IS NULL OR p.attempt != c.attempt)
-        AND (a.started_at IS NOT NULL OR c.state NOT IN ('pending', 'waiting')))
-    OR (p.attempt = c.attempt AND c.state NOT IN ('pending', 'waiting')
+        AND (a.started_at IS NOT NULL OR c.state NOT IN ({_NOT_STARTED})))
+    OR (p.attempt = c.attempt AND c.state NOT IN ({_NOT_STARTED})
         AND COALESCE(p.updated_at, 0) <= COALESCE(a.ended_at, 0) + 5))
 ORDER BY c.idx
 """
 _TO_READ = _TO_READ_TEMPLATE.format(also="")
 # Before the scheduler's answer is applied: also the pending ones, whose tasks may have started since.
-_TO_READ_SOON = _TO_READ_TEMPLATE.format(also=" OR c.state = 'pending'")
+_TO_READ_SOON = _TO_READ_TEMPLATE.format(also=f" OR c.state = '{ConfigState.PENDING}'")
 # Named configs, whatever their state (read again on purpose).
 _BY_NAME = _TO_READ_TEMPLATE.split("WHERE")[0] + "WHERE c.attempt >= 1 AND c.name IN ({names}) ORDER BY c.idx"
 

@@ -8,6 +8,9 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from hpc_sweep.state.states import ConfigState
+from hpc_sweep.state.store import placeholders
+
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
     from hpc_sweep.track.poll import PollReport
@@ -16,14 +19,15 @@ if TYPE_CHECKING:
 def resume_ended(session, report: PollReport) -> None:
     """Runs that ended in a resumable state wait for resubmission from their checkpoint, up to max_retries."""
     spec, store = session.spec, session.store
-    marks = ",".join("?" for _ in spec.resume_states)
-    ended = store.conn.execute(f"SELECT name, state, attempt FROM configs WHERE state IN ({marks}) AND attempt <= ?",
+    ended = store.conn.execute(f"SELECT name, state, attempt FROM configs WHERE state IN "
+                               f"({placeholders(spec.resume_states)}) AND attempt <= ?",
                                (*spec.resume_states, spec.max_retries)).fetchall()
     if not ended:
         return  # no empty transaction: each commit is a few fsyncs on the sweep's disk
     with store.transaction():
         for cfg in ended:
-            store.conn.execute("UPDATE configs SET state = 'waiting', next_mode = 'resume', reason = ? WHERE name = ?",
+            store.conn.execute(f"UPDATE configs SET state = '{ConfigState.WAITING}', next_mode = 'resume', reason = ? "
+                               "WHERE name = ?",
                                (f"resuming after {cfg['state']} (attempt {cfg['attempt'] + 1} of "
                                 f"{spec.max_retries + 1})", cfg["name"]))
             store.add_event("resume", f"after {cfg['state']} in attempt {cfg['attempt']}", cfg["name"])
