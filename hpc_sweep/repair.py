@@ -28,11 +28,17 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from hpc_sweep.common.errors import UserError
 from hpc_sweep.state.states import SUBMITTING, ConfigState
 from hpc_sweep.state.states import SubmissionStatus as Status
+
+if TYPE_CHECKING:
+    from hpc_sweep.common.layout import SweepPaths
+    from hpc_sweep.session import Session
+    from hpc_sweep.state.lock import SweepLock
+    from hpc_sweep.sweep.sweepfile import SweepSpec
 
 CONFIG_FILE = re.compile(r"config(\d+)")
 JOB_NAME = re.compile(r"(?P<prefix>.+)-(?P<tag>[A-Za-z0-9_.]+)-(?P<seq>\d+)")
@@ -98,7 +104,7 @@ def repair(sweep_dir: Path, force: bool = False) -> RepairReport:
     return report
 
 
-def _condition(paths) -> str:
+def _condition(paths: SweepPaths) -> str:
     """'ok' (readable, with configs), 'empty' (readable, no config: nothing to lose), 'missing' or 'corrupt'."""
     from hpc_sweep.state.health import CORRUPT, EMPTY, examine
     from hpc_sweep.state.store import open_store
@@ -117,7 +123,7 @@ def _condition(paths) -> str:
         store.close()
 
 
-def _replace(paths, building: Path, condition: str, report: RepairReport) -> None:
+def _replace(paths: SweepPaths, building: Path, condition: str, report: RepairReport) -> None:
     from hpc_sweep.state.health import OK, examine, set_aside
 
     if paths.db.exists():
@@ -129,7 +135,7 @@ def _replace(paths, building: Path, condition: str, report: RepairReport) -> Non
     os.replace(building, paths.db)
 
 
-def _build(spec, paths, lock, building: Path, report: RepairReport) -> None:
+def _build(spec: SweepSpec, paths: SweepPaths, lock: SweepLock, building: Path, report: RepairReport) -> None:
     from hpc_sweep.track.poll import PollReport, apply_markers_only
     from hpc_sweep.session import Session
     from hpc_sweep.state.store import fresh_store
@@ -141,8 +147,8 @@ def _build(spec, paths, lock, building: Path, report: RepairReport) -> None:
         maps = _read_maps(paths, report)
         markers = _read_markers(paths)
         prefix, seq = _prefix(spec, maps, report)
-        with store.transaction() as conn:
-            _insert_configs(conn, rows)
+        with store.transaction():
+            store.add_configs(rows)
             store.set_meta("prefix", prefix)
             store.set_meta("name", spec.name)
             store.set_meta("submission_seq", str(seq))
@@ -159,17 +165,43 @@ def _build(spec, paths, lock, building: Path, report: RepairReport) -> None:
 
 
 # -- configs ------------------------------------------------------------------------------------------------------
+class _Found(NamedTuple):
+    """A config file found in configs/: its number and name, and the parameters it was matched to."""
+
+    params_key: str
+    idx: int
+    name: str
+    path: Path
+    params: Optional[dict] = None   # read from the file: retired configs only
+
+
+class _Rebuilt(NamedTuple):
+    """A config row rebuilt from its file, in the order :meth:`hpc_sweep.state.store.Store.add_configs` takes."""
+
+    name: str
+    idx: int
+    params: str                     # JSON
+    params_key: str
+    path: str
+    digest: str
+    device: str
+    gpus: int
+    shape: str
+    in_definition: int
+    log_context: str
+
+
 class _Known:
     """What :func:`hpc_sweep.sweep.generate.plan` asks of a state: the configs it already numbered."""
 
-    def __init__(self, rows: list):
-        self._rows = rows
+    def __init__(self, found: list[_Found]):
+        self._found = found
 
-    def configs(self) -> list:
-        return self._rows
+    def configs(self) -> list[_Found]:
+        return self._found
 
 
-def _config_files(paths) -> list:
+def _config_files(paths: SweepPaths) -> list:
     """(number, path) of configs/configNNN.* in number order."""
     found = []
     for path in paths.configs.iterdir() if paths.configs.is_dir() else ():
@@ -179,7 +211,7 @@ def _config_files(paths) -> list:
     return sorted(found)
 
 
-def _config_rows(spec, paths, report: RepairReport) -> list:
+def _config_rows(spec: SweepSpec, paths: SweepPaths, report: RepairReport) -> list[_Rebuilt]:
     """One row per config file: numbers from the file names, parameters and resources from the definition (through
     generate's own plan), the digest of the file as it is."""
     from hpc_sweep.common.dotted import get_dotted, has_dotted
@@ -206,67 +238,56 @@ def _config_rows(spec, paths, report: RepairReport) -> list:
         name = path.stem
         if match is not None:
             claimed.add(match)
-            known.append({"params_key": match, "idx": idx, "name": name, "path": path})
+            known.append(_Found(match, idx, name, path))
         else:
             params = {k: get_dotted(data, k) for k in spec.swept_keys if has_dotted(data, k)}
-            retired.append({"params_key": params_key(params), "params": params, "idx": idx, "name": name,
-                            "path": path})
+            retired.append(_Found(params_key(params), idx, name, path, params))
     retired = _unique_retired(retired, claimed, report)
-    by_key = {k["params_key"]: k for k in known}
+    by_key = {k.params_key: k for k in known}
     rows = [_row(planned, by_key[planned.key], True) for planned in plan(spec, _Known(known + retired), paths)
             if planned.key in by_key]  # a planned config without a file was never generated: generate adds it
     if retired:
         rows += _retired_rows(spec, paths, known, retired, report)
-    return sorted(rows, key=lambda row: row["idx"])
+    return sorted(rows, key=lambda row: row.idx)
 
 
 def _unique_retired(retired: list, claimed: set, report: RepairReport) -> list:
     kept, seen = [], set(claimed)
     for row in retired:
-        if row["params_key"] in seen:
-            report.warnings.append(f"{row['name']}: its parameters are those of another config; left out")
+        if row.params_key in seen:
+            report.warnings.append(f"{row.name}: its parameters are those of another config; left out")
             continue
-        seen.add(row["params_key"])
+        seen.add(row.params_key)
         kept.append(row)
     return kept
 
 
-def _retired_rows(spec, paths, known: list, retired: list, report: RepairReport) -> list:
+def _retired_rows(spec: SweepSpec, paths: SweepPaths, known: list[_Found], retired: list[_Found], report: RepairReport) -> list[_Rebuilt]:
     """Configs whose file the definition no longer makes, planned as explicit configs of the same sweep."""
     from hpc_sweep.sweep.generate import plan
 
-    only_these = dataclasses.replace(spec, grid={}, zips=[], explicit=[r["params"] for r in retired],
+    only_these = dataclasses.replace(spec, grid={}, zips=[], explicit=[r.params for r in retired],
                                      random_count=0, random_params=[])
     try:
         planned = plan(only_these, _Known(known + retired), paths)
     except UserError as exc:
-        report.warnings.append(f"configs no longer in the definition ({', '.join(r['name'] for r in retired)}) "
+        report.warnings.append(f"configs no longer in the definition ({', '.join(r.name for r in retired)}) "
                                f"left out: {exc}")
         return []
     by_key = {p.key: p for p in planned}
     rows = []
     for row in retired:
-        if row["params_key"] in by_key:
-            rows.append(_row(by_key[row["params_key"]], row, False))
-            report.retired.append(row["name"])
+        if row.params_key in by_key:
+            rows.append(_row(by_key[row.params_key], row, False))
+            report.retired.append(row.name)
     return rows
 
 
-def _row(planned, found: dict, in_definition: bool) -> dict:
-    text = found["path"].read_bytes()
-    return {"name": found["name"], "idx": found["idx"], "params": json.dumps(planned.params),
-            "params_key": found["params_key"], "path": str(found["path"]), "digest": hashlib.sha256(text).hexdigest(),
-            "device": planned.device, "gpus": planned.gpus, "shape": planned.shape,
-            "in_definition": int(in_definition), "log_context": planned.log_context}
-
-
-def _insert_configs(conn, rows: list) -> None:
-    now = time.time()
-    conn.executemany(
-        "INSERT INTO configs (name, idx, params, params_key, path, digest, device, gpus, shape, state, attempt, "
-        "in_definition, log_context, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'generated', 0, ?, ?, ?)",
-        [(r["name"], r["idx"], r["params"], r["params_key"], r["path"], r["digest"], r["device"], r["gpus"],
-          r["shape"], r["in_definition"], r["log_context"], now) for r in rows])
+def _row(planned, found: _Found, in_definition: bool) -> _Rebuilt:
+    text = found.path.read_bytes()
+    return _Rebuilt(found.name, found.idx, json.dumps(planned.params), found.params_key, str(found.path),
+                    hashlib.sha256(text).hexdigest(), planned.device, planned.gpus, planned.shape, int(in_definition),
+                    planned.log_context)
 
 
 # -- submissions and attempts ---------------------------------------------------------------------------------------
@@ -279,7 +300,7 @@ class _Map:
     seq: int
 
 
-def _read_maps(paths, report: RepairReport) -> dict:
+def _read_maps(paths: SweepPaths, report: RepairReport) -> dict:
     from hpc_sweep.common.jobmap import parse_map
 
     maps = {}
@@ -296,7 +317,7 @@ def _read_maps(paths, report: RepairReport) -> dict:
     return maps
 
 
-def _read_markers(paths) -> dict:
+def _read_markers(paths: SweepPaths) -> dict:
     """(config, attempt) -> {"start": {...}, "exit": {...}} from the markers that can be read."""
     found: dict = {}
     for name in os.listdir(paths.markers) if paths.markers.is_dir() else ():
@@ -312,7 +333,7 @@ def _read_markers(paths) -> dict:
     return found
 
 
-def _prefix(spec, maps: dict, report: RepairReport) -> tuple:
+def _prefix(spec: SweepSpec, maps: dict, report: RepairReport) -> tuple:
     """The job-name prefix (the sweep name plus init's random suffix) and the highest sequence number, from the
     job names in script/; a new prefix where nothing was ever submitted."""
     from hpc_sweep.sweep.init import new_prefix
@@ -345,10 +366,12 @@ def _owner(entries: list, marker: Optional[dict], maps: dict) -> Optional[str]:
     return max(entries, key=lambda item: (maps[item[0]].seq, maps[item[0]].written_at))[0]
 
 
-def _insert_history(session, rows: list, maps: dict, markers: dict, report: RepairReport) -> None:
+def _insert_history(session: Session, rows: list[_Rebuilt], maps: dict, markers: dict, report: RepairReport) -> None:
     """Submissions, attempts and each config's current attempt and state."""
+    from hpc_sweep.state.store import placeholders
+
     store, adapter = session.store, session.scheduler
-    configs = {row["name"]: row for row in rows}
+    configs = {row.name: row for row in rows}
     claims: dict = {}                                  # (config, attempt) -> [(map name, entry)]
     for name, found in maps.items():
         for entry in found.entries:
@@ -362,7 +385,7 @@ def _insert_history(session, rows: list, maps: dict, markers: dict, report: Repa
             scheduler_ids.setdefault(owner, str(sid))
     for name, found in maps.items():
         sid = scheduler_ids.get(name)
-        shape = next((configs[e.name]["shape"] for e in found.entries if e.name in configs), "unknown")
+        shape = next((configs[e.name].shape for e in found.entries if e.name in configs), "unknown")
         store.conn.execute(
             "INSERT INTO submissions (name, shape, script, map, scheduler_id, status, ntasks, created_at, submitted_at,"
             " note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'rebuilt by hpc-sweep repair')",
@@ -381,7 +404,7 @@ def _insert_history(session, rows: list, maps: dict, markers: dict, report: Repa
         if state is None:
             continue
         columns = ["config", "attempt", "submission", "task_index", "state", *fields]
-        store.conn.execute(f"INSERT INTO attempts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        store.conn.execute(f"INSERT INTO attempts ({', '.join(columns)}) VALUES ({placeholders(columns)})",
                            (config, attempt, owner, entry.index if entry else None, state, *fields.values()))
         report.attempts += 1
         if attempt >= latest.get(config, (0, ""))[0]:
@@ -394,7 +417,7 @@ def _insert_history(session, rows: list, maps: dict, markers: dict, report: Repa
         store.set_config_state(config, state, reason, attempt=attempt)
 
 
-def _attempt(session, owner: Optional[str], entry, sid: Optional[str], maps: dict, marks: dict) -> tuple:
+def _attempt(session: Session, owner: Optional[str], entry, sid: Optional[str], maps: dict, marks: dict) -> tuple:
     """(state, other columns) of one rebuilt attempt: ``submitting`` under a submission no task of which is known
     to have started (an intent), else running where it started and pending where not; an exit marker is left
     for :func:`hpc_sweep.track.poll.apply_markers_only` to decide, as a poll does."""

@@ -18,10 +18,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 from hpc_sweep.common.errors import RuntimeFailure, UserError
+from hpc_sweep.state.rows import AttemptRow, ConfigRow, ProgressRow
 from hpc_sweep.state.states import ACTIVE, FINAL, ConfigState, SubmissionStatus
+
+if TYPE_CHECKING:
+    from hpc_sweep.common.layout import SweepPaths
+    from hpc_sweep.session import Session
+    from hpc_sweep.sweep.sweepfile import SweepSpec
+
 LOG_TAIL_LINES = 15
 LEFTOVER_WAIT_S = 120
 
@@ -52,7 +59,7 @@ class SmokeReport:
 
 
 # -- building .test/ -----------------------------------------------------------------------------------------------
-def _site_value(spec) -> Optional[str]:
+def _site_value(spec: SweepSpec) -> Optional[str]:
     """A profile given as a relative path must still be found from .test/."""
     site = spec.site
     if site and (site.endswith(".toml") or "/" in site) and not Path(site).is_absolute():
@@ -60,7 +67,7 @@ def _site_value(spec) -> Optional[str]:
     return site
 
 
-def _smoke_sweep_data(spec, chosen: list) -> dict:
+def _smoke_sweep_data(spec: SweepSpec, chosen: list) -> dict:
     from hpc_sweep.common.formats import format_of
 
     smoke = spec.smoke
@@ -80,7 +87,7 @@ def _smoke_sweep_data(spec, chosen: list) -> dict:
     return data
 
 
-def choose(spec, paths, count: int) -> list:
+def choose(spec: SweepSpec, paths: SweepPaths, count: int) -> list:
     """[(real config name, its parameters minus the smoke overrides)], the first ``count`` distinct ones."""
     from hpc_sweep.sweep.expand import params_key
     from hpc_sweep.sweep.generate import plan
@@ -104,7 +111,7 @@ def choose(spec, paths, count: int) -> list:
     return chosen
 
 
-def write_test_sweep(spec, chosen: list, test_dir: Path) -> None:
+def write_test_sweep(spec: SweepSpec, chosen: list, test_dir: Path) -> None:
     """sweep.toml and the base copy of .test/; the base's relative paths resolved as the real sweep does."""
     import tomli_w
 
@@ -162,7 +169,7 @@ def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
 
     session = Session.open(test_dir, write=True)
     try:
-        if not [c for c in session.store.configs() if c["state"] in ACTIVE]:
+        if not [c for c in session.store.configs() if c.state in ACTIVE]:
             return
         ids, _ = cancel(session)
         echo(f"cancelled an earlier smoke test still running ({' '.join(ids)})")
@@ -174,10 +181,10 @@ def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
         session.close()
 
 
-def _wait_gone(session, deadline: float) -> bool:
+def _wait_gone(session: Session, deadline: float) -> bool:
     from hpc_sweep.submit.queries import live_records
 
-    ours = {s["scheduler_id"] for s in session.store.submissions(SubmissionStatus.SUBMITTED)}
+    ours = {s.scheduler_id for s in session.store.submissions(SubmissionStatus.SUBMITTED)}
     while time.monotonic() < deadline:
         try:
             records = live_records(session)
@@ -238,7 +245,7 @@ def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], Non
         pause = 1.0
         while True:
             poll(session, force=True)
-            states = {c["name"]: c["state"] for c in session.store.configs()}
+            states = {c.name: c.state for c in session.store.configs()}
             progress(states, time.monotonic() - started)
             if all(state in FINAL for state in states.values()):
                 return True
@@ -268,27 +275,27 @@ def collect(test_dir: Path, chosen: list, timed_out: bool) -> list:
     session = Session.open(test_dir)
     try:
         progress = session.store.progress()
-        attempts = {(a["config"], a["attempt"]): a for a in session.store.attempts()}
+        attempts = {(a.config, a.attempt): a for a in session.store.attempts()}
         results = []
         for cfg, (source, _) in zip(session.store.configs(), chosen):
-            att = attempts.get((cfg["name"], cfg["attempt"]))
-            results.append(_result(session, cfg, source, progress.get(cfg["name"], {}), att, timed_out,
-                                   task_output))
+            att = attempts.get((cfg.name, cfg.attempt))
+            results.append(_result(session, cfg, source, progress.get(cfg.name), att, timed_out, task_output))
         return results
     finally:
         session.close()
 
 
-def _result(session, cfg: dict, source: str, prog: dict, att: Optional[dict], timed_out: bool,
-            task_output) -> SmokeResult:
-    passed = cfg["state"] == ConfigState.COMPLETED
-    reason = cfg["reason"]
-    if timed_out and cfg["state"] not in FINAL:
+def _result(session: Session, cfg: ConfigRow, source: str, prog: Optional[ProgressRow], att: Optional[AttemptRow],
+            timed_out: bool, task_output) -> SmokeResult:
+    passed = cfg.state == ConfigState.COMPLETED
+    reason = cfg.reason
+    if timed_out and cfg.state not in FINAL:
         reason = "the smoke test's time ran out before this run ended" + (f" ({reason})" if reason else "")
     tail = task_output(session, att).splitlines()[-LOG_TAIL_LINES:] if att else []
-    result = SmokeResult(config=cfg["name"], source=source, state=cfg["state"], passed=passed, reason=reason,
-                         epoch=prog.get("epoch"), max_epoch=prog.get("max_epoch"), log_tail=tail)
-    if passed and prog.get("epoch") is None:
+    result = SmokeResult(config=cfg.name, source=source, state=cfg.state, passed=passed, reason=reason,
+                         epoch=prog.epoch if prog else None, max_epoch=prog.max_epoch if prog else None,
+                         log_tail=tail)
+    if passed and result.epoch is None:
         result.warning = "finished, but no epoch was read from its log: check the program's log settings"
     return result
 

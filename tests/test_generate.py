@@ -259,7 +259,7 @@ def test_changing_a_submitted_config_needs_force(tmp_path):
     assert result.returncode == 0 and "1 rewritten with --force" in result.stdout
     assert "max_epoch = 50" in (sweep / "configs" / "config001.toml").read_text()
     store = open_store(SweepPaths.at(sweep))
-    assert [e["config"] for e in store.events("forced_regenerate")] == ["config001"]
+    assert [e.config for e in store.events("forced_regenerate")] == ["config001"]
     store.close()
 
 

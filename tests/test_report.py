@@ -119,12 +119,12 @@ def _record_outcomes(root: Path) -> None:
         store = session.store
         with store.transaction() as conn:
             for cfg in store.configs():
-                params = cfg["params"]
+                params = cfg.params
                 outcome = OUTCOMES.get((params[LR], params[BLOCKS]), "normal")
-                rng = random.Random(cfg["idx"])
+                rng = random.Random(cfg.idx)
                 rows = _curve(outcome, _score(params, rng))
                 state, reason = _state_of(outcome), None
-                started = None if outcome == "pending" else now - 3600 * 6 + cfg["idx"]
+                started = None if outcome == "pending" else now - 3600 * 6 + cfg.idx
                 ended = elapsed = None
                 if outcome not in ("pending", "running"):
                     elapsed = EPOCH_S * max(len(rows), 1)
@@ -133,16 +133,16 @@ def _record_outcomes(root: Path) -> None:
                     started = now - EPOCH_S * len(rows)
                 log = {"oom": OOM_LOG, "timeout": TIMEOUT_LOG}.get(outcome, "training ...\n")
                 if outcome != "pending":
-                    (session.paths.logs / f"{cfg['name']}.1.log").write_text(log)
-                    run = session.paths.config_outputs(cfg["name"]) / "2026-01-01_00-00-00"
+                    (session.paths.logs / f"{cfg.name}.1.log").write_text(log)
+                    run = session.paths.config_outputs(cfg.name) / "2026-01-01_00-00-00"
                     run.mkdir(parents=True, exist_ok=True)
                     (run / "deepx.log").write_text(_deepx_log(rows))
                     reason = failure_reason(log) if state in ("oom", "timeout") else None
                 conn.execute("INSERT INTO attempts (config, attempt, job_id, state, reason, submitted_at, started_at,"
                              " ended_at, elapsed, host) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, 'gpu07')",
-                             (cfg["name"], f"4242_{cfg['idx']}", state, reason, now - 7 * 3600, started, ended,
+                             (cfg.name, f"4242_{cfg.idx}", state, reason, now - 7 * 3600, started, ended,
                               elapsed))
-                store.set_config_state(cfg["name"], state, reason, attempt=1)
+                store.set_config_state(cfg.name, state, reason, attempt=1)
         update_progress(session, PollReport())
     finally:
         session.close()

@@ -186,7 +186,7 @@ def test_a_read_session_of_an_older_database_reads_it_without_writing(sweep):
     before = digest(sweep.paths.db)
     assert set(sweep.states().values()) == {"generated"}
     with Session.open(sweep.root) as session:
-        assert session.store.events() == [] and session.store.config("config001")["next_mode"] is None
+        assert session.store.events() == [] and session.store.config("config001").next_mode is None
     assert digest(sweep.paths.db) == before
     sweep.cli("submit", str(sweep.root))
     conn = sqlite3.connect(sweep.paths.db)

@@ -24,9 +24,13 @@ import operator
 import statistics
 import time
 from pathlib import Path
-from typing import Any, Iterable, Optional, Union
+from typing import TYPE_CHECKING, Any, Iterable, Optional, Union
 
+from hpc_sweep.state.rows import AttemptRow, ConfigRow, CurveRow, columns
 from hpc_sweep.state.states import QUEUED, UNSUCCESSFUL, ConfigState
+
+if TYPE_CHECKING:
+    from hpc_sweep.session import Session
 
 NO_INFLUENCE = 0.02      # per-value medians within 2 % of the overall median: the parameter does not matter
 PLATEAU_FACTOR = 2.0     # "flat" at twice the best score or worse: stuck, not converged
@@ -47,7 +51,7 @@ def load(sweep_dir: Union[str, Path] = ".") -> "Sweep":
 class Sweep:
     """One sweep's results. Each method returns fresh plain records; ``reload()`` re-reads the database."""
 
-    def __init__(self, session: Any):
+    def __init__(self, session: Session):
         self._session = session
         self.spec = session.spec
         self.paths = session.paths
@@ -112,16 +116,15 @@ class Sweep:
         ``max_points`` thins each config's curve to about that many rows, keeping its first, last and best
         validation epochs: enough to plot thousands of long runs without holding every epoch in memory."""
         if max_points is None:
-            return self._session.store.epochs(config)
+            return [row._asdict() for row in self._session.store.epochs(config)]
         where, args = ("WHERE config = ?", (config,)) if config is not None else ("", ())
-        cursor = self._session.store.conn.cursor()
-        cursor.row_factory = None  # plain tuples: millions of rows read several times faster
-        cursor.execute(f"SELECT config, attempt, epoch, train_loss, val_loss FROM epochs {where} "
-                       "ORDER BY config, attempt, epoch", args)
+        # Read as a stream of plain tuples, one config's rows at a time: memory stays at one curve, however long
+        # the sweep's history.
+        cursor = self._session.store.conn.execute(f"SELECT {columns(CurveRow)} FROM epochs {where} "
+                                                  "ORDER BY config, attempt, epoch", args)
         thinned: list[dict] = []
-        # One config's rows at a time: memory stays at one curve, however long the sweep's history.
         for _, rows in itertools.groupby(cursor, key=operator.itemgetter(0)):
-            thinned += [dict(zip(_CURVE_FIELDS, row)) for row in thin(list(rows), max_points)]
+            thinned += [dict(zip(CurveRow._fields, row)) for row in thin(list(rows), max_points)]
         return thinned
 
     def ranking(self) -> list[dict]:
@@ -169,12 +172,12 @@ class Sweep:
 
     def _make_configs(self) -> list[dict]:
         store = self._session.store
-        rows = {row["name"]: row for row in store.configs()}
+        rows = {row.name: row for row in store.configs()}
         attempts: dict = {}
         for att in store.attempts():
-            attempts.setdefault(att["config"], []).append(att)
+            attempts.setdefault(att.config, []).append(att)
         now = time.time()
-        return [_config_record(rec, rows.get(rec["config"], {}), attempts.get(rec["config"], []), now)
+        return [_config_record(rec, rows.get(rec["config"]), attempts.get(rec["config"], []), now)
                 for rec in self._snap()["configs"]]
 
     def _ranking(self) -> list[dict]:
@@ -195,13 +198,13 @@ class Sweep:
         if not ranking:
             return None
         top = dict(ranking[0])
-        row = self._session.store.config(top["config"]) or {}
-        top["file"] = row.get("path")
+        row = self._session.store.config(top["config"])
+        top["file"] = row.path if row else None
         top["diff"], top["diff_error"] = None, None
         try:
-            top["diff"] = config_diff(self.spec.base, Path(row["path"]), row.get("params", {}), self.spec.fixed)
+            top["diff"] = config_diff(self.spec.base, Path(row.path), row.params, self.spec.fixed)
         except Exception as exc:  # a deleted or hand-edited config file must not sink the whole report
-            top["diff_error"] = f"cannot compare {row.get('path')} with the base: {exc}"
+            top["diff_error"] = f"cannot compare {top['file']} with the base: {exc}"
         return top
 
 
@@ -213,9 +216,6 @@ def _clone(value: Any) -> Any:
     if isinstance(value, list):
         return [_clone(v) for v in value]
     return value
-
-
-_CURVE_FIELDS = ("config", "attempt", "epoch", "train_loss", "val_loss")
 
 
 def thin(rows: list, max_points: int) -> list:
@@ -232,24 +232,25 @@ def thin(rows: list, max_points: int) -> list:
 
 
 # -- configs and progress ---------------------------------------------------------------------------------------
-def attempt_seconds(att: dict, now: float) -> Optional[float]:
+def attempt_seconds(att: AttemptRow, now: float) -> Optional[float]:
     """How long an attempt ran: the scheduler's elapsed, else end (or now) minus start; None if never known."""
-    if att.get("elapsed") is not None:
-        return float(att["elapsed"])
-    if att.get("started_at"):
-        return max(0.0, (att.get("ended_at") or now) - att["started_at"])
+    if att.elapsed is not None:
+        return float(att.elapsed)
+    if att.started_at:
+        return max(0.0, (att.ended_at or now) - att.started_at)
     return None
 
 
-def _config_record(rec: dict, row: dict, attempts: list[dict], now: float) -> dict:
-    gpus = row.get("gpus") or 0
+def _config_record(rec: dict, row: Optional[ConfigRow], attempts: list[AttemptRow], now: float) -> dict:
+    gpus = (row.gpus if row else 0) or 0
     seconds = [attempt_seconds(a, now) for a in attempts]
     known = [s for s in seconds if s is not None]
     # An attempt that ran (or ended) with no duration anywhere: GPU-hours are a lower bound then.
     unknown = sum(1 for a, s in zip(attempts, seconds)
-                  if s is None and a["state"] not in QUEUED | {ConfigState.CANCELLED, ConfigState.LOST})
+                  if s is None and a.state not in QUEUED | {ConfigState.CANCELLED, ConfigState.LOST})
     run_s = sum(known) if known else None
-    return dict(rec, gpus=gpus, shape=row.get("shape"), file=row.get("path"), attempts=len(attempts), run_s=run_s,
+    return dict(rec, gpus=gpus, shape=row.shape if row else None, file=row.path if row else None,
+                attempts=len(attempts), run_s=run_s,
                 gpu_hours=None if run_s is None else run_s * gpus / 3600.0, unknown_durations=unknown)
 
 

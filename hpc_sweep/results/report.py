@@ -23,9 +23,9 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, Optional, Union
 
-from hpc_sweep.results.analysis import PLATEAU_FACTOR, Sweep, load, value_label
 from hpc_sweep.common.durations import format_short
 from hpc_sweep.common.errors import UserError
+from hpc_sweep.results.analysis import PLATEAU_FACTOR, Sweep, load, value_label
 
 FORMATS = ("html", "markdown")
 RANK_LIMIT = 500          # rows of the ranking table; the rest are one `status --sort best` away

@@ -52,7 +52,7 @@ ORDER BY c.idx
 def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
     """The status object: sweep, scheduler, polled_at, counts, configs (+ scheduler_note when stale).
     One joined query: every poll of a 10,000-config sweep builds it."""
-    edited = {(e["config"], e["detail"].split(":", 1)[0]) for e in store.events("edited")}
+    edited = {(e.config, e.detail.split(":", 1)[0]) for e in store.events("edited")}
     outputs = str(store.paths.outputs)
     now = time.time()
     cursor = store.conn.cursor()

@@ -53,7 +53,6 @@ def connect(path: Path, read_only: bool = False) -> sqlite3.Connection:
         conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True, timeout=busy_timeout_s(), isolation_level=None)
     else:
         conn = sqlite3.connect(str(path), timeout=busy_timeout_s(), isolation_level=None)
-    conn.row_factory = sqlite3.Row
     conn.execute("PRAGMA synchronous = FULL")
     conn.execute("PRAGMA cache_size = -65536")  # 64 MiB: a 10,000-config sweep's state stays in memory
     return conn

@@ -14,7 +14,7 @@ import sqlite3
 import time
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Iterable, Iterator, Optional, Sized
+from typing import Any, Iterable, Iterator, Optional, Sequence, Sized
 
 from hpc_sweep.common import faults
 from hpc_sweep.common.errors import UserError
@@ -31,7 +31,11 @@ from hpc_sweep.state.health import (
     recover,
 )
 from hpc_sweep.state.lock import SweepLock
+from hpc_sweep.state.rows import AttemptRow, ConfigRow, CurveRow, EventRow, ProgressRow, SubmissionRow, columns
 from hpc_sweep.state.schema import bring_up_to_date, check_version, shadow_missing_schema
+from hpc_sweep.state.states import ConfigState
+
+_CONFIG_COLUMNS = columns(ConfigRow)
 
 
 class Store:
@@ -88,14 +92,12 @@ class Store:
     def close(self) -> None:
         self.conn.close()
 
-    def rows(self, sql: str, args: Iterable[Any] = ()) -> list[dict]:
-        """Rows as plain dicts. Built from tuples: dict(sqlite3.Row) costs several times more, and a poll of a
-        10,000-config sweep reads every table."""
-        cur = self.conn.cursor()
-        cur.row_factory = None
-        cur.execute(sql, tuple(args))
-        names = [column[0] for column in cur.description]
-        return [dict(zip(names, row)) for row in cur]
+    def query(self, sql: str, args: Iterable[Any] = (), row: Optional[type] = None) -> list:
+        """The rows of a read, as ``row`` NamedTuples (made from SQLite's tuples with ``_make``) or, without
+        ``row``, plain tuples. For queries of a module's own (joins, aggregates); a table's rows have the typed
+        methods below."""
+        cursor = self.conn.execute(sql, tuple(args))
+        return cursor.fetchall() if row is None else list(map(row._make, cursor))
 
     # -- meta ---------------------------------------------------------------------------------------------
     def get_meta(self, key: str, default: Optional[str] = None) -> Optional[str]:
@@ -109,33 +111,46 @@ class Store:
                           "ON CONFLICT(key) DO UPDATE SET value = excluded.value", (key, value))
 
     # -- configs ------------------------------------------------------------------------------------------
-    def configs(self, names: Optional[Iterable[str]] = None, states: Optional[Iterable[str]] = None) -> list[dict]:
+    def configs(self, names: Optional[Iterable[str]] = None,
+                states: Optional[Iterable[str]] = None) -> list[ConfigRow]:
+        """Configs in number order; only those named in ``names`` or in one of ``states`` when given."""
         if states is None:
-            rows = self.rows("SELECT * FROM configs ORDER BY idx")
+            rows = self._configs("ORDER BY idx")
         else:
             states = list(states)
-            rows = self.rows(f"SELECT * FROM configs WHERE state IN ({placeholders(states)}) ORDER BY idx", states)
-        for row in rows:
-            row["params"] = json.loads(row["params"])
+            rows = self._configs(f"WHERE state IN ({placeholders(states)}) ORDER BY idx", states)
         if names is not None:
             wanted = set(names)
-            rows = [r for r in rows if r["name"] in wanted]
+            rows = [row for row in rows if row.name in wanted]
         return rows
+
+    def config(self, name: str) -> Optional[ConfigRow]:
+        found = self._configs("WHERE name = ?", (name,))
+        return found[0] if found else None
+
+    def _configs(self, where: str, args: Iterable[Any] = ()) -> list[ConfigRow]:
+        # params is the third column: decoded here, once per row
+        loads, make = json.loads, ConfigRow._make
+        return [make((name, idx, loads(params), *rest)) for name, idx, params, *rest in
+                self.conn.execute(f"SELECT {_CONFIG_COLUMNS} FROM configs {where}", tuple(args))]
+
+    def config_names(self) -> set[str]:
+        return {row[0] for row in self.conn.execute("SELECT name FROM configs")}
 
     def require_names(self, names: Iterable[str]) -> None:
         """A UserError naming every config in ``names`` this sweep does not have."""
-        known = {row[0] for row in self.conn.execute("SELECT name FROM configs")}
-        unknown = sorted(set(names) - known)
+        unknown = sorted(set(names) - self.config_names())
         if unknown:
             raise UserError(f"unknown config(s): {', '.join(unknown)}", fix="see 'hpc-sweep status'")
 
-    def config(self, name: str) -> Optional[dict]:
-        row = self.conn.execute("SELECT * FROM configs WHERE name = ?", (name,)).fetchone()
-        if row is None:
-            return None
-        found = dict(row)
-        found["params"] = json.loads(found["params"])
-        return found
+    def add_configs(self, rows: Iterable[tuple]) -> None:
+        """New configs, each (name, idx, params as JSON, params_key, path, digest, device, gpus, shape,
+        in_definition, log_context): state generated, attempt 0. Inside a transaction."""
+        now = time.time()
+        self.conn.executemany(
+            "INSERT INTO configs (name, idx, params, params_key, path, digest, device, gpus, shape, in_definition, "
+            f"log_context, state, attempt, updated_at) VALUES ({placeholders(range(11))}, "
+            f"'{ConfigState.GENERATED}', 0, ?)", [(*row, now) for row in rows])
 
     def set_config_state(self, name: str, state: str, reason: Optional[str] = None,
                          attempt: Optional[int] = None) -> None:
@@ -147,46 +162,66 @@ class Store:
                               (state, reason, attempt, time.time(), name))
 
     # -- submissions ----------------------------------------------------------------------------------------
-    def submissions(self, status: Optional[str] = None) -> list[dict]:
+    def submissions(self, status: Optional[str] = None) -> list[SubmissionRow]:
+        """Submissions in the order they were made; only those of ``status`` when given."""
         if status is None:
-            return self.rows("SELECT * FROM submissions ORDER BY created_at")
-        return self.rows("SELECT * FROM submissions WHERE status = ? ORDER BY created_at", (status,))
+            return self.query(f"SELECT {columns(SubmissionRow)} FROM submissions ORDER BY created_at",
+                              row=SubmissionRow)
+        return self.query(f"SELECT {columns(SubmissionRow)} FROM submissions WHERE status = ? ORDER BY created_at",
+                          (status,), SubmissionRow)
+
+    def submission(self, name: str) -> Optional[SubmissionRow]:
+        found = self.query(f"SELECT {columns(SubmissionRow)} FROM submissions WHERE name = ?", (name,),
+                           SubmissionRow)
+        return found[0] if found else None
 
     # -- attempts -----------------------------------------------------------------------------------------
-    def attempts(self, config: Optional[str] = None, states: Optional[Iterable[str]] = None) -> list[dict]:
+    def attempts(self, config: Optional[str] = None, states: Optional[Iterable[str]] = None,
+                 submission: Optional[str] = None) -> list[AttemptRow]:
+        """Attempts by config and number; of one config, in one of ``states``, or of one submission, when given."""
+        select = f"SELECT {columns(AttemptRow)} FROM attempts"
+        if submission is not None:
+            return self.query(f"{select} WHERE submission = ? ORDER BY config, attempt", (submission,), AttemptRow)
         if states is not None:
             states = list(states)
-            return self.rows(f"SELECT * FROM attempts WHERE state IN ({placeholders(states)}) ORDER BY config, "
-                             "attempt", states)
+            return self.query(f"{select} WHERE state IN ({placeholders(states)}) ORDER BY config, attempt", states,
+                              AttemptRow)
         if config is None:
-            return self.rows("SELECT * FROM attempts ORDER BY config, attempt")
-        return self.rows("SELECT * FROM attempts WHERE config = ? ORDER BY attempt", (config,))
+            return self.query(f"{select} ORDER BY config, attempt", row=AttemptRow)
+        return self.query(f"{select} WHERE config = ? ORDER BY attempt", (config,), AttemptRow)
 
     def update_attempt(self, config: str, attempt: int, **fields: Any) -> None:
-        if not fields:
-            return
-        assignments = ", ".join(f"{key} = ?" for key in fields)
-        self.conn.execute(f"UPDATE attempts SET {assignments} WHERE config = ? AND attempt = ?",
-                          (*fields.values(), config, attempt))
+        if fields:
+            self.update_attempts(tuple(fields), [(*fields.values(), config, attempt)])
+
+    def update_attempts(self, names: Sequence[str], rows: Iterable[tuple]) -> None:
+        """Set the columns ``names`` of many attempts: each row is their values, then config and attempt."""
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        self.conn.executemany(f"UPDATE attempts SET {assignments} WHERE config = ? AND attempt = ?", rows)
 
     # -- progress -----------------------------------------------------------------------------------------
-    def progress(self) -> dict[str, dict]:
-        return {r["config"]: r for r in self.rows("SELECT * FROM progress")}
+    def progress(self) -> dict[str, ProgressRow]:
+        """Config name -> what its log told the last poll."""
+        return {row.config: row for row in self.query(f"SELECT {columns(ProgressRow)} FROM progress",
+                                                      row=ProgressRow)}
 
-    def epochs(self, config: Optional[str] = None) -> list[dict]:
+    def epochs(self, config: Optional[str] = None) -> list[CurveRow]:
+        """The loss curves (of one config when given), by config, attempt and epoch."""
+        select = f"SELECT {columns(CurveRow)} FROM epochs"
         if config is None:
-            return self.rows("SELECT * FROM epochs ORDER BY config, attempt, epoch")
-        return self.rows("SELECT * FROM epochs WHERE config = ? ORDER BY attempt, epoch", (config,))
+            return self.query(f"{select} ORDER BY config, attempt, epoch", row=CurveRow)
+        return self.query(f"{select} WHERE config = ? ORDER BY attempt, epoch", (config,), CurveRow)
 
     # -- events -------------------------------------------------------------------------------------------
     def add_event(self, kind: str, detail: str, config: Optional[str] = None) -> None:
         self.conn.execute("INSERT INTO events (time, config, kind, detail) VALUES (?, ?, ?, ?)",
                           (time.time(), config, kind, detail))
 
-    def events(self, kind: Optional[str] = None) -> list[dict]:
+    def events(self, kind: Optional[str] = None) -> list[EventRow]:
+        select = f"SELECT {columns(EventRow)} FROM events"
         if kind is None:
-            return self.rows("SELECT * FROM events ORDER BY time")
-        return self.rows("SELECT * FROM events WHERE kind = ? ORDER BY time", (kind,))
+            return self.query(f"{select} ORDER BY time", row=EventRow)
+        return self.query(f"{select} WHERE kind = ? ORDER BY time", (kind,), EventRow)
 
     # -- backup -------------------------------------------------------------------------------------------
     def backup(self) -> None:

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Optional
 from hpc_sweep.common.atomicio import write_atomic
 from hpc_sweep.common.jobmap import MapEntry, map_text
 from hpc_sweep.programs import task_environment
+from hpc_sweep.state.rows import ConfigRow
 from hpc_sweep.submit.scripts import render_script, script_context
 
 if TYPE_CHECKING:
@@ -29,7 +30,7 @@ def _allocation_view(device: str) -> str:
     return allocation_view(parse_device(device))
 
 
-def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple:
+def _run_config(session: Session, row: ConfigRow, attempt: int, write: bool = True) -> tuple:
     """The config file this attempt runs, the device string it carries (allocation view on a cluster), for a
     resubmission how it starts ("resumed from its checkpoint" or a fresh restart and why), and the config itself
     when it is a copy of its own (None: the generated file as it is). ``write=False``: work it out, write nothing
@@ -38,12 +39,12 @@ def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple:
     from hpc_sweep.common.formats import dump_structured, format_of, load_structured
 
     program = session.program
-    path = Path(row["path"])
+    path = Path(row.path)
     local = session.profile.scheduler == "local"
-    device = row["device"] if local else _allocation_view(row["device"])
+    device = row.device if local else _allocation_view(row.device)
     key = program.device_key()
-    needs_device = key is not None and not local and device != row["device"]
-    mode = row["next_mode"]
+    needs_device = key is not None and not local and device != row.device
+    mode = row.next_mode
     if not needs_device and mode is None and attempt == 1:
         return str(path), device, None, None
     config = load_structured(path)
@@ -51,7 +52,7 @@ def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple:
         set_dotted(config, key, device)
     start = None
     if mode == "resume":
-        resumed = program.resume_config(config, session.paths.config_outputs(row["name"])) if write else None
+        resumed = program.resume_config(config, session.paths.config_outputs(row.name)) if write else None
         if resumed is not None:
             config, start = resumed, "resumed from its checkpoint"
         else:
@@ -61,14 +62,14 @@ def _run_config(session, row: dict, attempt: int, write: bool = True) -> tuple:
             config = program.fresh_config(config)
         start = start or "restarted fresh"
     suffix = "yaml" if format_of(path) == "yaml" else "toml"
-    target = session.paths.script / "run" / f"{row['name']}.a{attempt}.{suffix}"
+    target = session.paths.script / "run" / f"{row.name}.a{attempt}.{suffix}"
     if write:
         target.parent.mkdir(parents=True, exist_ok=True)
         write_atomic(target, dump_structured(config, format_of(path), like=path), fsync=False)
     return str(target), device, start, config
 
 
-def job_name(session, chunk: Chunk, offset: int = 0, persist: bool = True) -> str:
+def job_name(session: Session, chunk: Chunk, offset: int = 0, persist: bool = True) -> str:
     store = session.store
     seq = int(store.get_meta("submission_seq", "0")) + 1 + offset
     if persist:
@@ -98,25 +99,25 @@ class ChunkFiles:
     starts: dict  # config -> how its attempt starts (resubmissions only)
 
 
-def chunk_files(session, chunk: Chunk, name: str, array: Optional[str], write: bool) -> ChunkFiles:
+def chunk_files(session: Session, chunk: Chunk, name: str, array: Optional[str], write: bool) -> ChunkFiles:
     """The run configs, the index map and the job script of one submission; ``write=False`` (a dry run) only
     works out their texts: nothing is written into the sweep."""
     paths = session.paths
     outputs_root = str(paths.outputs)
     entries, starts = [], {}
     for index, row in enumerate(chunk.configs):
-        outputs = os.path.join(outputs_root, row["name"])  # paths.config_outputs, without a Path per config
+        outputs = os.path.join(outputs_root, row.name)  # paths.config_outputs, without a Path per config
         if write:
             _make_folder(outputs)  # the trainer writes there from its start
-        attempt = row["attempt"] + 1
+        attempt = row.attempt + 1
         config_file, device, start, run_config = _run_config(session, row, attempt, write=write)
         if start:
-            starts[row["name"]] = start
-        env = task_environment(session.program, row["next_mode"], run_config, outputs)
-        entries.append(MapEntry(index, row["name"], attempt, config_file, outputs, device, row["gpus"], env))
+            starts[row.name] = start
+        env = task_environment(session.program, row.next_mode, run_config, outputs)
+        entries.append(MapEntry(index, row.name, attempt, config_file, outputs, device, row.gpus, env))
     map_file = paths.script / f"{name}.map"
     script_file = paths.script / f"{name}.sh"
-    context = script_context(session, name, array, len(entries), chunk.configs[0]["gpus"],
+    context = script_context(session, name, array, len(entries), chunk.configs[0].gpus,
                              chunk.shape.split(":")[0], chunk.walltime_s, map_file)
     # Both texts first: a template or map error leaves no file behind.
     files = ChunkFiles(entries, script_file, map_file, render_script(session, context), map_text(entries), starts)

@@ -30,12 +30,18 @@ import os
 import re
 import time
 from dataclasses import dataclass, field
-from typing import Optional, Sequence
+from typing import TYPE_CHECKING, Optional, Sequence
 
 from hpc_sweep.common import faults, shell
 from hpc_sweep.schedulers.base import SchedulerError, TaskRecord
+from hpc_sweep.state.rows import SubmissionRow
 from hpc_sweep.state.states import ACTIVE, OPEN, QUEUED, SUBMITTABLE, SUBMITTING, ConfigState, sql_list
 from hpc_sweep.state.states import SubmissionStatus as Status
+
+if TYPE_CHECKING:
+    from hpc_sweep.session import Session
+    from hpc_sweep.state.store import Store
+
 LOOKUP_TIMEOUT_S = 60
 FOUND, ABSENT, UNKNOWN = "found", "absent", "unknown"
 
@@ -74,20 +80,20 @@ class Lookup:
     detail: str = ""
 
 
-def lookup(session, sub: dict, records: Optional[Sequence[TaskRecord]]) -> Lookup:
+def lookup(session: Session, sub: SubmissionRow, records: Optional[Sequence[TaskRecord]]) -> Lookup:
     """Where is submission ``sub``? ``records``: the live queue's answer, or None when it failed or was not asked.
     FOUND needs the scheduler or a task's own marker; ABSENT needs every source to have answered."""
     adapter = session.scheduler
     if records is not None and adapter.live_lists_names:
         for rec in records:
-            if rec.name == sub["name"]:
+            if rec.name == sub.name:
                 return Lookup(FOUND, rec.submission_id, "in the queue")
     from_marker = _submission_from_markers(session, sub)
     if from_marker:
         return Lookup(FOUND, from_marker, "from a start marker")
     if records is None and adapter.live_lists_names:
         return Lookup(UNKNOWN, detail="the live queue did not answer")
-    argv = adapter.lookup_argv(getpass.getuser(), sub["name"], since=sub["created_at"])
+    argv = adapter.lookup_argv(getpass.getuser(), sub.name, since=sub.created_at)
     if argv is None:
         return Lookup(ABSENT, detail="not in the queue")
     try:
@@ -99,17 +105,16 @@ def lookup(session, sub: dict, records: Optional[Sequence[TaskRecord]]) -> Looku
     return Lookup(ABSENT, detail="not in the queue nor in accounting")
 
 
-def _submission_from_markers(session, sub: dict) -> Optional[str]:
+def _submission_from_markers(session: Session, sub: SubmissionRow) -> Optional[str]:
     """A task of the submission that started wrote a start marker naming its job: take the id from it. A marker
     of another job name (the same config and attempt claimed by another submission) is not this one's."""
-    for config, attempt in session.store.conn.execute("SELECT config, attempt FROM attempts WHERE submission = ?",
-                                                      (sub["name"],)).fetchall():
-        marker = session.paths.markers / f"{config}.{attempt}.start"
+    for att in session.store.attempts(submission=sub.name):
+        marker = session.paths.markers / f"{att.config}.{att.attempt}.start"
         try:
             data = json.loads(marker.read_text())
         except (OSError, ValueError):
             continue
-        if data.get("job_name", sub["name"]) != sub["name"]:
+        if data.get("job_name", sub.name) != sub.name:
             continue
         if data.get("submission_id"):
             return data["submission_id"]
@@ -119,7 +124,7 @@ def _submission_from_markers(session, sub: dict) -> Optional[str]:
 
 
 # -- changing a submission's status -------------------------------------------------------------------------------
-def record_intent(store, name: str, shape: str, script: str, map_file: str, ntasks: int) -> None:
+def record_intent(store: Store, name: str, shape: str, script: str, map_file: str, ntasks: int) -> None:
     """The submission ``name`` is recorded as an intent: before its submit command runs (or, for a job adopted
     from the queue, before it is recorded as submitted). Call inside a transaction."""
     store.conn.execute("INSERT INTO submissions (name, shape, script, map, status, ntasks, created_at) "
@@ -127,7 +132,7 @@ def record_intent(store, name: str, shape: str, script: str, map_file: str, ntas
                        (name, shape, script, map_file, ntasks, time.time()))
 
 
-def hold_attempts(store, name: str, entries: Sequence, modes: Optional[Sequence] = None) -> None:
+def hold_attempts(store: Store, name: str, entries: Sequence, modes: Optional[Sequence] = None) -> None:
     """The attempts of ``entries`` (map entries) are recorded under submission ``name``, held (state
     ``submitting``) until it is settled; ``modes``: how each attempt starts (resume, fresh). Inside a transaction."""
     modes = modes if modes is not None else [None] * len(entries)
@@ -137,49 +142,47 @@ def hold_attempts(store, name: str, entries: Sequence, modes: Optional[Sequence]
         [(e.name, e.attempt, name, e.index, e.config_file, mode) for e, mode in zip(entries, modes)])
 
 
-def record_submitted(session, sub: dict, scheduler_id: str) -> None:
+def record_submitted(session: Session, sub: SubmissionRow, scheduler_id: str) -> None:
     """The submission is in the scheduler as ``scheduler_id``: its attempts become pending tasks. Call inside a
     transaction."""
     store, adapter = session.store, session.scheduler
     now = time.time()
-    is_array = adapter.uses_array(sub["ntasks"])
+    is_array = adapter.uses_array(sub.ntasks)
     store.conn.execute(f"UPDATE submissions SET status = '{Status.SUBMITTED}', scheduler_id = ?, submitted_at = ? "
-                       "WHERE name = ?", (scheduler_id, now, sub["name"]))
-    rows = store.conn.execute("SELECT config, attempt, task_index FROM attempts WHERE submission = ?",
-                              (sub["name"],)).fetchall()
-    store.conn.executemany(f"UPDATE attempts SET state = '{ConfigState.PENDING}', job_id = ?, submitted_at = ? "
-                           "WHERE config = ? AND attempt = ?",
-                           [(adapter.task_id(scheduler_id, row["task_index"], is_array), now, row["config"],
-                             row["attempt"]) for row in rows])
+                       "WHERE name = ?", (scheduler_id, now, sub.name))
+    tasks = store.attempts(submission=sub.name)
+    store.update_attempts(("state", "job_id", "submitted_at"),
+                          [(ConfigState.PENDING, adapter.task_id(scheduler_id, att.task_index, is_array), now,
+                            att.config, att.attempt) for att in tasks])
     store.conn.executemany(f"UPDATE configs SET state = '{ConfigState.PENDING}', attempt = ?, reason = NULL, "
-                           "next_mode = NULL, "
-                           "updated_at = ? WHERE name = ?", [(row["attempt"], now, row["config"]) for row in rows])
+                           "next_mode = NULL, updated_at = ? WHERE name = ?",
+                           [(att.attempt, now, att.config) for att in tasks])
     faults.point("during_state_write")  # inside the caller's transaction: a kill here must roll all of it back
 
 
-def record_unknown(session, sub: dict, message: str) -> None:
+def record_unknown(session: Session, sub: SubmissionRow, message: str) -> None:
     """The submit command ran but its outcome is unknown: the configs show pending and are held."""
     store = session.store
-    reason = (f"submitted as {sub['name']}, not confirmed ({short(message)}); looked up by name before anything "
+    reason = (f"submitted as {sub.name}, not confirmed ({short(message)}); looked up by name before anything "
               "is submitted again")
     with store.transaction():
         store.conn.execute(f"UPDATE submissions SET status = '{Status.UNKNOWN}', note = ? WHERE name = ?",
-                           (message, sub["name"]))
+                           (message, sub.name))
         store.conn.execute(f"UPDATE configs SET state = '{ConfigState.PENDING}', reason = ?, updated_at = ? "
                            f"WHERE name IN (SELECT config FROM attempts WHERE submission = ? AND state = '{SUBMITTING}')",
-                           (reason, time.time(), sub["name"]))
-        store.add_event("unknown", f"{sub['name']}: {message}")
+                           (reason, time.time(), sub.name))
+        store.add_event("unknown", f"{sub.name}: {message}")
 
 
-def release(session, sub: dict, status: str, reason: str, note: Optional[str] = None) -> list:
+def release(session: Session, sub: SubmissionRow, status: str, reason: str, note: Optional[str] = None) -> list:
     """Nothing of ``sub`` is (or will be) queued: drop its unrecorded attempts and let its configs wait again.
     Returns the configs released. Call inside a transaction."""
     store = session.store
     names = [row[0] for row in store.conn.execute(
-        f"SELECT config FROM attempts WHERE submission = ? AND state = '{SUBMITTING}'", (sub["name"],))]
-    store.conn.execute(f"DELETE FROM attempts WHERE submission = ? AND state = '{SUBMITTING}'", (sub["name"],))
+        f"SELECT config FROM attempts WHERE submission = ? AND state = '{SUBMITTING}'", (sub.name,))]
+    store.conn.execute(f"DELETE FROM attempts WHERE submission = ? AND state = '{SUBMITTING}'", (sub.name,))
     store.conn.execute("UPDATE submissions SET status = ?, note = COALESCE(?, note) WHERE name = ?",
-                       (status, note, sub["name"]))
+                       (status, note, sub.name))
     # Only configs still held by it: a config an open intent never touched (a crash before the command) keeps its
     # own state; one shown pending for it goes back to waiting.
     store.conn.executemany(f"UPDATE configs SET state = '{ConfigState.WAITING}', reason = ?, updated_at = ? "
@@ -196,26 +199,26 @@ def short(message: str) -> str:
 
 
 # -- settling every open submission ---------------------------------------------------------------------------------
-def reconcile(session, records: Optional[Sequence[TaskRecord]]) -> Reconciled:
+def reconcile(session: Session, records: Optional[Sequence[TaskRecord]]) -> Reconciled:
     """Settle the open submissions and adopt this sweep's jobs the state does not know. ``records``: the live
     queue's answer (None when it failed: then only markers and name lookups can settle anything)."""
     done = Reconciled()
     for sub in session.store.submissions():
-        if sub["status"] not in OPEN:
+        if sub.status not in OPEN:
             continue
         found = lookup(session, sub, records)
         if found.verdict == UNKNOWN:
-            done.still_open.append((sub["name"], found.detail))
+            done.still_open.append((sub.name, found.detail))
             continue
         with session.store.transaction():
             if found.verdict == FOUND:
                 record_submitted(session, sub, found.scheduler_id)
-                done.found.append((sub["name"], found.scheduler_id))
+                done.found.append((sub.name, found.scheduler_id))
             else:
-                release(session, sub, Status.ABANDONED, f"its submission {sub['name']} never reached the scheduler "
+                release(session, sub, Status.ABANDONED, f"its submission {sub.name} never reached the scheduler "
                                                    "(looked up by name); waiting to be submitted anew")
-                session.store.add_event("abandoned", f"{sub['name']}: {found.detail}")
-                done.abandoned.append(sub["name"])
+                session.store.add_event("abandoned", f"{sub.name}: {found.detail}")
+                done.abandoned.append(sub.name)
     if records is not None and session.scheduler.live_lists_names:
         adopt_orphans(session, records, done)
     adopt_from_markers(session, done)
@@ -227,17 +230,17 @@ def job_name_pattern(prefix: str) -> re.Pattern:
     return re.compile(rf"{re.escape(prefix)}-[A-Za-z0-9_.]+-\d+")
 
 
-def adopt_orphans(session, records: Sequence[TaskRecord], done: Reconciled) -> None:
+def adopt_orphans(session: Session, records: Sequence[TaskRecord], done: Reconciled) -> None:
     """Jobs in the queue named like this sweep's but unknown to the state (a late-landing submit, a state restored
     from an older copy): follow them through their map file, or cancel those that would run a config twice."""
     store = session.store
     pattern = job_name_pattern(session.prefix)
-    subs = {sub["name"]: sub for sub in store.submissions()}
-    known_ids = {sub["scheduler_id"] for sub in subs.values() if sub["status"] == Status.SUBMITTED}
+    subs = {sub.name: sub for sub in store.submissions()}
+    known_ids = {sub.scheduler_id for sub in subs.values() if sub.status == Status.SUBMITTED}
     orphans: dict = {}  # (name, id) -> its tasks still waiting to start, in the order the queue lists them
     for rec in records:
         if rec.name and pattern.fullmatch(rec.name) and rec.submission_id not in known_ids:
-            if subs.get(rec.name, {}).get("status") in OPEN:
+            if rec.name in subs and subs[rec.name].status in OPEN:
                 continue  # it was settled above, or its lookup is still open
             waiting = orphans.setdefault((rec.name, rec.submission_id), [])
             if rec.state == ConfigState.PENDING:
@@ -246,7 +249,7 @@ def adopt_orphans(session, records: Sequence[TaskRecord], done: Reconciled) -> N
         _adopt(session, name, sid, subs.get(name), done, cancel_waiting=waiting)
 
 
-def adopt_from_markers(session, done: Reconciled) -> None:
+def adopt_from_markers(session: Session, done: Reconciled) -> None:
     """Runs the state does not know that started anyway (their job may have left the queue long ago): a start
     marker of an unknown (config, attempt) names its job, which is adopted through its map file. Without this, a
     state restored from an older copy would submit those configs again under the same attempt number."""
@@ -259,7 +262,7 @@ def adopt_from_markers(session, done: Reconciled) -> None:
         return
     store = session.store
     known = {f"{config}.{attempt}" for config, attempt in store.conn.execute("SELECT config, attempt FROM attempts")}
-    subs = {sub["name"]: sub for sub in store.submissions()}
+    subs = {sub.name: sub for sub in store.submissions()}
     jobs: dict = {}
     for key in starts:
         if key in known:
@@ -271,13 +274,13 @@ def adopt_from_markers(session, done: Reconciled) -> None:
         name = data.get("job_name")
         sid = data.get("submission_id") or (session.scheduler.submission_of(data["job_id"]) if data.get("job_id")
                                             else None)
-        if name and sid and subs.get(name, {}).get("status") not in OPEN | {Status.SUBMITTED}:
+        if name and sid and (name not in subs or subs[name].status not in OPEN | {Status.SUBMITTED}):
             jobs[name] = sid
     for name, sid in jobs.items():
         _adopt(session, name, sid, subs.get(name), done, cancel_waiting=None)
 
 
-def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled,
+def _adopt(session: Session, name: str, sid: str, sub: Optional[SubmissionRow], done: Reconciled,
            cancel_waiting: Optional[list]) -> None:
     """Follow job ``sid`` (named ``name``, unknown to the state) through its map file. When its configs are queued
     or ran under another submission, its tasks still waiting to start (``cancel_waiting``, from the live queue)
@@ -316,14 +319,12 @@ def _adopt(session, name: str, sid: str, sub: Optional[dict], done: Reconciled,
             record_intent(store, name, "adopted", str(session.paths.script / f"{name}.sh"), str(map_file),
                           len(entries))
         hold_attempts(store, name, entries)
-        row = dict(store.conn.execute("SELECT * FROM submissions WHERE name = ?", (name,)).fetchone())
-        row["ntasks"] = len(entries)
-        record_submitted(session, row, sid)
+        record_submitted(session, store.submission(name)._replace(ntasks=len(entries)), sid)
         store.add_event("adopted", f"{name} as {sid}: {len(entries)} task(s){'' if is_array else ' (plain job)'}")
     done.adopted.append((name, sid))
 
 
-def _cancel_orphan(session, name: str, sid: Optional[str], waiting: list, done: Reconciled) -> None:
+def _cancel_orphan(session: Session, name: str, sid: Optional[str], waiting: list, done: Reconciled) -> None:
     """Cancel the waiting tasks of a job whose configs are queued or ran under another submission (the whole job
     by its id ``sid`` when none of it started)."""
     ids = [sid] if sid else waiting
@@ -338,11 +339,11 @@ def _cancel_orphan(session, name: str, sid: Optional[str], waiting: list, done: 
                      f"({short(result.stderr or result.stdout)}); cancel it by hand")
 
 
-def open_submissions(session) -> list:
-    return [sub for sub in session.store.submissions() if sub["status"] in OPEN]
+def open_submissions(session: Session) -> list:
+    return [sub for sub in session.store.submissions() if sub.status in OPEN]
 
 
-def held_configs(session) -> set:
+def held_configs(session: Session) -> set:
     """Configs an open submission holds (never submitted again while it is open)."""
     return {row[0] for row in session.store.conn.execute(
         f"SELECT config FROM attempts WHERE state = '{SUBMITTING}'")}

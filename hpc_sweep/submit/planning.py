@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from hpc_sweep.schedulers.base import QueueLimits
+from hpc_sweep.state.rows import ConfigRow
 from hpc_sweep.state.states import SUBMITTABLE, SUBMITTING, sql_list
 from hpc_sweep.submit import intents
 
@@ -22,25 +23,25 @@ if TYPE_CHECKING:
 class Chunk:
     shape: str
     walltime_s: int
-    configs: list  # config rows
+    configs: list[ConfigRow]
 
 
-def candidates(session, only: Optional[Sequence[str]] = None) -> list[dict]:
+def candidates(session: Session, only: Optional[Sequence[str]] = None) -> list[ConfigRow]:
     """Configs that may be submitted: generated or waiting, in the definition, not held by an open submission."""
     held = intents.held_configs(session)
-    rows = [r for r in session.store.configs(states=SUBMITTABLE) if r["in_definition"] and r["name"] not in held]
+    rows = [r for r in session.store.configs(states=SUBMITTABLE) if r.in_definition and r.name not in held]
     if only:
         wanted = set(only)
         session.store.require_names(wanted)
-        rows = [r for r in rows if r["name"] in wanted]
+        rows = [r for r in rows if r.name in wanted]
     return rows
 
 
-def plan_chunks(session, rows: list[dict], limits: QueueLimits, room: Optional[int]) -> list[Chunk]:
+def plan_chunks(session: Session, rows: list[ConfigRow], limits: QueueLimits, room: Optional[int]) -> list[Chunk]:
     walltime_default = session.spec.walltime_s or session.profile.walltime_s
     groups: dict = {}
     for row in rows:
-        key = (row["shape"], row["walltime_s"] or walltime_default)
+        key = (row.shape, row.walltime_s or walltime_default)
         groups.setdefault(key, []).append(row)
     max_size = limits.max_array_size or 1001
     if limits.max_job_count:
@@ -58,7 +59,7 @@ def plan_chunks(session, rows: list[dict], limits: QueueLimits, room: Optional[i
     return chunks
 
 
-def submittable_names(session, only: Optional[Sequence[str]]) -> list[str]:
+def submittable_names(session: Session, only: Optional[Sequence[str]]) -> list[str]:
     """The configs :func:`candidates` may return, in its order, without loading the rows; reconciling intents can
     only take some away. Configs of an open intent are left out (their job may be queued already)."""
     names = [row[0] for row in session.store.conn.execute(
@@ -70,7 +71,7 @@ def submittable_names(session, only: Optional[Sequence[str]]) -> list[str]:
     return names
 
 
-def may_submit(session, only: Optional[Sequence[str]]) -> bool:
+def may_submit(session: Session, only: Optional[Sequence[str]]) -> bool:
     """Whether :func:`candidates` could find anything (open intents included: reconciling may abandon them)."""
     names = {row[0] for row in session.store.conn.execute(
         f"SELECT name FROM configs WHERE in_definition AND state IN ({sql_list(SUBMITTABLE)})")}

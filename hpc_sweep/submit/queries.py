@@ -30,17 +30,17 @@ LIVE_TIMEOUT_S = 120
 LIMITS_TIMEOUT_S = 60
 
 
-def live_records(session) -> list[TaskRecord]:
+def live_records(session: Session) -> list[TaskRecord]:
     """ONE live-queue query for all of the user's jobs. Raises SchedulerError (transient) when unreachable."""
     return session.scheduler.parse_live(shell.run(_live_argv(session), cwd=str(session.paths.root)))
 
 
-def _live_argv(session) -> list[str]:
-    ids = [s["scheduler_id"] for s in session.store.submissions() if s["scheduler_id"]]
+def _live_argv(session: Session) -> list[str]:
+    ids = [s.scheduler_id for s in session.store.submissions() if s.scheduler_id]
     return session.scheduler.live_argv(getpass.getuser(), ids)
 
 
-def live_records_or_none(session) -> Optional[list]:
+def live_records_or_none(session: Session) -> Optional[list]:
     """The live queue's answer, or None when the scheduler did not answer."""
     try:
         return live_records(session)
@@ -48,17 +48,17 @@ def live_records_or_none(session) -> Optional[list]:
         return None
 
 
-def cached_limits(session) -> Optional[dict]:
+def cached_limits(session: Session) -> Optional[dict]:
     cached = session.store.get_meta("limits")
     data = json.loads(cached) if cached else None
     return data if data and time.time() - data.get("at", 0) <= LIMITS_CACHE_S else None
 
 
-def limits_argvs(session) -> list:
+def limits_argvs(session: Session) -> list:
     return session.scheduler.limits_argvs(getpass.getuser(), session.profile.partition or session.profile.queue)
 
 
-def queue_limits(session, results: Optional[Sequence[CommandResult]] = None) -> QueueLimits:
+def queue_limits(session: Session, results: Optional[Sequence[CommandResult]] = None) -> QueueLimits:
     """The scheduler's limits (cached an hour in the state), the profile's values filling the gaps. ``results``:
     the answers of the limit queries (in :meth:`limits_argvs` order) when they were already run, at once with the
     live query; a query that failed leaves its limits to the profile, as always."""
@@ -90,7 +90,7 @@ def room_in_queue(limits: QueueLimits, records: Sequence[TaskRecord]) -> Optiona
     return max(0, limits.max_queued - active)
 
 
-def query_scheduler(session, records: Optional[list], limit_argvs: list, names: Sequence[str]) -> tuple:
+def query_scheduler(session: Session, records: Optional[list], limit_argvs: list, names: Sequence[str]) -> tuple:
     """The live query (unless the caller brought its answer) and the limit queries are independent: they run at
     once, so the wall time is the slowest one's, not the sum. A live query that failed stops the submit as it
     always did (the limit answers are then dropped, not cached); a limit query that failed leaves its limits to
@@ -115,7 +115,7 @@ def query_scheduler(session, records: Optional[list], limit_argvs: list, names: 
     return records, (results[len(live):] if limit_argvs else None), premade
 
 
-def _prepare_while_waiting(session, running, names: Sequence[str], premade: Premade) -> None:
+def _prepare_while_waiting(session: Session, running, names: Sequence[str], premade: Premade) -> None:
     """Work that does not depend on the answers, done until they are all in: the output folders of the configs
     likely submitted are made (in submission order; the slowest part of a large submit on a busy file system),
     then the job template is compiled. Folders of configs not submitted in the end are removed again. The

@@ -8,10 +8,13 @@ import re
 import shlex
 import string
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 from hpc_sweep import __version__
 from hpc_sweep.common.errors import UserError
+
+if TYPE_CHECKING:
+    from hpc_sweep.session import Session
 
 # Each {placeholder} of sweep.command becomes a quoted reference to a variable the job script sets from the
 # map: values never pass through the template text, so no parameter can inject shell.
@@ -73,7 +76,7 @@ def load_template(profile) -> None:
         pass
 
 
-def script_context(session, job_name: str, array: Optional[str], ntasks: int, gpus: int, device_type: str,
+def script_context(session: Session, job_name: str, array: Optional[str], ntasks: int, gpus: int, device_type: str,
                    walltime_s: int, map_file: Path) -> dict:
     from hpc_sweep.common.durations import format_hms
 
@@ -105,7 +108,7 @@ def script_context(session, job_name: str, array: Optional[str], ntasks: int, gp
     }
 
 
-def render_script(session, context: dict) -> str:
+def render_script(session: Session, context: dict) -> str:
     import jinja2
 
     env = environment(session.profile)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Optional, Sequence
 
 from hpc_sweep.common import faults, shell
 from hpc_sweep.schedulers.base import QueueLimits, SchedulerError, SubmitSpec
+from hpc_sweep.state.rows import SubmissionRow
 from hpc_sweep.state.states import ConfigState
 from hpc_sweep.state.states import SubmissionStatus as Status
 from hpc_sweep.submit import intents
@@ -60,7 +61,7 @@ class SubmitReport:
 
 
 # -- one chunk: intent → send → record ------------------------------------------------------------------------------
-def submit_chunk(session, chunk: Chunk, limits: QueueLimits, report: SubmitReport, dry_run: bool) -> bool:
+def submit_chunk(session: Session, chunk: Chunk, limits: QueueLimits, report: SubmitReport, dry_run: bool) -> bool:
     """Intent → submit → record. Returns False when submitting should stop (a limit, or the scheduler's silence)."""
     throttle = session.spec.throttle or session.profile.array_throttle
     if throttle and not limits.throttle_supported:
@@ -82,7 +83,7 @@ def submit_chunk(session, chunk: Chunk, limits: QueueLimits, report: SubmitRepor
         outcome = _send(session, sub, report)
         if outcome != RESEND:
             return outcome == GO_ON
-    report.errors.append(f"{sub['name']}: the scheduler answered that {SEND_TRIES} submissions never arrived; "
+    report.errors.append(f"{sub.name}: the scheduler answered that {SEND_TRIES} submissions never arrived; "
                          "the configs wait for the next submit or poll")
     return False
 
@@ -91,7 +92,7 @@ SEND_TRIES = 3
 GO_ON, STOP, RESEND = "go on", "stop", "resend"
 
 
-def _record_intent(session, chunk: Chunk, array: Optional[str], report: SubmitReport) -> dict:
+def _record_intent(session: Session, chunk: Chunk, array: Optional[str], report: SubmitReport) -> SubmissionRow:
     """Write the chunk's files and commit the intent (a fresh job name each time) before anything is sent."""
     store = session.store
     with store.transaction():
@@ -99,19 +100,19 @@ def _record_intent(session, chunk: Chunk, array: Optional[str], report: SubmitRe
         files = chunk_files(session, chunk, name, array, write=True)
         intents.record_intent(store, name, chunk.shape, str(files.script_file), str(files.map_file),
                               len(files.entries))
-        intents.hold_attempts(store, name, files.entries, [row["next_mode"] for row in chunk.configs])
+        intents.hold_attempts(store, name, files.entries, [row.next_mode for row in chunk.configs])
         for config, start in files.starts.items():
-            store.add_event("run_config", f"attempt {chunk.configs[0]['attempt'] + 1}: {start}", config)
+            store.add_event("run_config", f"attempt {chunk.configs[0].attempt + 1}: {start}", config)
     report.starts.update(files.starts)
-    return store.rows("SELECT * FROM submissions WHERE name = ?", (name,))[0]
+    return store.submission(name)
 
 
-def _send(session, sub: dict, report: SubmitReport) -> str:
+def _send(session: Session, sub: SubmissionRow, report: SubmitReport) -> str:
     """Run the submit command once and settle what it did. An unknown outcome is looked up by name at once:
     found → recorded; not there → RESEND (a new name); no answer → the configs stay held (STOP)."""
     adapter = session.scheduler
-    spec = SubmitSpec(script=sub["script"], job_name=sub["name"], workdir=str(session.paths.root),
-                      indices=tuple(range(sub["ntasks"])))
+    spec = SubmitSpec(script=sub.script, job_name=sub.name, workdir=str(session.paths.root),
+                      indices=tuple(range(sub.ntasks)))
     faults.point("before_submit")
     result = shell.run(adapter.submit_argv(spec), timeout=150, cwd=spec.workdir, die_with_us=True)
     faults.point("after_submit")
@@ -129,28 +130,28 @@ def _send(session, sub: dict, report: SubmitReport) -> str:
                                 note=f"{exc.message}; then {found.detail}")
             return RESEND
         if found.verdict == intents.UNKNOWN:
-            report.reconciled.still_open.append((sub["name"], f"{intents.short(exc.message)}; lookup: {found.detail}"))
+            report.reconciled.still_open.append((sub.name, f"{intents.short(exc.message)}; lookup: {found.detail}"))
             return STOP
         scheduler_id = found.scheduler_id
     with session.store.transaction():
         intents.record_submitted(session, sub, scheduler_id)
-    report.submitted.append((sub["name"], scheduler_id, sub["ntasks"]))
+    report.submitted.append((sub.name, scheduler_id, sub.ntasks))
     return GO_ON
 
 
-def _refused(session, sub: dict, exc: SchedulerError, report: SubmitReport) -> None:
+def _refused(session: Session, sub: SubmissionRow, exc: SchedulerError, report: SubmitReport) -> None:
     """The scheduler answered that it queued nothing: the configs wait (limit) or carry the refusal (rejected)."""
     reason = ("queue limit reached: " if exc.kind == "limit" else "submission refused: ") + exc.message
     with session.store.transaction():
         intents.release(session, sub, Status.REFUSED, reason, note=exc.message)
-        session.store.add_event("refused", f"{sub['name']}: {exc.message}")
+        session.store.add_event("refused", f"{sub.name}: {exc.message}")
     if exc.kind != "limit":
-        report.errors.append(f"{sub['name']}: {exc.message}")
+        report.errors.append(f"{sub.name}: {exc.message}")
     report.reason = reason
 
 
 # -- the command ----------------------------------------------------------------------------------------------
-def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False, records: Optional[list] = None,
+def submit(session: Session, only: Optional[Sequence[str]] = None, dry_run: bool = False, records: Optional[list] = None,
            reconciled: Optional[intents.Reconciled] = None) -> SubmitReport:
     """Submit what fits. The caller holds the sweep lock. ``records`` lets poll pass its live answer, and
     ``reconciled`` what it already settled with it (the open submissions are not looked up twice)."""
@@ -163,7 +164,7 @@ def submit(session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
     return report
 
 
-def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Optional[list],
+def _submit(session: Session, only: Optional[Sequence[str]], dry_run: bool, records: Optional[list],
             reconciled: Optional[intents.Reconciled]) -> SubmitReport:
     report = SubmitReport()
     session.scheduler  # the site profile is read (and checked) before anything is written
@@ -191,7 +192,7 @@ def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Opti
         chunks = plan_chunks(session, rows, limits, room)
         placed = 0
         for chunk in chunks:
-            folders_used.update(row["name"] for row in chunk.configs)  # chunk_files makes them
+            folders_used.update(row.name for row in chunk.configs)  # chunk_files makes them
             if not submit_chunk(session, chunk, limits, report, dry_run):
                 break
             placed += len(chunk.configs)
@@ -204,7 +205,7 @@ def _submit(session, only: Optional[Sequence[str]], dry_run: bool, records: Opti
     reason = report.reason or (f"queue cap {limits.max_queued} reached" if room is not None else None)
     with session.store.transaction():
         for row in left:
-            if row["state"] == ConfigState.GENERATED or (reason and row["reason"] != reason):
-                session.store.set_config_state(row["name"], ConfigState.WAITING, reason or "not submitted yet")
+            if row.state == ConfigState.GENERATED or (reason and row.reason != reason):
+                session.store.set_config_state(row.name, ConfigState.WAITING, reason or "not submitted yet")
     report.waiting = len(left)
     return report

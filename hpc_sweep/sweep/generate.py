@@ -16,10 +16,10 @@ from typing import Any, Optional
 from hpc_sweep.common.atomicio import write_atomic
 from hpc_sweep.common.dotted import get_dotted, has_dotted, nearest_keys, set_dotted
 from hpc_sweep.common.errors import UserError
-from hpc_sweep.sweep.expand import expand, params_key
 from hpc_sweep.common.formats import dump_structured, format_of, load_structured
 from hpc_sweep.common.layout import SweepPaths
 from hpc_sweep.state.store import Store
+from hpc_sweep.sweep.expand import expand, params_key
 from hpc_sweep.sweep.sweepfile import SweepSpec
 
 # Keys holding paths, per program: relative values are made absolute against the base's folder (as DeepH
@@ -129,8 +129,8 @@ def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths) -> list[Pla
     fmt = format_of(spec.base)
     check_params_against_base(spec, base, spec.fixed, "fixed")
     param_sets = expand(spec)
-    known = {} if store is None else {row["params_key"]: row for row in store.configs()}
-    next_idx = max([row["idx"] for row in known.values()] or [0]) + 1
+    known = {} if store is None else {row.params_key: row for row in store.configs()}
+    next_idx = max([row.idx for row in known.values()] or [0]) + 1
     resolved_base = plain_copy(base)
     _resolve_paths(resolved_base, spec.program, spec.base.parent)
     for key, value in spec.fixed.items():
@@ -140,7 +140,7 @@ def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths) -> list[Pla
         key = params_key(params)
         check_params_against_base(spec, base, params, _where(spec, params))
         if key in known:
-            idx, name = known[key]["idx"], known[key]["name"]
+            idx, name = known[key].idx, known[key].name
         else:
             idx, name = next_idx, config_name(next_idx)
             next_idx += 1
@@ -201,17 +201,17 @@ def generate(spec: SweepSpec, store: Store, paths: SweepPaths, force: bool = Fal
     creates the state database, so bad input leaves no file behind)."""
     if planned is None or store.configs():
         planned = plan(spec, store, paths)
-    existing = {row["name"]: row for row in store.configs()}
+    existing = {row.name: row for row in store.configs()}
     result = GenerateResult()
     changed_submitted = [p.name for p in planned
-                         if p.name in existing and existing[p.name]["digest"] != p.digest
-                         and existing[p.name]["attempt"] > 0]
+                         if p.name in existing and existing[p.name].digest != p.digest
+                         and existing[p.name].attempt > 0]
     if changed_submitted and not force:
         shown = ", ".join(changed_submitted[:5]) + (" ..." if len(changed_submitted) > 5 else "")
         raise UserError(f"would change {len(changed_submitted)} already-submitted config(s): {shown}",
                         file=spec.path, fix="revert the change, or pass --force to rewrite them (recorded)")
     paths.configs.mkdir(parents=True, exist_ok=True)
-    to_write = [p for p in planned if p.name not in existing or existing[p.name]["digest"] != p.digest
+    to_write = [p for p in planned if p.name not in existing or existing[p.name].digest != p.digest
                 or not p.path.exists()]
     # Files first (each atomic), then the database in one transaction: a crash in between leaves files the
     # next generate rewrites identically.
@@ -223,32 +223,29 @@ def generate(spec: SweepSpec, store: Store, paths: SweepPaths, force: bool = Fal
     now = time.time()
     wanted = {p.name for p in planned}
     with store.transaction() as conn:
+        store.add_configs((p.name, p.idx, json.dumps(p.params), p.key, str(p.path), p.digest, p.device, p.gpus,
+                           p.shape, 1, p.log_context) for p in planned if p.name not in existing)
         for p in planned:
             row = existing.get(p.name)
             if row is None:
-                conn.execute(
-                    "INSERT INTO configs (name, idx, params, params_key, path, digest, device, gpus, shape, state,"
-                    " attempt, log_context, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'generated', 0, ?, ?)",
-                    (p.name, p.idx, json.dumps(p.params), p.key, str(p.path), p.digest, p.device, p.gpus, p.shape,
-                     p.log_context, now))
                 result.written.append(p.name)
-            elif row["digest"] != p.digest:
+            elif row.digest != p.digest:
                 conn.execute("UPDATE configs SET digest = ?, device = ?, gpus = ?, shape = ?, path = ?, "
                              "log_context = ?, in_definition = 1, updated_at = ? WHERE name = ?",
                              (p.digest, p.device, p.gpus, p.shape, str(p.path), p.log_context, now, p.name))
-                if row["attempt"] > 0:
-                    store.add_event("forced_regenerate", f"rewritten with --force (was {row['digest'][:12]})",
+                if row.attempt > 0:
+                    store.add_event("forced_regenerate", f"rewritten with --force (was {row.digest[:12]})",
                                     p.name)
                     result.forced.append(p.name)
                 else:
                     result.written.append(p.name)
             else:
-                if not row["in_definition"] or row.get("log_context") != p.log_context:
+                if not row.in_definition or row.log_context != p.log_context:
                     conn.execute("UPDATE configs SET in_definition = 1, log_context = ? WHERE name = ?",
                                  (p.log_context, p.name))
                 result.unchanged.append(p.name)
         for name, row in existing.items():
-            if name not in wanted and row["in_definition"]:
+            if name not in wanted and row.in_definition:
                 conn.execute("UPDATE configs SET in_definition = 0 WHERE name = ?", (name,))
                 result.retired.append(name)
         store.set_meta("last_generate", str(now))

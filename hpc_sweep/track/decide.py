@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING, Optional
 
 from hpc_sweep.schedulers import base as scheduler
 from hpc_sweep.schedulers.base import FINAL_STATES, TaskRecord
+from hpc_sweep.state.rows import AttemptRow
 from hpc_sweep.state.states import ConfigState
 from hpc_sweep.track.markers import Markers
 
@@ -31,39 +32,39 @@ ENDED_BY_THE_SYSTEM = frozenset({ConfigState.TIMEOUT, ConfigState.OOM, ConfigSta
                                  ConfigState.CANCELLED})
 
 
-def task_output(session, att: dict) -> str:
+def task_output(session: Session, att: AttemptRow) -> str:
     """The tail of what the task printed: our run log and the scheduler's own output file."""
     from hpc_sweep.common.logtail import tail_lines
 
     paths = session.paths
     texts = []
-    run_log = paths.logs / f"{att['config']}.{att['attempt']}.log"
+    run_log = paths.logs / f"{att.config}.{att.attempt}.log"
     texts += tail_lines(run_log, 40)
-    if att.get("submission"):
-        for candidate in paths.logs.glob(f"{att['submission']}_{att['task_index']}.out*"):
+    if att.submission:
+        for candidate in paths.logs.glob(f"{att.submission}_{att.task_index}.out*"):
             texts += tail_lines(candidate, 40)
-        texts += [line for p in paths.logs.glob(f"{att['submission']}.o*-{att['task_index']}")
+        texts += [line for p in paths.logs.glob(f"{att.submission}.o*-{att.task_index}")
                   for line in tail_lines(p, 40)]
     return "\n".join(texts)
 
 
-def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRecord], markers: Markers,
+def decide(session: Session, att: AttemptRow, live: Optional[TaskRecord], acct: Optional[TaskRecord], markers: Markers,
            now: float) -> tuple[str, Optional[str], dict]:
     """(state, reason, attempt fields) for one active attempt."""
     from hpc_sweep.track.failure import diagnose
 
-    key = f"{att['config']}.{att['attempt']}"
+    key = f"{att.config}.{att.attempt}"
     end = markers.load(key, "exit")
     fields: dict = {}
-    if live is None and att.get("left_queue_at") is None and att["state"] != LOST:
+    if live is None and att.left_queue_at is None and att.state != LOST:
         fields["left_queue_at"] = now
     if live is not None and live.state == scheduler.RUNNING and live.elapsed_s is not None and end is None:
         # The live answer knows when and where it started: no need to open 10,000 start markers.
         start = None
-        if att.get("started_at") is None:
+        if att.started_at is None:
             fields["started_at"], fields["host"] = now - live.elapsed_s, live.host
     else:
-        start = markers.load(key, "start") if att.get("started_at") is None or live is None else None
+        start = markers.load(key, "start") if att.started_at is None or live is None else None
     if start:
         fields["started_at"] = start.get("time")
         fields["host"] = start.get("host")
@@ -101,31 +102,31 @@ def decide(session, att: dict, live: Optional[TaskRecord], acct: Optional[TaskRe
         if found:
             return found[0], found[1], fields
         return FAILED, _exit_reason(FAILED, code), fields
-    if att["state"] == LOST:
-        return LOST, att["reason"], fields  # nothing new: a late exit marker or accounting record would say
+    if att.state == LOST:
+        return LOST, att.reason, fields  # nothing new: a late exit marker or accounting record would say
     # Gone from the queue with no word on how it ended: wait GONE_GRACE_S from when it left the queue (not from
     # its start) before calling it lost.
-    left_at = att.get("left_queue_at") or now
+    left_at = att.left_queue_at or now
     if start is not None:
         found = diagnose(task_output(session, att))
         if found and found[0] in ENDED_BY_THE_SYSTEM:
             return found[0], found[1], fields
         if now - left_at < GONE_GRACE_S:
-            return RUNNING, att["reason"], fields  # it started; accounting or the exit marker may still come
+            return RUNNING, att.reason, fields  # it started; accounting or the exit marker may still come
         return LOST, f"started on {start.get('host')} but no exit was recorded and the scheduler has no record", \
             fields
-    if now - max(left_at, att.get("submitted_at") or 0) < GONE_GRACE_S:
-        return att["state"], att["reason"], fields
+    if now - max(left_at, att.submitted_at or 0) < GONE_GRACE_S:
+        return att.state, att.reason, fields
     return LOST, "the scheduler has no record of this task and it never started", fields
 
 
-def _claimed_by_another_job(att: dict, markers: Markers, key: str) -> bool:
+def _claimed_by_another_job(att: AttemptRow, markers: Markers, key: str) -> bool:
     """Whether the (config, attempt) was run by a task of another job than the recorded one (whose task then found
     the claim taken and exited at once without running)."""
     if not any(name.startswith(f"{key}.duplicate.") for name in markers.duplicates):
         return False
     start = markers.load(key, "start")
-    return bool(start and start.get("job_name") and start.get("job_name") != att.get("submission"))
+    return bool(start and start.get("job_name") and start.get("job_name") != att.submission)
 
 
 def _exit_reason(state: str, code: Optional[int]) -> Optional[str]:

@@ -16,7 +16,7 @@ if TYPE_CHECKING:
 _DUPLICATE = re.compile(r"^(.+)\.(\d+)\.duplicate\.(.+)$")
 
 
-def check_duplicates(session, report: PollReport) -> None:
+def check_duplicates(session: Session, report: PollReport) -> None:
     """A second task queued for a (config, attempt) that another task had claimed is stopped by the job script's
     claim guard and leaves ``<config>.<attempt>.duplicate.<task id>`` among the markers: said once (an event)."""
     try:
@@ -27,7 +27,7 @@ def check_duplicates(session, report: PollReport) -> None:
     if not found:
         return
     store = session.store
-    told = {(e["config"], e["detail"]) for e in store.events("duplicate")}
+    told = {(e.config, e.detail) for e in store.events("duplicate")}
     new = []
     for name, attempt, task in found:
         detail = f"attempt {attempt}: task {task} stopped by the claim guard"

@@ -15,27 +15,27 @@ if TYPE_CHECKING:
     from hpc_sweep.track.poll import PollReport
 
 
-def check_edited(session, report: PollReport) -> None:
+def check_edited(session: Session, report: PollReport) -> None:
     """A queued or running config whose file was changed by hand after submission: said once (an event), and
     status shows it. Only files modified since their submission are hashed, so a poll stays cheap."""
     store = session.store
-    rows = store.conn.execute(
+    rows = store.query(
         "SELECT c.name, c.path, c.digest, c.attempt, a.submitted_at FROM configs c JOIN attempts a "
-        f"ON a.config = c.name AND a.attempt = c.attempt WHERE c.state IN ({sql_list(ACTIVE)})").fetchall()
+        f"ON a.config = c.name AND a.attempt = c.attempt WHERE c.state IN ({sql_list(ACTIVE)})")
     found = []
-    for row in rows:
+    for name, path, recorded, attempt, submitted_at in rows:
         try:
-            if os.stat(row["path"]).st_mtime <= (row["submitted_at"] or 0):
+            if os.stat(path).st_mtime <= (submitted_at or 0):
                 continue
-            with open(row["path"], "rb") as handle:
+            with open(path, "rb") as handle:
                 digest = hashlib.sha256(handle.read()).hexdigest()
         except OSError:
             digest = "missing"
-        if digest != row["digest"]:
-            found.append((row["name"], row["attempt"], row["path"], digest))
+        if digest != recorded:
+            found.append((name, attempt, path, digest))
     if not found:
         return
-    told = {(e["config"], e["detail"]) for e in store.events("edited")}
+    told = {(e.config, e.detail) for e in store.events("edited")}
     with store.transaction():
         for name, attempt, path, digest in found:
             detail = f"attempt {attempt}: {path} edited after submission (now {digest[:12]})"

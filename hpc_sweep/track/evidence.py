@@ -17,11 +17,26 @@ from __future__ import annotations
 
 import json
 import time
-from typing import Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from hpc_sweep.state.states import ConfigState
 
+if TYPE_CHECKING:
+    from hpc_sweep.programs.base import Program
+    from hpc_sweep.session import Session
+    from hpc_sweep.track.poll import PollReport
+
 NAMES_PER_READ = 500  # SQL parameters per query, well under SQLite's limit
+
+class Unchecked(NamedTuple):
+    """A completed config whose evidence is not checked yet, with what the last reading of its log stored."""
+
+    name: str
+    attempt: int
+    p_attempt: Optional[int]       # the attempt the stored reading is of
+    parser_state: Optional[str]
+    logged: int                    # whether this attempt logged an epoch row
+
 
 _UNCHECKED = f"""
 SELECT c.name, c.attempt, p.attempt AS p_attempt, p.parser_state,
@@ -31,10 +46,10 @@ WHERE c.state = '{ConfigState.COMPLETED}' AND c.reason IS NULL AND c.attempt >= 
 """
 
 
-def check_completed(session, report) -> None:
+def check_completed(session: Session, report: PollReport) -> None:
     """Give every completed config not checked yet its verdict: failed without evidence, else the reason."""
     store = session.store
-    verdicts = _verdicts(session, store.rows(_UNCHECKED))
+    verdicts = _verdicts(session, store.query(_UNCHECKED, row=Unchecked))
     lacking = [name for name, _, state, _ in verdicts if state == ConfigState.FAILED]
     if lacking:
         # Before failing a run, its log once more: a large poll's reading starts before the scheduler answers, so
@@ -43,7 +58,8 @@ def check_completed(session, report) -> None:
 
         for start in range(0, len(lacking), NAMES_PER_READ):
             update_progress(session, report, names=lacking[start:start + NAMES_PER_READ])
-        again = {v[0]: v for v in _verdicts(session, [r for r in store.rows(_UNCHECKED) if r["name"] in lacking])}
+        rows = [r for r in store.query(_UNCHECKED, row=Unchecked) if r.name in lacking]
+        again = {v[0]: v for v in _verdicts(session, rows)}
         verdicts = [again.get(v[0], v) for v in verdicts]
     if not verdicts:
         return
@@ -56,26 +72,26 @@ def check_completed(session, report) -> None:
     _tell(report, verdicts)
 
 
-def _verdicts(session, rows: list) -> list:
+def _verdicts(session: Session, rows: list[Unchecked]) -> list:
     """(config, attempt, state, reason) per row of _UNCHECKED."""
     program = session.program
     verdicts = []
     for row in rows:
-        summary = _summary(program, row) if row["p_attempt"] == row["attempt"] else None
-        ok, reason = program.training_evidence(summary, bool(row["logged"]))
-        verdicts.append((row["name"], row["attempt"], ConfigState.COMPLETED if ok else ConfigState.FAILED, reason))
+        summary = _summary(program, row) if row.p_attempt == row.attempt else None
+        ok, reason = program.training_evidence(summary, bool(row.logged))
+        verdicts.append((row.name, row.attempt, ConfigState.COMPLETED if ok else ConfigState.FAILED, reason))
     return verdicts
 
 
-def _summary(program, row: dict):
+def _summary(program: Program, row: Unchecked):
     """The log summary of the attempt as this poll left it, from the parser's stored state."""
-    if not row["parser_state"]:
+    if not row.parser_state:
         return None
-    saved = json.loads(row["parser_state"])
+    saved = json.loads(row.parser_state)
     return program.log_parser({}, saved["options"], saved["state"]).summary()
 
 
-def _tell(report, verdicts: list) -> None:
+def _tell(report: PollReport, verdicts: list) -> None:
     """This poll's change lines say the verdict: 'running -> completed' becomes '-> failed (reason)'."""
     changes = {change[0]: n for n, change in enumerate(report.changes) if change[2] == ConfigState.COMPLETED}
     for name, _, state, reason in verdicts:

@@ -32,6 +32,10 @@ from hpc_sweep.track.snapshot import write_snapshots
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
+    from hpc_sweep.state.rows import AttemptRow
+    from hpc_sweep.state.store import Store
+    from hpc_sweep.track.markers import Markers
+    from hpc_sweep.track.progress import LogReading
 
 MAX_BACKOFF_S = 3600
 BACKUP_EVERY_S = 600
@@ -53,7 +57,7 @@ class PollReport:
 
 
 # -- the poll ----------------------------------------------------------------------------------------------------
-def _scheduler_due(session, now: float, force: bool) -> bool:
+def _scheduler_due(session: Session, now: float, force: bool) -> bool:
     store = session.store
     interval = session.spec.poll_min_interval_s or session.profile.poll_min_interval_s
     last = float(store.get_meta("scheduler_queried_at", "0"))
@@ -61,7 +65,7 @@ def _scheduler_due(session, now: float, force: bool) -> bool:
     return force or (now - last >= interval and now >= backoff_until)
 
 
-def _note_failure(session, exc: SchedulerError, now: float) -> str:
+def _note_failure(session: Session, exc: SchedulerError, now: float) -> str:
     store = session.store
     failures = int(store.get_meta("scheduler_failures", "0")) + 1
     interval = session.spec.poll_min_interval_s or session.profile.poll_min_interval_s
@@ -75,20 +79,20 @@ def _note_failure(session, exc: SchedulerError, now: float) -> str:
     return note
 
 
-def refresh_states(session, report: PollReport, records: list, now: float) -> None:
+def refresh_states(session: Session, report: PollReport, records: list, now: float) -> None:
     store, adapter = session.store, session.scheduler
     report.reconciled = intents.reconcile(session, records)
     report.notes += report.reconciled.lines()
     submitted = store.submissions(SubmissionStatus.SUBMITTED)
-    ours = {s["scheduler_id"] for s in submitted}
+    ours = {s.scheduler_id for s in submitted}
     live = {r.task_id: r for r in records if r.submission_id in ours}
     active = _followed_attempts(store)
-    gone = [a for a in active if a["job_id"] not in live and
-            (a["state"] != ConfigState.LOST or now - (a["left_queue_at"] or 0) < RECHECK_LOST_S)]
+    gone = [a for a in active if a.job_id not in live and
+            (a.state != ConfigState.LOST or now - (a.left_queue_at or 0) < RECHECK_LOST_S)]
     acct: dict = {}
     if gone:
-        gone_subs = {a["submission"] for a in gone}
-        sub_ids = sorted({s["scheduler_id"] for s in submitted if s["name"] in gone_subs})
+        gone_subs = {a.submission for a in gone}
+        sub_ids = sorted({s.scheduler_id for s in submitted if s.name in gone_subs})
         argv = adapter.accounting_argv(sub_ids) if sub_ids else None
         if argv is not None:
             try:
@@ -99,33 +103,34 @@ def refresh_states(session, report: PollReport, records: list, now: float) -> No
     _apply(session, report, active, live, acct, markers, now)
 
 
-def _followed_attempts(store) -> list:
+def _followed_attempts(store: Store) -> list:
     """The attempts a poll decides: pending and running ones, and lost ones (a late exit marker or accounting
     record corrects them)."""
     return store.attempts(states=FOLLOWED)
 
 
-def apply_markers_only(session, report: PollReport, now: float) -> None:
+def apply_markers_only(session: Session, report: PollReport, now: float) -> None:
     """Between scheduler queries, and while the scheduler does not answer, the jobs' own markers still move
     attempts: an exit marker ends one, a start marker makes a pending one running."""
     markers = read_markers(session.paths.markers)
     active = _followed_attempts(session.store)
-    finished = [a for a in active if markers.has(f"{a['config']}.{a['attempt']}", "exit")]
-    started = [a for a in active if a["state"] == ConfigState.PENDING and a not in finished and
-               markers.load(f"{a['config']}.{a['attempt']}", "start")]
+    finished = [a for a in active if markers.has(f"{a.config}.{a.attempt}", "exit")]
+    started = [a for a in active if a.state == ConfigState.PENDING and a not in finished and
+               markers.load(f"{a.config}.{a.attempt}", "start")]
     _apply(session, report, finished, {}, {}, markers, now, scheduler_known=False)
     if not started:
         return
     with session.store.transaction():
         for att in started:
-            start = markers.load(f"{att['config']}.{att['attempt']}", "start")
-            session.store.update_attempt(att["config"], att["attempt"], state=ConfigState.RUNNING,
+            start = markers.load(f"{att.config}.{att.attempt}", "start")
+            session.store.update_attempt(att.config, att.attempt, state=ConfigState.RUNNING,
                                          started_at=start.get("time"), host=start.get("host"))
-            session.store.set_config_state(att["config"], ConfigState.RUNNING)
-            report.changes.append((att["config"], ConfigState.PENDING, ConfigState.RUNNING, None))
+            session.store.set_config_state(att.config, ConfigState.RUNNING)
+            report.changes.append((att.config, ConfigState.PENDING, ConfigState.RUNNING, None))
 
 
-def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=True) -> None:
+def _apply(session: Session, report: PollReport, attempts: list[AttemptRow], live: dict, acct: dict, markers: Markers,
+           now: float, scheduler_known: bool = True) -> None:
     """Decide every attempt and write what changed, in one transaction: an attempt whose state, reason and
     fields are as stored is not written again (a steady poll of 10,000 running tasks writes nothing)."""
     store = session.store
@@ -134,31 +139,31 @@ def _apply(session, report, attempts, live, acct, markers, now, scheduler_known=
     attempt_updates: dict = {}   # column names -> [(values..., config, attempt)]
     config_updates = []
     stamp = time.time()
+    lost = ConfigState.LOST
     for att in attempts:
-        state, reason, fields = decide(session, att, live.get(att["job_id"]), acct.get(att["job_id"]), markers, now)
-        if state == scheduler.UNKNOWN or (not scheduler_known and state == ConfigState.LOST):
+        state, reason, fields = decide(session, att, live.get(att.job_id), acct.get(att.job_id), markers, now)
+        if state == scheduler.UNKNOWN or (not scheduler_known and state == lost):
             continue
-        fields = {k: v for k, v in fields.items() if v is not None and att.get(k) != v}
-        if state != att["state"] or reason != att["reason"]:
+        fields = {k: v for k, v in fields.items() if v is not None and getattr(att, k) != v}
+        if state != att.state or reason != att.reason:
             fields.update(state=state, reason=reason)
         if fields:
-            attempt_updates.setdefault(tuple(fields), []).append((*fields.values(), att["config"], att["attempt"]))
-        attempt, old_state, old_reason = configs.get(att["config"], (None, None, None))
-        if attempt == att["attempt"] and (old_state != state or old_reason != reason):
-            config_updates.append((state, reason, stamp, att["config"]))
+            attempt_updates.setdefault(tuple(fields), []).append((*fields.values(), att.config, att.attempt))
+        attempt, old_state, old_reason = configs.get(att.config, (None, None, None))
+        if attempt == att.attempt and (old_state != state or old_reason != reason):
+            config_updates.append((state, reason, stamp, att.config))
             if old_state != state:
-                report.changes.append((att["config"], old_state, state, reason))
+                report.changes.append((att.config, old_state, state, reason))
     if not attempt_updates and not config_updates:
         return
     with store.transaction() as conn:
         for columns, values in attempt_updates.items():
-            assignments = ", ".join(f"{column} = ?" for column in columns)
-            conn.executemany(f"UPDATE attempts SET {assignments} WHERE config = ? AND attempt = ?", values)
+            store.update_attempts(columns, values)
         conn.executemany("UPDATE configs SET state = ?, reason = ?, updated_at = ? WHERE name = ?", config_updates)
         faults.point("poll_mid_write")  # a kill inside the transaction: the next poll finds the old states
 
 
-def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bool = True) -> PollReport:
+def poll(session: Session, verbose: bool = False, force: bool = False, submit_waiting: bool = True) -> PollReport:
     """One poll. The caller holds the sweep lock."""
     from hpc_sweep.track.progress import LogReading
 
@@ -166,7 +171,7 @@ def poll(session, verbose: bool = False, force: bool = False, submit_waiting: bo
         return _poll(session, reading, force, submit_waiting)
 
 
-def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
+def _poll(session: Session, reading: LogReading, force: bool, submit_waiting: bool) -> PollReport:
     from hpc_sweep.track.evidence import check_completed
     from hpc_sweep.track.progress import update_progress
     from hpc_sweep.submit.queries import live_records
@@ -220,7 +225,7 @@ def _poll(session, reading, force: bool, submit_waiting: bool) -> PollReport:
     return report
 
 
-def _backup_due(session, report: PollReport, now: float) -> bool:
+def _backup_due(session: Session, report: PollReport, now: float) -> bool:
     """Whether to refresh the copy a corrupt database is recovered from: at once when this poll submitted or
     resumed anything (what a restored copy must not forget, or runs would be submitted twice); otherwise at most
     every BACKUP_EVERY_S while anything changed: states and curves lost with an older copy are found again by the

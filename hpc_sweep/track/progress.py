@@ -25,13 +25,35 @@ import sys
 import threading
 import time
 from pathlib import Path
-from typing import NamedTuple, Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
 from hpc_sweep.common.formats import load_structured
 from hpc_sweep.common.logtail import read_new
+from hpc_sweep.state.rows import ProgressRow, columns
 from hpc_sweep.state.states import ConfigState, sql_list
+from hpc_sweep.state.store import placeholders
+
+if TYPE_CHECKING:
+    from hpc_sweep.programs.base import Program
+    from hpc_sweep.session import Session
+    from hpc_sweep.track.poll import PollReport
 
 TREND_WINDOW = 5
+
+
+class LogTarget(NamedTuple):
+    """A config whose log a poll reads, with what the last reading stored (the ``p_`` fields; None before any)."""
+
+    name: str
+    attempt: int
+    state: str
+    path: str                      # the generated config
+    log_context: Optional[str] = None     # JSON recorded at generate time: the parser's options, where the log is
+    run_config: Optional[str] = None      # the config file this attempt ran
+    p_attempt: Optional[int] = None
+    p_log: Optional[str] = None
+    p_cursor: Optional[str] = None
+    p_parser_state: Optional[str] = None
 
 
 # Which configs a poll reads: a running attempt; an attempt the log was never read for (that has started or
@@ -58,8 +80,8 @@ _TO_READ_SOON = _TO_READ_TEMPLATE.format(also=f" OR c.state = '{ConfigState.PEND
 # Named configs, whatever their state (read again on purpose).
 _BY_NAME = _TO_READ_TEMPLATE.split("WHERE")[0] + "WHERE c.attempt >= 1 AND c.name IN ({names}) ORDER BY c.idx"
 
-_PROGRESS_COLUMNS = ("config", "attempt", "log", "cursor", "parser_state", "phase", "epoch", "max_epoch",
-                     "train_loss", "val_loss", "best_val_loss", "best_epoch", "trend", "updated_at")
+_WRITE_PROGRESS = (f"INSERT OR REPLACE INTO progress ({columns(ProgressRow)}) "
+                   f"VALUES ({placeholders(ProgressRow._fields)})")
 
 
 class LogNews(NamedTuple):
@@ -76,16 +98,17 @@ class LogNews(NamedTuple):
     rebase: bool = False        # the parser started afresh over a stored curve: best values come from the curve
 
 
-def update_progress(session, report, reading: Optional["LogReading"] = None, names: Optional[list] = None) -> None:
+def update_progress(session: Session, report: PollReport, reading: Optional[LogReading] = None,
+                    names: Optional[list] = None) -> None:
     """Read what the logs gained and store it. ``reading``: a LogReading the poll started early (its workers
     have been reading while the poll applied the scheduler's answer). ``names``: read just these configs' logs,
     now and in this process (a worker may have read a log before its run wrote its last lines)."""
     store = session.store
     if names is not None:
-        configs = store.rows(_BY_NAME.format(names=", ".join("?" for _ in names)), names)
+        configs = store.query(_BY_NAME.format(names=placeholders(names)), names, LogTarget)
         reading = None
     else:
-        configs = store.rows(_TO_READ)
+        configs = store.query(_TO_READ, row=LogTarget)
     if reading is None:
         with LogReading(session, configs) as reading:
             news = reading.news(configs)
@@ -94,7 +117,7 @@ def update_progress(session, report, reading: Optional["LogReading"] = None, nam
     found = [(cfg, item) for cfg, item in zip(configs, news) if item is not None]
     if not found:
         return
-    curves = [(item.config, cfg["attempt"], *point) for cfg, item in found for point in item.curve]
+    curves = [(item.config, cfg.attempt, *point) for cfg, item in found for point in item.curve]
     with store.transaction() as conn:
         rewinds = [(item.config, item.rewind) for _, item in found if item.rewind is not None]
         if rewinds:  # superseded epochs: the trainer went back and logged them again
@@ -102,31 +125,30 @@ def update_progress(session, report, reading: Optional["LogReading"] = None, nam
         conn.executemany("INSERT OR REPLACE INTO epochs (config, attempt, epoch, train_loss, val_loss) "
                          "VALUES (?, ?, ?, ?, ?)", curves)
         updates = [_progress_row(session, cfg, item) for cfg, item in found]
-        conn.executemany(f"INSERT OR REPLACE INTO progress ({', '.join(_PROGRESS_COLUMNS)}) VALUES "
-                         f"({', '.join('?' for _ in _PROGRESS_COLUMNS)})", updates)
+        conn.executemany(_WRITE_PROGRESS, updates)
     for _, item in found:
         report.bytes_read += item.size
     report.new_epochs += len(curves)
 
 
-def _progress_row(session, cfg: dict, news: LogNews) -> tuple:
+def _progress_row(session: Session, cfg: LogTarget, news: LogNews) -> ProgressRow:
     """The progress row of one config: the log's news plus what needs the stored curve (best after a rewind,
     trend). Called after this poll's curve rows are stored."""
     phase, epoch, max_epoch, train_loss, val_loss, best_val_loss, best_epoch = news.summary
-    attempt = cfg["attempt"]
+    attempt = cfg.attempt
     parser_state = news.parser_state
     if news.rewind is not None or news.rebase:
-        best_val_loss, best_epoch = _curve_best(session, cfg["name"])
+        best_val_loss, best_epoch = _curve_best(session, cfg.name)
         parser_state = _with_best(parser_state, best_val_loss, best_epoch)
     best = None if best_val_loss is None or _nan(best_val_loss) else best_val_loss
-    has_history = cfg["p_attempt"] is not None
+    has_history = cfg.p_attempt is not None
     new_vals = [point[2] for point in news.curve]
-    return (cfg["name"], attempt, news.log, news.cursor, parser_state, phase, epoch, max_epoch, train_loss,
+    return ProgressRow(cfg.name, attempt, news.log, news.cursor, parser_state, phase, epoch, max_epoch, train_loss,
             val_loss, best, best_epoch, trend(session, cfg, new_vals, val_loss, best_val_loss, has_history,
                                               len(new_vals)), time.time())
 
 
-def _curve_best(session, config: str) -> tuple:
+def _curve_best(session: Session, config: str) -> tuple:
     """The lowest validation value of the stored curve and its epoch (the earliest on ties)."""
     row = session.store.conn.execute(
         "SELECT val_loss, epoch FROM epochs WHERE config = ? AND val_loss IS NOT NULL ORDER BY val_loss, epoch "
@@ -161,7 +183,7 @@ class LogReading:
     found, and reads here whatever was not foreseen or was lost with a failed worker. Leaving it stops and reaps
     any worker still running."""
 
-    def __init__(self, session, configs: Optional[list] = None):
+    def __init__(self, session: Session, configs: Optional[list] = None):
         self.session, self.program = session, session.program
         self.outputs = str(session.paths.outputs)
         self.configs = configs            # None: the configs a poll will probably read, found on entering
@@ -176,7 +198,7 @@ class LogReading:
         if self.configs is None:
             if _worker_count(PARALLEL_FROM) <= 1:
                 return self  # no workers in this process, however many logs there are
-            self.configs = store.rows(_TO_READ_SOON)
+            self.configs = store.query(_TO_READ_SOON, row=LogTarget)
         processes = _worker_count(len(self.configs))
         if processes > 1:
             size = max(CHUNK, math.ceil(len(self.configs) / MAX_CHUNKS))
@@ -220,9 +242,9 @@ class LogReading:
             self.queue = None
 
 
-def _scan_key(cfg: dict) -> tuple:
+def _scan_key(cfg: LogTarget) -> tuple:
     """What a config's reading depends on in the state: a result read for another key is not used."""
-    return cfg["name"], cfg["attempt"], cfg["p_attempt"], cfg["p_cursor"]
+    return cfg.name, cfg.attempt, cfg.p_attempt, cfg.p_cursor
 
 
 # The chunk queue: a pipe filled with chunk numbers (2 bytes each) and closed for writing before any worker starts,
@@ -245,7 +267,7 @@ def _chunk_queue(count: int) -> int:
 _NOT_READ = object()  # a config of a chunk the poll took but does not need (only the poll passes ``wanted``)
 
 
-def _take_chunks(program, chunks: list, queue: int, outputs: str, contexts: dict, wanted: Optional[set] = None,
+def _take_chunks(program: Program, chunks: list, queue: int, outputs: str, contexts: dict, wanted: Optional[set] = None,
                  after_chunk=None) -> dict:
     """Chunk number -> results, for every chunk this process takes from the queue until it is empty; with
     ``wanted``, only those configs are read (the others: _NOT_READ)."""
@@ -273,7 +295,7 @@ def _worker_count(n: int) -> int:
     return max(1, min(MAX_WORKERS, cpus))
 
 
-def _fork_worker(program, chunks: list, queue: int, outputs: str) -> tuple:
+def _fork_worker(program: Program, chunks: list, queue: int, outputs: str) -> tuple:
     read_end, write_end = os.pipe()
     gc.freeze()  # the collector then leaves the parent's objects alone in the worker: fewer pages copied on write
     pid = os.fork()
@@ -322,19 +344,19 @@ def _stop_worker(pid: int, pipe) -> None:
         pass
 
 
-def scan_log(program, cfg: dict, outputs: str, contexts: dict) -> Optional[LogNews]:
+def scan_log(program: Program, cfg: LogTarget, outputs: str, contexts: dict) -> Optional[LogNews]:
     """What one config's log gained since the last poll, or None when it has nothing new. Reads files only:
     safe in a worker process.
 
     The reading goes on from the last one whatever the attempt: the same log continues from its cursor (a
     resumed XequiNet run appends to it), a new log is read from its start, and the parser keeps its state, so
     the curve, the best value and what the log says of the run carry across attempts."""
-    name, attempt = cfg["name"], cfg["attempt"]
+    name, attempt = cfg.name, cfg.attempt
     outputs_text = f"{outputs}/{name}"
-    known = cfg["p_attempt"] is not None          # a reading of this config was stored (any attempt)
-    same_attempt = cfg["p_attempt"] == attempt
-    old_log = cfg["p_log"] if known else None
-    cursor = json.loads(cfg["p_cursor"]) if known and cfg["p_cursor"] else None
+    known = cfg.p_attempt is not None          # a reading of this config was stored (any attempt)
+    same_attempt = cfg.p_attempt == attempt
+    old_log = cfg.p_log if known else None
+    cursor = json.loads(cfg.p_cursor) if known and cfg.p_cursor else None
     outputs_mtime = _mtime(outputs_text)
     context = None
     if same_attempt and cursor and old_log and cursor.get("outputs_mtime") == outputs_mtime:
@@ -349,7 +371,7 @@ def scan_log(program, cfg: dict, outputs: str, contexts: dict) -> Optional[LogNe
     text, cursor = read_new(log, cursor)
     if cursor is not None:
         cursor["outputs_mtime"] = outputs_mtime
-    saved_text = cfg["p_parser_state"] if known else None
+    saved_text = cfg.p_parser_state if known else None
     if not text and saved_text and old_log == log and same_attempt:
         return None  # nothing new: the stored numbers stand (most polls of a long sweep)
     reset = bool(cursor and cursor.get("reset"))
@@ -403,10 +425,10 @@ def _mtime(path: str) -> Optional[int]:
         return None
 
 
-def _log_context(program, cfg: dict, contexts: dict) -> dict:
+def _log_context(program: Program, cfg: LogTarget, contexts: dict) -> dict:
     """The parser options and log location recorded at generate time; a sweep generated before they were
     recorded (or a config rewritten by hand) falls back to reading the config file once."""
-    text = cfg.get("log_context")
+    text = cfg.log_context
     if not text:
         return program.log_context(_load_config(cfg) or {})
     if text not in contexts:
@@ -414,8 +436,8 @@ def _log_context(program, cfg: dict, contexts: dict) -> dict:
     return contexts[text]
 
 
-def _load_config(cfg: dict) -> Optional[dict]:
-    for candidate in (cfg.get("run_config"), cfg["path"]):
+def _load_config(cfg: LogTarget) -> Optional[dict]:
+    for candidate in (cfg.run_config, cfg.path):
         if candidate and Path(candidate).is_file():
             try:
                 return load_structured(Path(candidate))
@@ -432,7 +454,7 @@ def _nan(value) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
-def trend(session, cfg: dict, new_vals: list, last_val: Optional[float], best: Optional[float],
+def trend(session: Session, cfg: LogTarget, new_vals: list, last_val: Optional[float], best: Optional[float],
           has_history: bool = True, fresh_rows: int = 0) -> Optional[str]:
     """improving / flat / diverging / nan, from the last epochs of the curve (``new_vals``: the validation losses
     just read, oldest first; ``best``: this attempt's best). The stored curve is consulted only when the new
@@ -449,7 +471,7 @@ def trend(session, cfg: dict, new_vals: list, last_val: Optional[float], best: O
     if len(values) < 2 * TREND_WINDOW and has_history:
         rows = session.store.conn.execute(
             "SELECT val_loss FROM (SELECT val_loss FROM epochs WHERE config = ? ORDER BY epoch DESC LIMIT -1 "
-            "OFFSET ?) WHERE val_loss IS NOT NULL LIMIT ?", (cfg["name"], fresh_rows, 2 * TREND_WINDOW)).fetchall()
+            "OFFSET ?) WHERE val_loss IS NOT NULL LIMIT ?", (cfg.name, fresh_rows, 2 * TREND_WINDOW)).fetchall()
         values += [r[0] for r in rows][: 2 * TREND_WINDOW - len(values)]
     values = [v for v in values if v == v]  # nan != nan
     if len(values) < 4:

@@ -16,19 +16,17 @@ if TYPE_CHECKING:
     from hpc_sweep.track.poll import PollReport
 
 
-def resume_ended(session, report: PollReport) -> None:
+def resume_ended(session: Session, report: PollReport) -> None:
     """Runs that ended in a resumable state wait for resubmission from their checkpoint, up to max_retries."""
     spec, store = session.spec, session.store
-    ended = store.conn.execute(f"SELECT name, state, attempt FROM configs WHERE state IN "
-                               f"({placeholders(spec.resume_states)}) AND attempt <= ?",
-                               (*spec.resume_states, spec.max_retries)).fetchall()
+    ended = store.query(f"SELECT name, state, attempt FROM configs WHERE state IN ({placeholders(spec.resume_states)}) "
+                        "AND attempt <= ?", (*spec.resume_states, spec.max_retries))
     if not ended:
         return  # no empty transaction: each commit is a few fsyncs on the sweep's disk
     with store.transaction():
-        for cfg in ended:
+        for name, state, attempt in ended:
             store.conn.execute(f"UPDATE configs SET state = '{ConfigState.WAITING}', next_mode = 'resume', reason = ? "
                                "WHERE name = ?",
-                               (f"resuming after {cfg['state']} (attempt {cfg['attempt'] + 1} of "
-                                f"{spec.max_retries + 1})", cfg["name"]))
-            store.add_event("resume", f"after {cfg['state']} in attempt {cfg['attempt']}", cfg["name"])
-            report.resumed.append(cfg["name"])
+                               (f"resuming after {state} (attempt {attempt + 1} of {spec.max_retries + 1})", name))
+            store.add_event("resume", f"after {state} in attempt {attempt}", name)
+            report.resumed.append(name)

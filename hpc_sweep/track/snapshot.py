@@ -29,7 +29,7 @@ def snapshot_json(snapshot: dict) -> str:
     return f"{lines},\n  \"configs\": [\n    {configs}\n  ]\n}}\n"
 
 
-def write_snapshots(session) -> None:
+def write_snapshots(session: Session) -> None:
     """status.json and status.md, each replaced atomically: a reader never sees half a file. Not fsynced: both
     are made again from the state by every poll, and a poll of 10,000 configs would wait for 4 MB to reach the
     disk."""
