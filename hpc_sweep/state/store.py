@@ -272,13 +272,7 @@ def open_store(paths: SweepPaths, create: bool = False, lock: Optional[SweepLock
         conn, found = open_examined(db)
         if conn is None:
             raise StateCorrupt(f"{db}: the restored copy cannot be read either; {REPAIR_HINT}")
-    store = Store(conn, paths, lock)
-    try:
-        bring_up_to_date(store)
-    except BaseException:
-        store.close()
-        raise
-    return store
+    return _up_to_date(Store(conn, paths, lock))
 
 
 def _open_for_reading(paths: SweepPaths) -> Store:
@@ -307,7 +301,11 @@ def fresh_store(path: Path, paths: SweepPaths, lock: SweepLock) -> Store:
         raise RuntimeError("internal: write without the sweep lock")
     for leftover in (path, path.with_name(path.name + "-journal")):
         leftover.unlink(missing_ok=True)
-    store = Store(connect(path), paths, lock)
+    return _up_to_date(Store(connect(path), paths, lock))
+
+
+def _up_to_date(store: Store) -> Store:
+    """A write store with this hpc-sweep's schema (closed again when bringing it up to date fails)."""
     try:
         bring_up_to_date(store)
     except BaseException:
