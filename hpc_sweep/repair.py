@@ -262,7 +262,8 @@ def _unique_retired(retired: list, claimed: set, report: RepairReport) -> list:
     return kept
 
 
-def _retired_rows(spec: SweepSpec, paths: SweepPaths, known: list[_Found], retired: list[_Found], report: RepairReport) -> list[_Rebuilt]:
+def _retired_rows(spec: SweepSpec, paths: SweepPaths, known: list[_Found], retired: list[_Found],
+                  report: RepairReport) -> list[_Rebuilt]:
     """Configs whose file the definition no longer makes, planned as explicit configs of the same sweep."""
     from hpc_sweep.sweep.generate import plan
 
@@ -389,8 +390,9 @@ def _insert_history(session: Session, rows: list[_Rebuilt], maps: dict, markers:
         store.conn.execute(
             "INSERT INTO submissions (name, shape, script, map, scheduler_id, status, ntasks, created_at, submitted_at,"
             " note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'rebuilt by hpc-sweep repair')",
-            (name, shape, str(found.path.with_suffix(".sh")), str(found.path), sid, Status.SUBMITTED if sid else Status.INTENT,
-             len(found.entries), found.written_at, found.written_at if sid else None))
+            (name, shape, str(found.path.with_suffix(".sh")), str(found.path), sid,
+             Status.SUBMITTED if sid else Status.INTENT, len(found.entries), found.written_at,
+             found.written_at if sid else None))
         report.submissions[Status.SUBMITTED if sid else Status.INTENT] += 1
     latest: dict = {}
     for key in sorted(set(owners) | set(markers)):
@@ -412,8 +414,9 @@ def _insert_history(session: Session, rows: list[_Rebuilt], maps: dict, markers:
     for config, (attempt, state, owner) in latest.items():
         reason = None
         if state == SUBMITTING:
-            state, reason = ConfigState.PENDING, (f"state rebuilt by hpc-sweep repair: submission {owner} is looked up by "
-                                        "name before anything is submitted again")
+            state = ConfigState.PENDING
+            reason = (f"state rebuilt by hpc-sweep repair: submission {owner} is looked up by name before anything "
+                      "is submitted again")
         store.set_config_state(config, state, reason, attempt=attempt)
 
 

@@ -1,8 +1,8 @@
 """Slurm adapter: argv builders and pure parsers for sbatch, squeue, sacct, scancel, scontrol and sacctmgr.
 
-Nothing here runs a process (:mod:`hpc_sweep.common.shell` does) or touches a file. Each parser reads the column list back
-from the argv it is handed (``-o``/``--format=``/``format=``), so output captured with another column set, such as
-the fixtures, parses the same way as output of the argv built here.
+Nothing here runs a process (:mod:`hpc_sweep.common.shell` does) or touches a file. Each parser reads the column
+list back from the argv it is handed (``-o``/``--format=``/``format=``), so output captured with another column set,
+such as the fixtures, parses the same way as output of the argv built here.
 
 Facts the parsers rely on (Slurm 22.05 captures and Slurm's own source):
 

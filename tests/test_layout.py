@@ -57,8 +57,9 @@ def imported(path: Path, module: str) -> Iterator[tuple[int, str]]:
                     yield node.lineno, alias.name
         elif isinstance(node, ast.ImportFrom):
             base = node.module or ""
-            if node.level:
-                base = ".".join(package.split(".")[:len(package.split(".")) - node.level + 1] + ([base] if base else []))
+            if node.level:  # relative: from the package, up node.level - 1 folders
+                parts = package.split(".")
+                base = ".".join(parts[:len(parts) - node.level + 1] + ([base] if base else []))
             if base.split(".")[0] != "hpc_sweep":
                 continue
             for alias in node.names:

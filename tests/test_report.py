@@ -1,6 +1,7 @@
 """`hpc-sweep report` and hpc_sweep.api on a synthetic 200-config DeepH sweep built through the real code paths:
 `hpc-sweep generate`, attempts recorded in the state database, deepx.log files written where DeepH writes them
-and parsed by the real poll step (hpc_sweep.track.progress.update_progress), job logs diagnosed by hpc_sweep.track.failure.
+and parsed by the real poll step (hpc_sweep.track.progress.update_progress), job logs diagnosed by
+hpc_sweep.track.failure.
 
 The outcome is designed so the right answers are known: the learning rate matters most and is best at the top
 of its grid (1e-2), num_blocks matters less, dropout not at all; one (lr, blocks) cell fails with CUDA OOM, one

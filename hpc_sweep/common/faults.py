@@ -2,8 +2,8 @@
 `kill -9` from a user would stop hpc-sweep.
 
 Named points sit where dying matters: around every scheduler command (``before_call``/``after_call`` in
-:mod:`hpc_sweep.common.shell`, plus the submit protocol's own ``before_submit``/``after_submit``), before every commit of
-the state database (``before_commit``) and after every atomic file write (``after_write``), besides a few
+:mod:`hpc_sweep.common.shell`, plus the submit protocol's own ``before_submit``/``after_submit``), before every
+commit of the state database (``before_commit``) and after every atomic file write (``after_write``), besides a few
 special ones (``during_state_write``, ``poll_mid_write``, ``log_worker``).
 
 ``HPC_SWEEP_FAULT`` chooses where to die:

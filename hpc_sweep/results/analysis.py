@@ -157,9 +157,9 @@ class Sweep:
         return _clone(self._flags())
 
     def failures(self, tail: int = TAIL_LINES) -> list[dict]:
-        """Configs that ended without success (:data:`hpc_sweep.state.states.UNSUCCESSFUL`) grouped by reason, most common first: reason,
-        states, count, configs, example, log (logs/<config>.<attempt>.log, else the trainer's log) and tail
-        (its last ``tail`` lines)."""
+        """Configs that ended without success (:data:`hpc_sweep.state.states.UNSUCCESSFUL`) grouped by reason, most
+        common first: reason, states, count, configs, example, log (logs/<config>.<attempt>.log, else the trainer's
+        log) and tail (its last ``tail`` lines)."""
         return [dict(_clone(group), tail=_tail(group["log"], tail)) for group in self._failures()]
 
     def advice(self) -> list[str]:
@@ -494,7 +494,8 @@ def advise(effects: list[dict], ranking: list[dict], flags: list[dict], failures
         lines += _dead_values(effect)
     lines += [_failure_advice(group) for group in failures if group["count"] >= SAME_REASON_MIN]
     lines += _divergence_advice(flags, records, effects)
-    stuck = [f["config"] for f in flags if f["flag"] in ("plateaued", "diverged", "nan") and f["state"] == ConfigState.RUNNING]
+    stuck = [f["config"] for f in flags
+             if f["flag"] in ("plateaued", "diverged", "nan") and f["state"] == ConfigState.RUNNING]
     if stuck:
         lines.append(f"{len(stuck)} running config(s) diverged, hit nan or plateaued far from the best "
                      f"({_names(stuck)}): cancelling them frees their GPUs (hpc-sweep cancel DIR NAMES).")

@@ -1,8 +1,8 @@
 """`hpc-sweep report`: which parameters won, as one self-contained HTML page or a markdown file.
 
-Every number comes from :mod:`hpc_sweep.results.analysis` (the notebook API, :mod:`hpc_sweep.api`); this module only lays it out. The page is built
-once as sections of neutral blocks (paragraphs, tables, images, log tails), then written as HTML or markdown, so
-both formats always say the same thing.
+Every number comes from :mod:`hpc_sweep.results.analysis` (the notebook API, :mod:`hpc_sweep.api`); this module
+only lays it out. The page is built once as sections of neutral blocks (paragraphs, tables, images, log tails), then
+written as HTML or markdown, so both formats always say the same thing.
 
 Plots need matplotlib (``pip install 'hpc-sweep[plot]'``). It is imported only here, drawn through the Agg
 canvas without pyplot (no global backend switch in a notebook, no display needed). Without it the report says how

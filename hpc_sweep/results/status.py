@@ -59,7 +59,7 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
     cursor.row_factory = None  # plain tuples, unpacked by _record: no dict per row
     records = [_record(row, outputs, now) for row in cursor.execute(_SNAPSHOT_SQL)]
     for rec in records:
-        if edited and (rec["config"], f"attempt {rec['attempt']}") in edited:  # recorded by poll.check_edited
+        if edited and (rec["config"], f"attempt {rec['attempt']}") in edited:  # recorded by track.edited.check_edited
             reason = rec["reason"]
             rec["reason"] = (f"{reason}; " if reason else "") + "config file edited after submission"
     counts = {state.value: 0 for state in STATE_ORDER}

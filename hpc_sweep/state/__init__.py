@@ -19,7 +19,8 @@ Tables
 - events: what happened and why (forced regenerations, resumes, refusals).
 
 Who writes: only a store opened with the writers' lock held (a write session, :mod:`hpc_sweep.session`), and only
-inside :meth:`~hpc_sweep.state.store.Store.transaction`; both are enforced here. A database another process holds past the busy timeout
-is busy, never damaged. Only the lock holder sets a damaged database aside and restores its last good copy
-(state.db.bak); when that is damaged too, ``hpc-sweep repair`` (:mod:`hpc_sweep.repair`) rebuilds the state.
+inside :meth:`hpc_sweep.state.store.Store.transaction`; both are enforced here. A database another process holds
+past the busy timeout is busy, never damaged. Only the lock holder sets a damaged database aside and restores its
+last good copy (state.db.bak); when that is damaged too, ``hpc-sweep repair`` (:mod:`hpc_sweep.repair`) rebuilds the
+state.
 """

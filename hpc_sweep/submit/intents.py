@@ -168,8 +168,8 @@ def record_unknown(session: Session, sub: SubmissionRow, message: str) -> None:
     with store.transaction():
         store.conn.execute(f"UPDATE submissions SET status = '{Status.UNKNOWN}', note = ? WHERE name = ?",
                            (message, sub.name))
-        store.conn.execute(f"UPDATE configs SET state = '{ConfigState.PENDING}', reason = ?, updated_at = ? "
-                           f"WHERE name IN (SELECT config FROM attempts WHERE submission = ? AND state = '{SUBMITTING}')",
+        store.conn.execute(f"UPDATE configs SET state = '{ConfigState.PENDING}', reason = ?, updated_at = ? WHERE name "
+                           f"IN (SELECT config FROM attempts WHERE submission = ? AND state = '{SUBMITTING}')",
                            (reason, time.time(), sub.name))
         store.add_event("unknown", f"{sub.name}: {message}")
 
@@ -310,8 +310,8 @@ def _adopt(session: Session, name: str, sid: str, sub: Optional[SubmissionRow], 
             with store.transaction():
                 store.add_event("orphan", f"{name} as {sid}: started runs of configs recorded under another "
                                           "submission; not adopted")
-            done.warnings.append(f"job {sid} ({name}) runs or ran configs recorded under another submission; not adopted "
-                                 "(the claim guard let each run once)")
+            done.warnings.append(f"job {sid} ({name}) runs or ran configs recorded under another submission; not "
+                                 "adopted (the claim guard let each run once)")
         return
     is_array = session.scheduler.uses_array(len(entries))
     with store.transaction():

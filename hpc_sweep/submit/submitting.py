@@ -126,7 +126,8 @@ def _send(session: Session, sub: SubmissionRow, report: SubmitReport) -> str:
         found = intents.lookup(session, sub, live_records_or_none(session))
         if found.verdict == intents.ABSENT:
             with session.store.transaction():
-                intents.release(session, sub, Status.ABANDONED, "its submission never reached the scheduler; sent again",
+                intents.release(session, sub, Status.ABANDONED,
+                                "its submission never reached the scheduler; sent again",
                                 note=f"{exc.message}; then {found.detail}")
             return RESEND
         if found.verdict == intents.UNKNOWN:
@@ -151,8 +152,8 @@ def _refused(session: Session, sub: SubmissionRow, exc: SchedulerError, report: 
 
 
 # -- the command ----------------------------------------------------------------------------------------------
-def submit(session: Session, only: Optional[Sequence[str]] = None, dry_run: bool = False, records: Optional[list] = None,
-           reconciled: Optional[intents.Reconciled] = None) -> SubmitReport:
+def submit(session: Session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
+           records: Optional[list] = None, reconciled: Optional[intents.Reconciled] = None) -> SubmitReport:
     """Submit what fits. The caller holds the sweep lock. ``records`` lets poll pass its live answer, and
     ``reconciled`` what it already settled with it (the open submissions are not looked up twice)."""
     report = _submit(session, only, dry_run, records, reconciled)

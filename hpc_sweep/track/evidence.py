@@ -4,9 +4,9 @@ A command that exits 0 without training (DeepH-pack's public ``deeph-train`` stu
 printing its help) would otherwise count as a finished run, and its config would rank as if it had a result.
 The poll decides states from the scheduler and the markers first, then reads the logs; this check runs after
 that reading, on what it read: a ``completed`` config whose log shows no training becomes ``failed`` with the
-reason :data:`hpc_sweep.programs.base.NO_TRAINING_LOG`. A checked completed config carries a reason that says how it ended ("trained to
-epoch 7 of 7", "early stopping at epoch 12"): a completed config without a reason is one not checked yet, so
-a poll killed between deciding and checking leaves it for the next poll.
+reason :data:`hpc_sweep.programs.base.NO_TRAINING_LOG`. A checked completed config carries a reason that says how it
+ended ("trained to epoch 7 of 7", "early stopping at epoch 12"): a completed config without a reason is one not
+checked yet, so a poll killed between deciding and checking leaves it for the next poll.
 
 What counts as evidence is the program's call (:meth:`hpc_sweep.programs.base.Program.training_evidence`):
 DeepH and a generic trainer with log patterns need an epoch logged by this attempt, XequiNet also its own end

@@ -934,8 +934,8 @@ class SlurmCluster:
     def _copy_repo(self) -> Path:
         if self.src_copy.exists():
             shutil.rmtree(self.src_copy)
-        patterns = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".venv", ".pytest_cache",
-                                          ".hypothesis", "tests", "demo-sweep", "*.pyc")
+        patterns = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".venv",
+                                          ".pytest_cache", ".hypothesis", "tests", "demo-sweep", "*.pyc")
         benchmarks = self.repo / "benchmarks"
 
         def ignore(folder: str, names: List[str]) -> set:
