@@ -202,3 +202,30 @@ def test_a_sweep_runs_whole_through_the_cli_and_the_lock_audit_sees_unlocked_wri
         assert len(sweep.audit.violations) == 1 and "probe" in sweep.audit.violations[0]
     finally:
         sweep.close()
+
+
+def test_lookups_by_name_see_finished_jobs_until_min_job_age_and_sacct_keeps_its_window(cluster):
+    """What a by-name lookup would get: squeue -t all shows a finished task until MinJobAge (300 s), plain squeue
+    not at all; scancel --name reaches only that name; sacct --name without -j lists jobs since midnight."""
+    slurm, tmp_path = cluster
+    adapter = SlurmScheduler()
+    ours, other = (write_job(tmp_path, slurm.ws, name, 1) for name in ("hs-ours-1", "hs-other-1"))
+    submit(slurm, adapter, ours, "hs-ours-1")
+    submit(slurm, adapter, other, "hs-other-1")
+    (task,) = slurm.start_pending(1)
+    slurm.finish(task, "exit0")
+    fmt = "%i|%j|%T"
+    assert slurm(["squeue", "--me", "-r", "-h", "-o", fmt, "--name=hs-ours-1"]).stdout == ""
+    assert slurm(["squeue", "--me", "-r", "-h", "-t", "all", "-o", fmt, "--name=hs-ours-1"]).stdout == \
+        "1000_0|hs-ours-1|COMPLETED\n"
+    slurm.clock.advance(301)
+    assert slurm(["squeue", "--me", "-r", "-h", "-t", "all", "-o", fmt, "--name=hs-ours-1"]).stdout == ""
+    gone = slurm(["squeue", "--me", "-r", "-h", "-o", fmt, "-j", "1000"])
+    assert gone.returncode == 1 and "Invalid job id specified" in gone.stderr
+
+    found = slurm(["sacct", "-X", "-n", "-P", "--name=hs-ours-1", "--format=JobID,State"])
+    assert found.stdout == "1000_0|COMPLETED\n"
+    assert slurm(["scancel", "--me", "--name=hs-ours-1"]).returncode == 0
+    assert [t.state for t in slurm.tasks()] == ["COMPLETED", "PENDING"]
+    assert slurm(["scancel", "--me", "--name=hs-other-1"]).returncode == 0
+    assert [t.state for t in slurm.tasks()] == ["COMPLETED", "CANCELLED"]

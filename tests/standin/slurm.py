@@ -148,6 +148,7 @@ class StandInSlurm:
         self.calls: List[List[str]] = []
         self.errors: List[str] = []
         self.scancelled_ids: List[str] = []
+        self.refused = 0  # sbatch refusals at the cap
         self._next_id = FIRST_JOB_ID
 
     @property
@@ -227,6 +228,7 @@ class StandInSlurm:
         directives.update({k: v for k, v in options.items() if k != "--parsable"})
         indices, throttle = _array(directives.get("--array"))
         if self.cap is not None and self.active_count() + len(indices) > self.cap:
+            self.refused += 1
             return None, LIMIT_ERR
         workdir = directives.get("--chdir") or cwd or os.getcwd()
         job = ArrayJob(job_id=self._new_id(), name=directives.get("--job-name", Path(script).name), script=script,
@@ -276,8 +278,11 @@ class StandInSlurm:
             self._unknown(argv, "squeue -t other than 'all'")
         names = set(opts["name"].split(",")) if "name" in opts else None
         jobs = set(opts["jobs"].split(",")) if "jobs" in opts else None
+        held = self._tasks_in_controller()
+        if jobs is not None and not any({t.array.job_id, t.task_id, t.own_id} & jobs for t in held):
+            return self._result(argv, 1, stderr="slurm_load_jobs error: Invalid job id specified\n")
         lines = []
-        for task in self._tasks_in_controller():
+        for task in held:
             if not (task.active or all_states):
                 continue
             if names is not None and task.array.name not in names:
@@ -340,17 +345,21 @@ class StandInSlurm:
         for name in fields:
             if name.lower() not in _SACCT_FIELDS:
                 self._unknown(argv, f"sacct field {name}")
-        rows = [] if self.sacct_mode == "drop" else self._sacct_rows(opts)
+        rows = [] if self.sacct_mode == "drop" else self._sacct_rows(opts, argv)
         header = [] if {"-n", "--noheader"} & opts["flags"] else ["|".join(fields)]
         lines = header + ["|".join(row[name.lower()] for name in fields) for row in rows]
         return self._result(argv, 0, stdout="".join(line + "\n" for line in lines))
 
-    def _sacct_rows(self, opts: dict) -> List[dict]:
+    def _sacct_rows(self, opts: dict, argv) -> List[dict]:
         wanted = set(opts["jobs"].split(",")) if "jobs" in opts else None
         names = set(opts["name"].split(",")) if "name" in opts else None
+        # Without -j, sacct lists jobs since -S, by default since midnight (options.c); with -j, no window.
+        since = None if wanted is not None else _since(opts.get("start"), self.clock.now(), argv, self._unknown)
         rows = []
         for job in self.arrays.values():
             if names is not None and job.name not in names:
+                continue
+            if since is not None and job.submitted < since:
                 continue
             chosen = [t for t in job.tasks if wanted is None or {job.job_id, t.task_id, t.own_id} & wanted]
             never_started = [t for t in chosen if t.state == "PENDING"]
@@ -667,6 +676,23 @@ def _map_entries(script: str) -> Dict[int, tuple]:
         if len(fields) >= 3 and fields[0].isdigit():
             entries[int(fields[0])] = (fields[1], int(fields[2]))
     return entries
+
+
+def _since(text: Optional[str], now: float, argv, unknown) -> float:
+    """sacct -S: ``2026-11-23``, ``2026-11-23T12:00[:00]``, ``now-2days`` (or hours, minutes, seconds);
+    none: midnight of today."""
+    if text is None:
+        return time.mktime(time.localtime(now)[:3] + (0, 0, 0, 0, 0, -1))
+    match = re.fullmatch(r"now-(\d+)(days|hours|minutes|seconds)", text)
+    if match:
+        unit = {"days": 86400, "hours": 3600, "minutes": 60, "seconds": 1}[match.group(2)]
+        return now - int(match.group(1)) * unit
+    for fmt in ("%Y-%m-%d", "%Y-%m-%dT%H:%M", "%Y-%m-%dT%H:%M:%S"):
+        try:
+            return time.mktime(time.strptime(text, fmt))
+        except ValueError:
+            continue
+    unknown(argv, f"sacct -S {text!r}")
 
 
 def _duration(text: Optional[str]) -> Optional[int]:
