@@ -185,16 +185,17 @@ class StandInSlurm:
     # -- sbatch -----------------------------------------------------------------------------------------------
     def _sbatch(self, argv, cwd) -> CommandResult:
         options, script = self._sbatch_options(argv)
+        text = Path(script).read_text()  # sbatch sends the script's text: the job runs this copy
         if self.freeze_at_sbatch is not None:
             self.freeze(self.freeze_at_sbatch)
             self.freeze_at_sbatch = None
         if self.frozen:
             if self.frozen_sbatch_lands:
-                self.landing.append((options, script, cwd))
+                self.landing.append((options, script, text, cwd, _map_entries(script)))
             return self._result(argv, 1, stderr=f"sbatch: error: Batch job submission failed: {SOCKET_TIMEOUT}\n")
         if self.sbatch_mode == "lost_timeout":
             return self._result(argv, 1, stderr=f"sbatch: error: Batch job submission failed: {SOCKET_TIMEOUT}\n")
-        job, refusal = self._accept(options, script, cwd)
+        job, refusal = self._accept(options, script, text, cwd)
         if refusal:
             return self._result(argv, 1, stderr=refusal)
         if self.sbatch_mode == "accept_timeout":
@@ -222,20 +223,26 @@ class StandInSlurm:
             self._unknown(argv, "sbatch needs exactly one script (options must come before it)")
         return options, args[0]
 
-    def _accept(self, options: dict, script: str, cwd: Optional[str]) -> tuple:
-        """Queue the script's array; (job, None), or (None, sbatch's refusal text) at the per-user cap."""
-        directives = _directives(Path(script).read_text())
+    def _accept(self, options: dict, script: str, text: str, cwd: Optional[str],
+                entries: Optional[Dict[int, tuple]] = None) -> tuple:
+        """Queue the script's array; (job, None), or (None, sbatch's refusal text) at the per-user cap. The
+        (config, attempt) of each task: ``entries``, or the map beside the script as it is now."""
+        directives = _directives(text)
         directives.update({k: v for k, v in options.items() if k != "--parsable"})
         indices, throttle = _array(directives.get("--array"))
         if self.cap is not None and self.active_count() + len(indices) > self.cap:
             self.refused += 1
             return None, LIMIT_ERR
         workdir = directives.get("--chdir") or cwd or os.getcwd()
-        job = ArrayJob(job_id=self._new_id(), name=directives.get("--job-name", Path(script).name), script=script,
+        job_id = self._new_id()
+        stored = self.ws.root / "spool" / f"job{job_id}.sh"  # slurmctld's copy of the script
+        stored.parent.mkdir(exist_ok=True)
+        stored.write_text(text)
+        job = ArrayJob(job_id=job_id, name=directives.get("--job-name", Path(script).name), script=str(stored),
                        workdir=workdir, output=directives.get("--output", "slurm-%A_%a.out"),
                        time_limit_s=_duration(directives.get("--time")), throttle=throttle,
                        submitted=self.clock.now())
-        entries = _map_entries(script)
+        entries = _map_entries(script) if entries is None else entries
         for index in indices:
             config, attempt = entries.get(index, (None, None))
             job.tasks.append(Task(job, index, config, attempt))
@@ -555,8 +562,8 @@ class StandInSlurm:
     def thaw(self) -> None:
         """The controller answers again: first the submissions sent meanwhile land, then the ends it missed."""
         self.frozen = False
-        for options, script, cwd in self.landing:
-            self._accept(options, script, cwd)  # refused at the cap: lost, as sbatch already gave up
+        for options, script, text, cwd, entries in self.landing:
+            self._accept(options, script, text, cwd, entries)  # refused at the cap: lost, as sbatch already gave up
         self.landing = []
         for task in self.tasks():
             if task.ended_unseen is not None:
