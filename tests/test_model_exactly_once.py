@@ -181,6 +181,13 @@ class BasicFaults(RuleBasedStateMachine):
     def time_passes(self, seconds):
         self.sweep.clock.advance(seconds)
 
+    @rule(cap=st.sampled_from([1, 2, 3, None]))
+    @step
+    def cap_changes(self, cap):
+        """The site changes the user's MaxSubmitJobs (hpc-sweep keeps the limits it read for an hour: until then
+        sbatch may refuse at the cap); back to the site's own once the faults stop."""
+        self.slurm.cap = cap
+
     # -- after every step ------------------------------------------------------------------------------------
     @invariant()
     def every_step(self):
@@ -335,6 +342,7 @@ def settle(sweep: ModelSweep) -> None:
     """Faults stop: the controller thaws, lookups and accounting answer, hidden markers appear; then rounds of
     time passing, every task starting and ending with exit 0, and a cron poll, until nothing changes."""
     slurm = sweep.slurm
+    slurm.cap = sweep.site_cap
     slurm.freeze_at_sbatch = None
     if slurm.frozen:
         slurm.thaw()

@@ -95,6 +95,7 @@ class ModelSweep:
         self.ws = Workspace(root / "standin")
         self.clock = Clock(self.ws.clock_file)
         self.slurm = StandInSlurm(self.ws, self.clock, getpass.getuser(), cap=cap, accounting=accounting)
+        self.site_cap = cap
         self.foreign = self.slurm.add_foreign_job() if foreign_job else None
         self.audit = LockAudit(self.root / ".hpc_sweep" / "lock")
         self.outcomes: List[Outcome] = []
