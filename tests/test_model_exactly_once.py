@@ -204,8 +204,7 @@ class BasicFaults(RuleBasedStateMachine):
     def teardown(self):
         try:
             if self.sweep is not None and not self.broken:
-                settle(self.sweep)
-                check_settled(self.sweep, self.cancelled_by_user)
+                check_settled(self.sweep, self.cancelled_by_user, settle(self.sweep))
         finally:
             if self.sweep is not None:
                 self.sweep.close()
@@ -289,6 +288,7 @@ class ExactlyOnce(BasicFaults):
 
 
 def check_every_step(sweep: ModelSweep, known: bool = True) -> None:
+    """The invariants of the module docstring that hold after every step."""
     slurm = sweep.slurm
     assert not slurm.errors, f"the stand-in was sent argv it does not model: {slurm.errors}"
     internal = [o for o in sweep.outcomes if "internal error" in o.err]
@@ -338,9 +338,10 @@ def check_exit_markers_end_runs(sweep: ModelSweep) -> None:
              f"after a poll status still says {shown['state']}")
 
 
-def settle(sweep: ModelSweep) -> None:
-    """Faults stop: the controller thaws, lookups and accounting answer, hidden markers appear; then rounds of
-    time passing, every task starting and ending with exit 0, and a cron poll, until nothing changes."""
+def settle(sweep: ModelSweep) -> Optional[str]:
+    """Faults stop: the controller thaws, lookups and accounting answer, hidden markers appear, the cap is the
+    site's again; then rounds of time passing, every task starting and ending with exit 0, and a cron poll,
+    until two polls in a row find nothing to do or say. None then, else what the last poll said."""
     slurm = sweep.slurm
     slurm.cap = sweep.site_cap
     slurm.freeze_at_sbatch = None
@@ -361,10 +362,11 @@ def settle(sweep: ModelSweep) -> None:
             c["state"] in OPEN_STATES for c in sweep.status().values())
         quiet = quiet + 1 if not busy and not done.out.strip() else 0
         if quiet >= 2:
-            return
+            return None
+    return done.out
 
 
-def check_settled(sweep: ModelSweep, cancelled_by_user: dict) -> None:
+def check_settled(sweep: ModelSweep, cancelled_by_user: dict, still_saying: Optional[str] = None) -> None:
     slurm, status = sweep.slurm, sweep.status()
     for shown in status.values():
         event(f"ends {shown['state']} at attempt {shown['attempt']}")
@@ -372,11 +374,12 @@ def check_settled(sweep: ModelSweep, cancelled_by_user: dict) -> None:
     stuck = {name: (c["state"], c["reason"]) for name, c in status.items() if c["state"] not in FINAL_STATES}
     assert not stuck, f"once the faults stopped, configs never reached a final state: {stuck}"
     assert not sweep.open_submissions(), f"submissions left open: {sweep.open_submissions()}"
+    assert still_saying is None, f"polls never went quiet; after {SETTLE_ROUNDS} the last said {still_saying!r}"
     for name, shown in status.items():
         tasks = [t for t in slurm.tasks() if t.config == name]
         if not tasks:
             assert shown["state"] == "cancelled" and name in cancelled_by_user, \
-                f"{name} never ran, but status says {shown['state']} ({shown['reason']})"
+                f"no task of {name} was ever accepted, but status says {shown['state']} ({shown['reason']})"
             continue
         last = max(tasks, key=lambda t: t.attempt)
         what = f"{name}: the stand-in's last task is {last.task_id} (attempt {last.attempt}, {last.state}), " \
