@@ -70,7 +70,7 @@ PROFILES = {
                phases=[Phase.explicit, Phase.reuse, Phase.generate]),
     "deep": dict(max_examples=400, stateful_step_count=60),
 }
-PROFILE = PROFILES[os.environ.get("HYPOTHESIS_PROFILE", "ci")]
+PROFILE = PROFILES.get(os.environ.get("HYPOTHESIS_PROFILE", "ci"), PROFILES["ci"])
 
 
 def event(text: str) -> None:
@@ -502,7 +502,7 @@ def test_refusal_after_a_timed_out_sbatch_is_no_proof_nothing_was_queued():
 
 
 @PROTOCOL_FIX
-def test_configs_of_a_submission_whose_outcome_is_open_are_not_shown_waiting():
+def test_configs_of_a_submission_whose_outcome_is_open_show_pending():
     """The array was queued but hpc-sweep died before recording its id: until a lookup answers, status must
     not show its configs as waiting at their old attempt (they are pending, held). Fails at: 1000_0 was
     accepted, but status shows config001 generated at attempt 0."""
