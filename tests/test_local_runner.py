@@ -229,6 +229,8 @@ def test_cancel_signals_only_the_runners_own_process_groups(tmp_path: Path, swee
             stale.update(state="running", pid=reused.pid, pid_start=proc_start(reused.pid) - 100, outcome=None,
                          exit_code=None, ended_at=None)
             sweep.spool.save(data)
+        # Its exit marker goes too: with it in sight, cancel leaves the run to the poll and signals nothing.
+        (sweep.root / ".hpc_sweep" / "markers" / "config001.1.exit").unlink()
         victim = sweep.tasks()["config002"]
         assert is_alive(victim["pid"], victim["pid_start"])
 

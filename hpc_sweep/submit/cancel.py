@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import getpass
 import re
-from typing import TYPE_CHECKING, Optional, Sequence
+from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
 
 from hpc_sweep.common import shell
 from hpc_sweep.common.errors import RuntimeFailure
@@ -21,7 +21,7 @@ def cancel(session: Session, names: Optional[Sequence[str]] = None) -> tuple[lis
     """Returns (ids or job names passed to the scheduler, configs marked cancelled). The caller holds the sweep
     lock. Submissions whose outcome is unknown are settled first, and cancelled by name where they stay unknown:
     a job that may be queued is never left behind."""
-    store, adapter = session.store, session.scheduler
+    store = session.store
     if names:
         store.require_names(names)
     wanted = set(names) if names else store.config_names()
@@ -29,33 +29,54 @@ def cancel(session: Session, names: Optional[Sequence[str]] = None) -> tuple[lis
     configs = {c.name: c for c in store.configs()}
     active = [a for a in store.attempts() if a.state in ACTIVE and a.config in wanted
               and configs[a.config].attempt == a.attempt and a.job_id]
-    ids = _ids_to_cancel(session, active)
-    # A task that ended on its own before the scancel is not cancelled: how it ended (completed whole, perhaps) is
-    # the next poll's to record. Its exit marker is looked for before the scancel (a killed task writes one too).
-    ended = {(a.config, a.attempt) for a in active
-             if (session.paths.markers / f"{a.config}.{a.attempt}.exit").exists()}
-    if ids:
-        result = shell.run(adapter.cancel_argv(ids), timeout=120)
-        if result.returncode != 0 and not _only_finished_jobs(result):
-            raise RuntimeFailure(f"{' '.join(adapter.cancel_argv(ids))[:200]} failed: "
-                                 f"{(result.stderr or result.stdout).strip()[:300]}")
-        finished_ids = set(_FINISHED_ID.findall(result.stderr + result.stdout))
-        ended |= {(a.config, a.attempt) for a in active if a.job_id in finished_ids or
-                  _submission_id(session, a) in finished_ids}
-    left_to_poll = [a for a in active if (a.config, a.attempt) in ended]
-    active = [a for a in active if (a.config, a.attempt) not in ended]
+    ended = end_runs(session, active, ConfigState.CANCELLED, "cancelled by hpc-sweep cancel")
     marked = []
     with store.transaction():
-        for att in active:
-            store.update_attempt(att.config, att.attempt, state=ConfigState.CANCELLED,
-                                 reason="cancelled by hpc-sweep cancel")
-        for name in sorted(wanted - {a.config for a in left_to_poll}):
+        for name in sorted(wanted - {a.config for a in ended.left_to_poll}):
             if configs[name].state in UNFINISHED or name in cancelled:
                 store.set_config_state(name, ConfigState.CANCELLED, "cancelled by hpc-sweep cancel")
                 marked.append(name)
-        store.add_event("cancel", f"{len(ids)} id(s): {' '.join(ids)[:500]}")
+        store.add_event("cancel", f"{len(ended.ids)} id(s): {' '.join(ended.ids)[:500]}")
     store.backup()  # a restored older copy must not bring cancelled configs back to the queue
-    return ids + [f"name={sub}" for sub in cancelled.values()], marked
+    return ended.ids + [f"name={sub}" for sub in cancelled.values()], marked
+
+
+class EndedRuns(NamedTuple):
+    ids: list            # the ids passed to the scheduler's cancel command
+    ended: list          # the attempts (AttemptRow) now in the state asked for
+    left_to_poll: list   # attempts that had ended on their own first: the next poll records how
+
+
+def end_runs(session: Session, attempts: Sequence, state: str, reason: str) -> EndedRuns:
+    """End these active attempts (recorded, with a job id) in the scheduler and record them, and their configs
+    where it is the config's current attempt, as ``state`` with ``reason``: the one way this tool stops a run
+    early (cancel, an early stop). A whole submission is cancelled by its id where all its active tasks end, its
+    tasks one by one otherwise. The caller holds the sweep lock. Raises RuntimeFailure, recording nothing, when
+    the scheduler refuses."""
+    store, adapter = session.store, session.scheduler
+    attempts = [a for a in attempts if a.job_id]
+    # A task that ended on its own first is not ended by us: how it ended (completed whole, perhaps) is the next
+    # poll's to record. Its exit marker is looked for before the scancel (a killed task writes one too).
+    ended_first = {(a.config, a.attempt) for a in attempts
+                   if (session.paths.markers / f"{a.config}.{a.attempt}.exit").exists()}
+    ids = _ids_to_cancel(session, [a for a in attempts if (a.config, a.attempt) not in ended_first])
+    if ids:
+        argv = adapter.cancel_argv(ids)
+        result = shell.run(argv, timeout=120)
+        if result.returncode != 0 and not _only_finished_jobs(result):
+            raise RuntimeFailure(f"{' '.join(argv)[:200]} failed: {(result.stderr or result.stdout).strip()[:300]}")
+        finished_ids = set(_FINISHED_ID.findall(result.stderr + result.stdout))
+        ended_first |= {(a.config, a.attempt) for a in attempts if a.job_id in finished_ids or
+                        _submission_id(session, a) in finished_ids}
+    left = [a for a in attempts if (a.config, a.attempt) in ended_first]
+    ended = [a for a in attempts if (a.config, a.attempt) not in ended_first]
+    current = {c.name: c.attempt for c in store.configs()}
+    with store.transaction():
+        for att in ended:
+            store.update_attempt(att.config, att.attempt, state=state, reason=reason)
+            if current.get(att.config) == att.attempt:
+                store.set_config_state(att.config, state, reason)
+    return EndedRuns(ids, ended, left)
 
 
 def _cancel_open_submissions(session: Session, wanted: set) -> dict:
