@@ -61,10 +61,18 @@ def check_scheduler(scheduler: str, version: Optional[Tuple[int, ...]], error: O
     if error:
         return Line(FAIL, "scheduler", f"{scheduler} not usable: {error}",
                     "load the scheduler's module or fix PATH, or set scheduler in the site profile")
-    shown = ".".join(map(str, version)) if version else "version unknown"
+    shown = _version(scheduler, version)
     if scheduler == "slurm" and version and tuple(version[:2]) < ME_SINCE:
         return Line(OK, "scheduler", f"slurm {shown} (before 20.11: queries use -u $USER, not --me)")
     return Line(OK, "scheduler", f"{scheduler} {shown}")
+
+
+def _version(scheduler: str, version: Optional[Tuple[int, ...]]) -> str:
+    if not version:
+        return "version unknown"
+    if scheduler == "slurm" and len(version) >= 2:  # Slurm spells its minor with two digits: 22.05.8
+        return ".".join([str(version[0]), f"{version[1]:02d}", *map(str, version[2:])])
+    return ".".join(map(str, version))
 
 
 def check_partition(shape: Optional[ClusterShape], name: Optional[str]) -> Line:
