@@ -10,7 +10,7 @@ from typing import Optional
 import click
 
 from hpc_sweep import __version__
-from hpc_sweep.errors import RuntimeFailure, UserError, one_line
+from hpc_sweep.common.errors import RuntimeFailure, UserError, one_line
 
 SWEEP_DIR = click.argument("sweep_dir", required=False, default=".",
                            type=click.Path(file_okay=False, path_type=Path))
@@ -56,7 +56,7 @@ def init(sweep_dir: Path, base_file: Path, program: Optional[str], name: Optiona
     Example:
       hpc-sweep init h2o-lr --base train.toml
     """
-    from hpc_sweep.init import init_sweep
+    from hpc_sweep.sweep.init import init_sweep
 
     paths, program = init_sweep(sweep_dir, base_file, program, name, site)
     _say(f"created {paths.root} ({program}); edit {paths.sweep_file}, then run: hpc-sweep generate {sweep_dir}")
@@ -75,11 +75,11 @@ def generate(sweep_dir: Path, force: bool, dry_run: bool) -> None:
     Example:
       hpc-sweep generate my-sweep
     """
-    from hpc_sweep.generate import generate as run_generate, plan
-    from hpc_sweep.layout import SweepPaths
+    from hpc_sweep.sweep.generate import generate as run_generate, plan
+    from hpc_sweep.common.layout import SweepPaths
     from hpc_sweep.session import Session
-    from hpc_sweep.state import open_store
-    from hpc_sweep.sweepfile import load_sweep
+    from hpc_sweep.state.store import open_store
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
     paths = SweepPaths.at(spec.root)
@@ -123,15 +123,16 @@ def status(sweep_dir: Path, fmt: str, states: tuple, sort: str, refresh: bool) -
       hpc-sweep status my-sweep --state running --sort best
       hpc-sweep status my-sweep --format json > status.json
     """
+    from hpc_sweep.results.status import render_status
     from hpc_sweep.session import Session
 
     # --refresh polls, which writes (and may submit): a write session, under the writers' lock.
     with Session.open(sweep_dir, write=refresh) as session:
         if refresh:
-            from hpc_sweep.poll import poll as run_poll
+            from hpc_sweep.track.poll import poll as run_poll
 
             run_poll(session, verbose=False)
-        _say(session.render_status(fmt, states, sort).rstrip("\n"))
+        _say(render_status(session, fmt, states, sort).rstrip("\n"))
 
 
 @cli.command()
@@ -151,7 +152,7 @@ def report(sweep_dir: Path, out: Optional[Path], fmt: Optional[str]) -> None:
       hpc-sweep report my-sweep
       hpc-sweep report my-sweep --format markdown --out results/report.md
     """
-    from hpc_sweep.report import PLOT_HINT, write_report
+    from hpc_sweep.results.report import PLOT_HINT, write_report
 
     result = write_report(sweep_dir, out, fmt)
     if not result.plots:
@@ -177,8 +178,8 @@ def render(sweep_dir: Path, only: tuple) -> None:
     Example:
       hpc-sweep render my-sweep
     """
-    from hpc_sweep.atomicio import write_atomic
-    from hpc_sweep.submit import submit as run_submit
+    from hpc_sweep.common.atomicio import write_atomic
+    from hpc_sweep.submit.submitting import submit as run_submit
 
     with _write_session(sweep_dir) as session:
         report = run_submit(session, only=only or None, dry_run=True, records=[])
@@ -208,7 +209,7 @@ def smoke(sweep_dir: Path, count: Optional[int], timeout_text: Optional[str]) ->
     Example:
       hpc-sweep smoke my-sweep --count 1 --timeout 20m
     """
-    from hpc_sweep.durations import parse_duration
+    from hpc_sweep.common.durations import parse_duration
     from hpc_sweep.smoke import is_tty, progress_line, report_lines, run_smoke
 
     timeout_s = None
@@ -249,7 +250,7 @@ def submit(sweep_dir: Path, dry_run: bool, only: tuple) -> None:
       hpc-sweep submit my-sweep
       hpc-sweep submit my-sweep --only config003 --only config007
     """
-    from hpc_sweep.submit import submit as run_submit
+    from hpc_sweep.submit.submitting import submit as run_submit
 
     with _write_session(sweep_dir) as session:
         report = run_submit(session, only=only or None, dry_run=dry_run)
@@ -283,9 +284,9 @@ def poll(sweep_dir: Path, verbose: bool, force: bool, no_submit: bool) -> None:
     Example:
       hpc-sweep poll my-sweep -v
     """
-    from hpc_sweep.poll import poll as run_poll, summary_lines
+    from hpc_sweep.track.poll import poll as run_poll, summary_lines
     from hpc_sweep.session import Session
-    from hpc_sweep.state import LockHeld
+    from hpc_sweep.state.lock import LockHeld
 
     try:
         session = Session.open(sweep_dir, write=True, blocking=False)
@@ -339,7 +340,7 @@ def cancel(args: tuple, yes: bool) -> None:
       hpc-sweep cancel my-sweep config003 config007
       hpc-sweep cancel my-sweep --yes
     """
-    from hpc_sweep.cancel import cancel as run_cancel
+    from hpc_sweep.submit.cancel import cancel as run_cancel
 
     sweep_dir, names = _dir_and_names(args)
 
@@ -347,7 +348,7 @@ def cancel(args: tuple, yes: bool) -> None:
         click.confirm("Cancel every job of this sweep?", abort=True)
     with _write_session(sweep_dir) as session:
         ids, marked = run_cancel(session, names or None)
-        from hpc_sweep.poll import write_snapshots
+        from hpc_sweep.track.snapshot import write_snapshots
 
         write_snapshots(session)
     _say(f"cancelled {len(marked)} config(s)" + (f"; scheduler ids: {' '.join(ids)}" if ids else ""))
@@ -364,7 +365,7 @@ def resubmit(args: tuple, walltime: Optional[str], fresh: bool) -> None:
     Example:
       hpc-sweep resubmit my-sweep config004 --walltime 48:00:00
     """
-    from hpc_sweep.resubmit import resubmit as run_resubmit
+    from hpc_sweep.submit.resubmit import resubmit as run_resubmit
 
     sweep_dir, names = _dir_and_names(args)
     if not names:
@@ -388,8 +389,7 @@ def sites() -> None:
     """
     from tabulate import tabulate
 
-    from hpc_sweep.shell import detect_scheduler
-    from hpc_sweep.sites import describe, load_profile_file, profile_files, user_dir
+    from hpc_sweep.sweep.sites import describe, detect_scheduler, load_profile_file, profile_files, user_dir
 
     rows = []
     for name, path in profile_files().items():
@@ -417,7 +417,7 @@ def cron() -> None:
 def cron_install(sweep_dir: Path, every: str) -> None:
     """Install (or replace) this sweep's poll line."""
     from hpc_sweep.cron import install
-    from hpc_sweep.sweepfile import load_sweep
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
     _say(f"installed: {install(spec.root, every)}")
@@ -446,7 +446,7 @@ def _busy_database(exc: Exception) -> Optional[RuntimeFailure]:
     """SQLite's "database is locked" after the busy timeout, as the one-line failure it is (never corruption)."""
     if type(exc).__module__ != "sqlite3":
         return None
-    from hpc_sweep.state import StateBusy, busy_timeout_s, is_busy
+    from hpc_sweep.state.health import StateBusy, busy_timeout_s, is_busy
 
     if not is_busy(exc):
         return None

@@ -14,8 +14,8 @@ import sys
 from pathlib import Path
 from typing import Optional
 
-from hpc_sweep.durations import parse_duration
-from hpc_sweep.errors import RuntimeFailure, UserError
+from hpc_sweep.common.durations import parse_duration
+from hpc_sweep.common.errors import RuntimeFailure, UserError
 
 CARRIED = ("PATH", "LD_LIBRARY_PATH", "SLURM_CONF", "PBS_CONF_FILE", "PBS_SERVER", "PBS_DEFAULT", "PBS_HOME",
            "PBS_EXEC", "MODULEPATH", "HOME", "LANG")

@@ -1,4 +1,10 @@
-"""Scheduler adapters: pure argv builders and output parsers, one module per scheduler."""
+"""Scheduler adapters: pure argv builders and output parsers, one module per scheduler (slurm, pbspro, torque,
+local), the contract they share (base), what PBS Pro and Torque share (pbs_family), array index lists (arrays) and
+scheduler detection from version output (detect). Nothing here runs a process: hpc_sweep.common.shell does.
+
+Installed as ``hpc_sweep.schedulers`` (pyproject maps this folder). Room 2: may import only hpc_sweep.common (and
+submitit's job-id reader).
+"""
 
 from __future__ import annotations
 

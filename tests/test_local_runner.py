@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 import pytest
 import tomli_w
 
-from hpc_sweep.runner import Spool, is_alive, proc_start, session_members, signal_run
+from hpc_sweep.local.processes import is_alive, proc_start, session_members, signal_run
+from hpc_sweep.local.spool import Spool
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "demo_trainer" / "train.py"
@@ -165,7 +166,7 @@ def test_concurrency_never_exceeds_cpu_slots(tmp_path: Path, sweeps: list) -> No
     assert "as local-1 (5 tasks)" in out
     wait_until(lambda: sweep.spool.runner_alive(), 5, "the runner")
     # A second runner for the same sweep finds the lock taken and leaves: it would double the concurrency.
-    second = subprocess.run([sys.executable, "-m", "hpc_sweep.runner", "run", "--sweep", str(sweep.root)],
+    second = subprocess.run([sys.executable, "-m", "hpc_sweep.local.runner", "run", "--sweep", str(sweep.root)],
                             env=sweep.env, timeout=30)
     assert second.returncode == 0
     wait_until(lambda: all_finished(sweep, 5), 40, "all five runs to finish")

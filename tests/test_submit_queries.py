@@ -1,6 +1,6 @@
 """What submit asks the scheduler before sbatch: the live query and (first submit) the limit queries run at once,
 and a failure of any of them ends exactly as it did when they ran one after the other. Stand-in Slurm commands on
-PATH; every call of hpc_sweep.shell is logged with its start and seconds (HPC_SWEEP_CALL_LOG)."""
+PATH; every call of hpc_sweep.common.shell is logged with its start and seconds (HPC_SWEEP_CALL_LOG)."""
 
 from __future__ import annotations
 

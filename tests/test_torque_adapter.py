@@ -25,7 +25,7 @@ from hpc_sweep.schedulers.base import (
     SubmitSpec,
     TaskRecord,
 )
-from hpc_sweep.schedulers.pbspro import parse_qstat_f_text, submission_key
+from hpc_sweep.schedulers.pbs_family import parse_qstat_f_text, submission_key
 from hpc_sweep.schedulers.torque import TorqueScheduler, parse_qstat_xml, submission_name, torque_state
 
 FAKES = Path(__file__).resolve().parent / "fakes"

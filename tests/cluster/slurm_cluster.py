@@ -934,8 +934,14 @@ class SlurmCluster:
     def _copy_repo(self) -> Path:
         if self.src_copy.exists():
             shutil.rmtree(self.src_copy)
-        ignore = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".venv", ".pytest_cache",
-                                        ".hypothesis", "tests", "demo-sweep", "results", "*.pyc")
+        patterns = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".venv",
+                                          ".pytest_cache", ".hypothesis", "tests", "demo-sweep", "*.pyc")
+        benchmarks = self.repo / "benchmarks"
+
+        def ignore(folder: str, names: List[str]) -> set:
+            # benchmarks/results only: hpc_sweep/results is a package
+            return set(patterns(folder, names)) | ({"results"} if Path(folder) == benchmarks else set())
+
         shutil.copytree(self.repo, self.src_copy, ignore=ignore, symlinks=True)
         return self.src_copy
 
