@@ -257,7 +257,8 @@ def submit(sweep_dir: Path, dry_run: bool, only: tuple) -> None:
         for line in report.reconciled.lines():
             _say(line)
         for planned in report.planned:
-            _say(f"would submit {planned.name}: array {planned.array or 'none'}, {len(planned.configs)} config(s)")
+            _say(f"would submit {planned.name}: array {planned.array or 'none'}, {len(planned.configs)} config(s)"
+                 + (f"; {planned.resources}" if planned.resources else ""))
         for name, sid, n in report.submitted:
             _say(f"submitted {name} as {sid} ({n} task{'s' if n != 1 else ''})")
         if report.waiting:

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from hpc_sweep.fit import Fit
+from hpc_sweep.submit.fit import Fit
 from hpc_sweep.schedulers.base import QueueLimits
 from hpc_sweep.schedulers.cluster import ClusterShape
 

@@ -1,5 +1,5 @@
 """The cluster's shape: partitions (Slurm) or queues (PBS, Torque), the nodes behind them and their limits, and the
-accounts and QOS a user may submit with. Argv builders and pure parsers, like the adapters: :mod:`hpc_sweep.shell`
+accounts and QOS a user may submit with. Argv builders and pure parsers, like the adapters: :mod:`hpc_sweep.common.shell`
 runs the commands, and every parser here is tested against captured output.
 
 One word for both: a *partition* is a Slurm partition or a PBS/Torque queue. Units: memory in MiB (Slurm's ``M``,
@@ -9,7 +9,8 @@ Queries (one set per submit, cached like the limits):
 
 - Slurm: ``sinfo -h -e -o <SINFO_FORMAT>`` (nodes grouped by identical CPUs, memory, GRES and state per partition:
   ``-e`` keeps unlike nodes apart instead of printing ``16+``), ``scontrol show partition`` (limits, allowed
-  accounts/QOS), ``sacctmgr show assoc``/``show qos`` (the user's accounts and QOS, their per-job limits).
+  accounts/QOS), ``sacctmgr show assoc``/``show qos`` (the user's accounts and QOS, their per-job limits),
+  ``scontrol show config`` (version, cluster name, accounting enforcement; the limit queries ask it too).
 - PBS Pro/OpenPBS: ``pbsnodes -a -F json``, ``qstat -Qf -F json``, ``qstat -Bf -F json`` (server default queue and
   server-wide ``resources_max``).
 - Torque: ``pbsnodes -x`` (XML; the plain ``pbsnodes`` text is read too), ``qstat -Q -f -1`` and ``qstat -B -f -1``.
@@ -135,6 +136,64 @@ class ClusterShape:
 
 
 # ----------------------------------------------------------------------------------------------------------------
+# the shape as plain data (cached in the state as JSON, read back by later commands)
+
+
+def shape_to_data(shape: ClusterShape) -> dict:
+    """Plain JSON-able data of ``shape``; :func:`shape_from_data` reads it back equal."""
+    return {"scheduler": shape.scheduler, "accounts_enforced": shape.accounts_enforced,
+            "version": list(shape.version) if shape.version else None, "errors": list(shape.errors),
+            "partitions": [_plain(p, nodes=[_plain(g) for g in p.nodes]) for p in shape.partitions.values()],
+            "associations": None if shape.associations is None else [_plain(a) for a in shape.associations],
+            "qos": None if shape.qos is None else [_plain(q) for q in shape.qos.values()]}
+
+
+def shape_from_data(data: Mapping) -> ClusterShape:
+    partitions = {}
+    for item in data.get("partitions") or ():
+        nodes = tuple(_built(NodeGroup, g) for g in item.get("nodes") or ())
+        partitions[item["name"]] = _built(Partition, {**item, "nodes": nodes})
+    associations = data.get("associations")
+    qos = data.get("qos")
+    return ClusterShape(
+        scheduler=data["scheduler"], partitions=partitions,
+        associations=None if associations is None else tuple(_built(Association, a) for a in associations),
+        qos=None if qos is None else {q["name"]: _built(Qos, q) for q in qos},
+        accounts_enforced=bool(data.get("accounts_enforced", True)),
+        version=tuple(data["version"]) if data.get("version") else None, errors=tuple(data.get("errors") or ()))
+
+
+def _plain(item, **replaced) -> dict:
+    out = {}
+    for name in item.__dataclass_fields__:
+        value = replaced[name] if name in replaced else getattr(item, name)
+        if isinstance(value, (frozenset, set)):
+            value = sorted(value)
+        elif isinstance(value, tuple):
+            value = list(value)
+        elif isinstance(value, Mapping):
+            value = dict(value)
+        out[name] = value
+    return out
+
+
+def _built(cls, data: Mapping):
+    """A frozen dataclass from :func:`_plain` data: lists become the tuples or frozensets its fields hold."""
+    values = {}
+    for name, spec in cls.__dataclass_fields__.items():
+        if name not in data:
+            continue
+        value = data[name]
+        kind = str(spec.type)
+        if isinstance(value, list) and "frozenset" in kind:
+            value = frozenset(value)
+        elif isinstance(value, list):
+            value = tuple(value)
+        values[name] = value
+    return cls(**values)
+
+
+# ----------------------------------------------------------------------------------------------------------------
 # argv builders
 
 
@@ -146,6 +205,7 @@ def slurm_shape_argvs(user: str) -> List[List[str]]:
         ["scontrol", "show", "partition"],
         ["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}", "format=" + ",".join(ASSOC_FIELDS)],
         ["sacctmgr", "-n", "-P", "show", "qos", "format=" + ",".join(QOS_FIELDS)],
+        ["scontrol", "show", "config"],  # version, cluster name, whether accounts are enforced (a limits query too)
     ]
 
 

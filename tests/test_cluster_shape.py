@@ -45,8 +45,7 @@ OPENPBS = captures.fixture_folder("openpbs-23.06")
 TORQUE = captures.fixture_folder("captured-elsewhere", "torque")
 
 USER = "hpcsweep"
-SINFO, PARTITIONS, ASSOC, QOS = slurm_shape_argvs(USER)
-CONFIG = ["scontrol", "show", "config"]
+SINFO, PARTITIONS, ASSOC, QOS, CONFIG = slurm_shape_argvs(USER)
 
 
 def stdout_of(argv, path: Path, returncode: int = 0) -> CommandResult:
@@ -239,7 +238,7 @@ def _pbs_server(path: Path) -> None:
 
 def _pbs_cannot_run(path: Path) -> None:
     from hpc_sweep.schedulers.pbspro import PbsProScheduler
-    from hpc_sweep.stuck import stuck
+    from hpc_sweep.track.stuck import stuck
 
     (record,) = PbsProScheduler().parse_live(captures.captured_result(path))
     assert record.state == "pending" and stuck("pbspro", record.reason) is not None

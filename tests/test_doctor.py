@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from hpc_sweep import doctor
 from hpc_sweep.doctor import FAIL, OK, WARN, CronProbe, SetupProbe
-from hpc_sweep.fit import Ask, check
+from hpc_sweep.submit.fit import Ask, check
 from hpc_sweep.schedulers.base import QueueLimits
 from test_cluster_shape import slurm_shape
 

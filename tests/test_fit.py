@@ -1,4 +1,4 @@
-"""The fit check (hpc_sweep/fit.py) on the captured shapes: what fits is left alone, what no node, partition,
+"""The fit check (hpc_sweep/submit/fit.py) on the captured shapes: what fits is left alone, what no node, partition,
 QOS or association can ever hold is refused with the partition, what its nodes have and the key to change; CPUs
 and memory per GPU come from the nodes where the profile sets none."""
 
@@ -8,7 +8,7 @@ from typing import List
 
 import pytest
 
-from hpc_sweep.fit import FALLBACK_CPUS_PER_GPU, Ask, check, per_gpu_from_nodes
+from hpc_sweep.submit.fit import FALLBACK_CPUS_PER_GPU, Ask, check, per_gpu_from_nodes
 from hpc_sweep.schedulers.cluster import ClusterShape, NodeGroup, Partition
 from test_cluster_shape import pbs_shape, slurm_shape
 

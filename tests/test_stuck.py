@@ -1,4 +1,4 @@
-"""Stuck is not pending (hpc_sweep/stuck.py): the reasons a real Slurm 22.05 gave jobs that can never start
+"""Stuck is not pending (hpc_sweep/track/stuck.py): the reasons a real Slurm 22.05 gave jobs that can never start
 (tests/fixtures/slurm-22.05/squeue_*.txt, read by the adapter's own live parser), a PBS "Can Never Run" comment,
 and the reasons that waiting does clear."""
 
@@ -10,7 +10,7 @@ import pytest
 
 from hpc_sweep.schedulers.cluster import DRAINED, NodeGroup, Partition
 from hpc_sweep.schedulers.slurm import LIVE_FORMAT, SlurmScheduler
-from hpc_sweep.stuck import SLURM_NEVER, stuck
+from hpc_sweep.track.stuck import SLURM_NEVER, stuck
 from test_cluster_shape import SLURM, captures, slurm_shape
 
 SQUEUE = ["squeue", "--me", "-r", "-h", "-o", LIVE_FORMAT]

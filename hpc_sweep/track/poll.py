@@ -206,7 +206,7 @@ def _poll(session: Session, reading: LogReading, force: bool, submit_waiting: bo
     if submit_waiting and records is not None:
         from hpc_sweep.submit.submitting import submit
 
-        sub = submit(session, records=records, reconciled=report.reconciled)
+        sub = submit(session, records=records, reconciled=report.reconciled, refuse_unfit=False)
         report.submitted = sub.submitted
         report.starts = sub.starts
         report.notes += [line for line in sub.reconciled.lines() if line not in report.notes] + sub.errors

@@ -1,5 +1,5 @@
 """Stand-in Slurm commands for the exactly-once tests: ``sbatch``, ``squeue``, ``sacct``, ``scancel``, ``scontrol``,
-``sacctmgr`` (symlinks to this file, made by :func:`install`). State lives in ``$FAKE_SLURM_DIR``:
+``sacctmgr``, ``sinfo`` (symlinks to this file, made by :func:`install`). State lives in ``$FAKE_SLURM_DIR``:
 
 - ``queue.json``: every job accepted, with its name and each task's state;
 - ``calls.log``: one line per call (the argv);
@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sacctmgr")
+COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sacctmgr", "sinfo")
 TIMEOUT_TEXT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n"
 LIMIT_TEXT = ("sbatch: error: AssocMaxSubmitJobLimit\nsbatch: error: Batch job submission failed: Job violates "
               "accounting/QOS policy (job submit limit, user's size and/or time limits)\n")
@@ -175,7 +175,8 @@ def main(command: str, args: list) -> int:
     with open(cluster.folder / "calls.log", "a") as log:
         log.write(json.dumps([command, *args]) + "\n")
     handler = {"sbatch": sbatch, "squeue": squeue, "sacct": sacct, "scancel": scancel}.get(command)
-    code, out, err = handler(cluster, args) if handler else (0, "", "")  # scontrol/sacctmgr: no limits known
+    # scontrol/sacctmgr/sinfo: no limits and no partitions known (the cluster's shape stays unread)
+    code, out, err = handler(cluster, args) if handler else (0, "", "")
     sys.stdout.write(out)
     sys.stderr.write(err)
     return code

@@ -1,6 +1,7 @@
 """Does a resource shape fit the cluster? Pure: the shape of one submission (what each task asks) against the
 cluster's shape (:mod:`hpc_sweep.schedulers.cluster`), giving the problems that no amount of waiting would clear and
-the per-task CPUs and memory, derived from the partition's nodes where the profile sets none.
+the per-task CPUs and memory, derived from the partition's nodes where the profile sets none. What a sweep's tasks
+ask for, and the check of a planned submission, are :mod:`hpc_sweep.submit.resources`'.
 
 Every problem is one line naming the partition, what its nodes have, and the key to change, e.g.
 ``partition debug: no node has 4 CPUs for one task (nodes have 2 CPUs, 21694M, 8 gpu); set cpus_per_gpu = 2 or fewer
@@ -57,6 +58,7 @@ class Fit:
     mem_mb: int
     defaults: Tuple[str, ...] = ()    # how derived values were chosen, one line each (dry run and doctor)
     problems: Tuple[Problem, ...] = ()
+    checked: bool = True              # False: the cluster's shape was not read, nothing was checked
 
     @property
     def ok(self) -> bool:
@@ -130,6 +132,9 @@ def _number(value: Fraction) -> str:
 
 def check(ask: Ask, shape: ClusterShape) -> Fit:
     """The fit of one shape: derived CPUs/memory and every problem that makes it impossible."""
+    if not shape.partitions:  # not read (its queries failed, or no batch scheduler): nothing to check against
+        cpus, memory, notes = resolve(ask, None)
+        return Fit(partition=ask.partition, cpus=cpus, mem_mb=memory, defaults=notes, checked=False)
     where = "partition" if shape.scheduler == "slurm" else "queue"
     partition = shape.partition(ask.partition)
     cpus, memory, notes = resolve(ask, partition)
