@@ -18,6 +18,11 @@ import pytest
 FAKES = {
     "squeue": """#!/bin/sh
 sleep "${FAKE_SLEEP:-0}"
+if [ -n "${FAKE_OLD_SLURM:-}" ] && [ "$1" = "--me" ]; then
+  echo "squeue: unrecognized option '--me'" >&2
+  echo 'Try "squeue --help" for more information' >&2
+  exit 1
+fi
 if [ -n "${FAKE_SQUEUE_DOWN:-}" ]; then
   echo "squeue: error: Unable to contact slurm controller (connect failure)" >&2
   exit 1
@@ -44,6 +49,10 @@ echo "normal|"
 """,
     "sbatch": """#!/bin/sh
 echo 4242
+""",
+    "sacct": """#!/bin/sh
+echo "sacct: error: Slurm accounting storage is disabled" >&2
+exit 1
 """,
     "sinfo": """#!/bin/sh
 sleep "${FAKE_SLEEP:-0}"
@@ -77,7 +86,7 @@ def sweep(tmp_path: Path):
         (bin_dir / name).chmod(0o755)
     calls = tmp_path / "calls.jsonl"
     env = dict(os.environ, PATH=f"{bin_dir}:{os.environ['PATH']}", HPC_SWEEP_CALL_LOG=str(calls))
-    for key in ("FAKE_SLEEP", "FAKE_CAP", "FAKE_SQUEUE_DOWN", "FAKE_SACCTMGR_DOWN", "FAKE_SINFO"):
+    for key in ("FAKE_SLEEP", "FAKE_CAP", "FAKE_SQUEUE_DOWN", "FAKE_SACCTMGR_DOWN", "FAKE_SINFO", "FAKE_OLD_SLURM"):
         env.pop(key, None)
 
     def run(*args, **extra):
@@ -262,3 +271,18 @@ def test_an_unread_shape_is_not_checked_and_keeps_the_old_defaults(sweep):
     assert result.returncode == 0, result.stderr
     (script,) = (root / "script").glob("*.sh")
     assert "#SBATCH --cpus-per-task=4\n" in script.read_text()
+
+
+def test_a_slurm_without_squeue_me_is_asked_with_u_user_from_then_on(sweep):
+    """#15 item 5: Slurm before 20.11 refuses --me; the live query is asked again with -u USER and the refusal
+    remembered, instead of a query that fails forever as 'unreachable'."""
+    root, run, calls = sweep
+    first = run("submit", str(root), FAKE_OLD_SLURM="1")
+    assert first.returncode == 0, first.stderr
+    live = [c["argv"][:3] for c in _calls(calls) if c["argv"][0] == "squeue"]
+    assert live[0][:1] == ["squeue"] and live[0][1] == "--me" and live[1][1] == "-u", live
+    assert _meta(root, "squeue_me") == "refused"
+    calls.unlink()
+    polled = run("poll", str(root), "--force", FAKE_OLD_SLURM="1")
+    assert polled.returncode == 0, polled.stderr
+    assert [c["argv"][1] for c in _calls(calls) if c["argv"][0] == "squeue"] == ["-u"]
