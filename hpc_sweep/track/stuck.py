@@ -1,18 +1,28 @@
-"""Stuck is not pending: which pending reasons waiting can never clear, and the fix to print.
+"""Stuck is not pending: which pending reasons waiting can never clear, the fix to print, and the poll's step that
+records them.
 
-Pure. The poll hands each pending task's reason (Slurm ``squeue %r``, the PBS/Torque ``comment``) and, where it has
-it, the partition's shape; :func:`stuck` answers None (it may start: priority, resources, limits that free up) or a
+:func:`stuck` is pure: a pending task's reason (Slurm ``squeue %r``, the PBS/Torque ``comment``) and, where it
+matters, its partition's shape give None (it may start: priority, resources, limits that free up) or a
 :class:`Stuck` with the fix. Reasons are Slurm 22.05's ``job_state_reason_string`` words, as captured in
 tests/fixtures/slurm-22.05/squeue_*.txt.
+
+:func:`mark_stuck` is the poll's step, after the scheduler's answer was applied: each pending attempt's fix is
+stored (``attempts.stuck``; cleared once it is no longer pending or its reason changed), and one line per new
+(reason, fix) is printed once, with an event per attempt, so cron mails it once. The status only reads what is
+stored.
 """
 
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Dict, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
-from hpc_sweep.schedulers.cluster import Partition
+from hpc_sweep.schedulers.cluster import ClusterShape, Partition
+from hpc_sweep.state.states import ConfigState
+
+if TYPE_CHECKING:
+    from hpc_sweep.session import Session
 
 _DOCTOR = "run 'hpc-sweep doctor' to see what the nodes have, then cancel and resubmit"
 _WALLTIME = "lower walltime in sweep.toml or the site profile, then cancel and resubmit"
@@ -115,3 +125,82 @@ def _slurm(text: str, partition: Optional[Partition]) -> Optional[Stuck]:
 
 def _no_node_up(partition: Optional[Partition]) -> bool:
     return partition is not None and bool(partition.nodes) and not partition.usable_nodes
+
+
+def needs_partition(scheduler: str, reason: Optional[str]) -> bool:
+    """Whether :func:`stuck` needs the partition's nodes to decide this reason."""
+    text = (reason or "").strip()
+    if scheduler == "slurm":
+        return text.split(",", 1)[0].strip() == _REQ_NODE_NOT_AVAIL
+    return scheduler == "torque" and bool(_TORQUE_NO_NODES.search(text))
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# the poll's step
+
+_PENDING_OR_STUCK = f"""
+SELECT a.config, a.attempt, a.state, a.reason, a.stuck, c.gpus, c.shape, c.walltime_s
+FROM attempts a JOIN configs c ON c.name = a.config AND c.attempt = a.attempt
+WHERE a.state = '{ConfigState.PENDING}' OR a.stuck IS NOT NULL
+"""
+
+
+def mark_stuck(session: Session, report) -> None:
+    """Store each pending attempt's fix where waiting cannot start it; note the new ones in ``report.notes``."""
+    store, scheduler = session.store, session.profile.scheduler
+    rows = store.query(_PENDING_OR_STUCK)
+    if not rows:
+        return
+    partition, fits = _partition_and_fits(session, scheduler, rows)
+    updates: List[tuple] = []
+    new: Dict[Tuple[str, str], List[str]] = {}
+    for config, attempt, state, reason, stored, gpus, shape, walltime_s in rows:
+        found = None
+        if state == ConfigState.PENDING:
+            found = stuck(scheduler, reason, partition, fits(gpus, shape, walltime_s) if fits else None)
+        fix = found.fix if found else None
+        if fix != stored:
+            updates.append((fix, config, attempt))
+            if found:
+                new.setdefault((found.reason, fix), []).append(config)
+    if not updates:
+        return
+    with store.transaction() as conn:
+        conn.executemany("UPDATE attempts SET stuck = ? WHERE config = ? AND attempt = ?", updates)
+        for (reason, fix), names in new.items():
+            for name in names:
+                store.add_event("stuck", f"{reason}: {fix}", name)
+    for (reason, fix), names in new.items():
+        report.notes.append(f"{_names(names)}: stuck, pending for {reason}: {fix}")
+
+
+def _names(names: List[str]) -> str:
+    if len(names) <= 3:
+        return ", ".join(names)
+    return f"{len(names)} configs ({names[0]} ... {names[-1]})"
+
+
+def _partition_and_fits(session: Session, scheduler: str, rows: list):
+    """The partition's shape and a fit verdict per task shape, only where a pending reason needs them: the shape
+    cached with the limits, asked again (and cached) when older than the limits' hour."""
+    if not any(row[2] == ConfigState.PENDING and needs_partition(scheduler, row[3]) for row in rows):
+        return None, None
+    from hpc_sweep.submit.queries import cached_shape, shape_now
+    from hpc_sweep.submit.resources import ask_for
+    from hpc_sweep.submit.fit import check
+
+    shape: Optional[ClusterShape] = cached_shape(session) or shape_now(session)
+    profile = session.profile
+    partition = shape.partition(profile.partition or profile.queue) if shape.partitions else None
+    walltime_default = session.spec.walltime_s or profile.walltime_s
+    verdicts: Dict[tuple, bool] = {}
+
+    def fits(gpus: int, task_shape: str, walltime_s: Optional[int]) -> Optional[bool]:
+        if not shape.partitions:
+            return None
+        key = (gpus, task_shape.split(":")[0], walltime_s or walltime_default)
+        if key not in verdicts:
+            verdicts[key] = check(ask_for(session, *key), shape).ok
+        return verdicts[key]
+
+    return partition, fits

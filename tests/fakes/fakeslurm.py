@@ -72,6 +72,14 @@ class Cluster:
     def jobs(self, prefix: str = "") -> list:
         return [job for job in self.load()["jobs"] if job["name"].startswith(prefix)]
 
+    def set_reason(self, reason: str, job_id: str = "") -> None:
+        """The pending reason squeue shows for a job's pending tasks (default: Priority)."""
+        data = self.load()
+        for job in data["jobs"]:
+            if not job_id or job["id"] == job_id:
+                job["reason"] = reason
+        self.save(data)
+
     def set_task_states(self, state: str, job_id: str = "") -> None:
         data = self.load()
         for job in data["jobs"]:
@@ -128,9 +136,10 @@ def squeue(cluster: Cluster, args: list) -> tuple:
         for index, state in job["tasks"].items():
             if state in FINAL:
                 continue
+            reason = job.get("reason", "Priority") if state == "PENDING" else "None"
             values = {"%i": _task_id(job, index), "%A": job["id"], "%F": job["id"],
                       "%K": index if job["array"] else "N/A", "%j": job["name"], "%T": state,
-                      "%r": "Priority" if state == "PENDING" else "None", "%M": "0:00", "%l": "1:00:00", "%N": ""}
+                      "%r": reason, "%M": "0:00", "%l": "1:00:00", "%N": ""}
             lines.append("|".join(values.get(code, "") for code in fmt))
     return 0, "".join(f"{line}\n" for line in lines), ""
 
