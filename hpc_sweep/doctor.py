@@ -1,6 +1,6 @@
 """`hpc-sweep doctor [SWEEP] [--site PROFILE]`: one screen a user runs on a new cluster. Pure: each check turns
-facts someone gathered (phase 2: running the commands through :mod:`hpc_sweep.shell`) into OK/WARN/FAIL lines with
-the fix; :func:`report` renders them and gives the exit status (1 on any FAIL).
+facts (gathered by :mod:`hpc_sweep.doctor_facts`) into OK/WARN/FAIL lines with the fix; :func:`report` renders them
+and gives the exit status (1 on any FAIL).
 
 What is checked, in order: the scheduler and its version; the partition/queue exists and takes jobs; the limits
 were read (per-user cap, array size, throttle); each resource shape of the sweep against the nodes (with the
@@ -32,7 +32,7 @@ class Line:
     fix: Optional[str] = None
 
     def render(self) -> str:
-        text = f"{self.status:<5} {self.topic:<10} {self.message}"
+        text = f"{self.status:<5} {self.topic:<12} {self.message}"
         return f"{text}; {self.fix}" if self.fix else text
 
 
@@ -113,8 +113,8 @@ def check_fit(label: str, fit: Fit) -> List[Line]:
     topic = f"shape {label}"
     lines = [Line(FAIL, topic, problem.message) for problem in fit.problems]
     if not lines:
-        lines.append(Line(OK, topic, f"fits {fit.partition or 'the default partition'}: {fit.cpus} CPUs, "
-                                     f"{fit.mem_mb}M per task"))
+        lines.append(Line(OK, topic, f"fits {fit.partition or 'the default partition'}: {fit.cpus} "
+                                     f"CPU{'s' if fit.cpus != 1 else ''}, {fit.mem_mb}M per task"))
     lines += [Line(OK, topic, note) for note in fit.defaults]
     return lines
 

@@ -1,6 +1,6 @@
 """`cron install --via scrontab`: the poll as a Slurm cron job, one entry per sweep, for sites whose login nodes
 forbid user crontabs. Pure pieces: render our entry, find and remove it among the user's other lines, argv and
-answers of ``scrontab``. Running it is :mod:`hpc_sweep.shell`'s (phase 2: hpc_sweep/cron.py).
+answers of ``scrontab``. :mod:`hpc_sweep.cron` runs it (through :mod:`hpc_sweep.common.shell`).
 
 Facts (Slurm's scrontab.c and man page; none of this is on the test cluster, whose Debian 22.05 packages ship no
 ``scrontab`` client although slurmctld accepts ``ScronParameters=enable``):
@@ -9,7 +9,7 @@ Facts (Slurm's scrontab.c and man page; none of this is on the test cluster, who
   ``scrontab: fatal: scrontab is disabled on this cluster``.
 - ``scrontab -l`` prints the whole crontab, or ``no crontab for USER`` (exit 1). Lines of an entry that an admin
   or a failure disabled come back prefixed ``#DISABLED: ``; rejected ones ``#BAD: ``.
-- ``scrontab FILE`` / ``scrontab -`` (stdin) replaces the whole crontab (the man page has it from 21.08); 20.11
+- ``scrontab FILE`` (or ``-``, stdin) replaces the whole crontab (the man page has it from 21.08); 20.11
   only edits through ``$VISUAL``/``$EDITOR`` (``scrontab -e``), so there the new text is written by an "editor"
   that copies a file over the one it is handed. ``scrontab -r`` removes everything: never used, other entries of
   the user would go with ours.
@@ -17,9 +17,9 @@ Facts (Slurm's scrontab.c and man page; none of this is on the test cluster, who
   which lets our begin/end markers frame the entry. The job runs ``/bin/sh`` with the user's login environment
   (``SLURM_GET_USER_ENV=1``) in ``$HOME`` unless ``--chdir`` says otherwise; the next run is queued only after the
   previous one ended, so polls never overlap.
-- On a line it rejects, scrontab asks "Do you want to retry the edit? (y/n)" and reads the answer from stdin: with
-  the crontab given on stdin (at its end by then) that question never gets an answer. Our block is therefore
-  checked here before it is sent, and scrontab always runs under a time-out.
+- On a line it rejects, scrontab asks "Do you want to retry the edit? (y/n)" and reads the answer from stdin, which
+  is empty here (the crontab is given as a file). Our block is therefore checked here before it is sent, and
+  scrontab always runs under a time-out.
 """
 
 from __future__ import annotations
@@ -31,7 +31,7 @@ from typing import List, Optional, Sequence, Tuple
 from hpc_sweep.schedulers.base import CommandResult
 
 SCRON_SINCE = (20, 11)
-STDIN_SINCE = (21, 8)
+FILE_SINCE = (21, 8)
 BEGIN = "# hpc-sweep poll begin:"
 END = "# hpc-sweep poll end:"
 DISABLED = "#DISABLED: "
@@ -134,13 +134,13 @@ def list_argv() -> List[str]:
     return ["scrontab", "-l"]
 
 
-def install_argv(version: Optional[Tuple[int, ...]]) -> Tuple[List[str], bool]:
-    """(argv, via_editor): ``scrontab -`` reading the new crontab on stdin from 21.08 (or an unknown version: the
-    answer then says if it is older); on 20.11 ``scrontab -e`` with VISUAL set to a program that copies the new
-    crontab over the file it is given."""
-    if version is not None and tuple(version[:2]) < STDIN_SINCE:
+def install_argv(version: Optional[Tuple[int, ...]], crontab_file: str) -> Tuple[List[str], bool]:
+    """(argv, via_editor): ``scrontab FILE`` replacing the crontab with the file's from 21.08 (or an unknown
+    version: the answer then says if it is older); on 20.11 ``scrontab -e`` with VISUAL set to a program that
+    copies the new crontab over the file it is given (:func:`editor_script`)."""
+    if version is not None and tuple(version[:2]) < FILE_SINCE:
         return ["scrontab", "-e"], True
-    return ["scrontab", "-"], False
+    return ["scrontab", crontab_file], False
 
 
 def editor_script(crontab_file: str) -> str:

@@ -28,8 +28,8 @@ def test_good_profile_passes() -> None:
                                        SetupProbe(0, program="python", program_path="/opt/venv/bin/python"),
                                        CronProbe("crontab", True), CronProbe("scrontab", False, "not installed")))
     assert rc == 0, text
-    assert "OK    scheduler  slurm 22.05.8" in text
-    assert "OK    partition  debug (the default) is up, 1 of 1 nodes take jobs" in text
+    assert "OK    scheduler    slurm 22.05.8" in text
+    assert "OK    partition    debug (the default) is up, 1 of 1 nodes take jobs" in text
     assert "cpus_per_gpu: 0.25 from the nodes of partition debug" in text  # the derived default is shown
     assert "WARN" not in text and "FAIL" not in text
 

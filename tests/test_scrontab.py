@@ -99,7 +99,7 @@ def test_list_answers() -> None:
 
 
 def test_install_argv_by_version() -> None:
-    assert install_argv((22, 5, 8)) == (["scrontab", "-"], False)
-    assert install_argv(None) == (["scrontab", "-"], False)
-    assert install_argv((20, 11, 9)) == (["scrontab", "-e"], True)
+    assert install_argv((22, 5, 8), "/s/new") == (["scrontab", "/s/new"], False)
+    assert install_argv(None, "/s/new") == (["scrontab", "/s/new"], False)
+    assert install_argv((20, 11, 9), "/s/new") == (["scrontab", "-e"], True)
     assert "cat '/tmp/it'\\''s' > \"$1\"" in editor_script("/tmp/it's")

@@ -110,12 +110,29 @@ def _shape_argvs(session: Session) -> list:
 
 
 def limits_argvs(session: Session) -> list:
-    """The limit queries, then the shape queries they do not already make (Slurm's ``scontrol show config`` is
-    both; its ``sacctmgr show qos`` is asked once, with the columns both read)."""
-    limits = session.scheduler.limits_argvs(getpass.getuser(), session.profile.partition or session.profile.queue)
-    shape = _shape_argvs(session)
+    """The limit queries, then the shape queries they do not already make (see :func:`fact_argvs`)."""
+    return fact_argvs(session.scheduler, session.profile, getpass.getuser())[0]
+
+
+def fact_argvs(adapter, profile, user: str) -> tuple[list, int]:
+    """(argvs, how many of them are the limit queries): the limit queries, then the shape queries they do not
+    already make (Slurm's ``scontrol show config`` is both; its ``sacctmgr show qos`` is asked once, with the
+    columns both read)."""
+    limits = adapter.limits_argvs(user, profile.partition or profile.queue)
+    shape = shape_argvs(profile.scheduler, user)
     merged = [next((s for s in shape if argv[0] == "sacctmgr" and s[:5] == argv[:5]), argv) for argv in limits]
-    return merged + [argv for argv in shape if argv not in merged]
+    return merged + [argv for argv in shape if argv not in merged], len(limits)
+
+
+def read_facts(adapter, profile, user: str, results: Sequence[CommandResult]
+               ) -> tuple[QueueLimits, Optional[ClusterShape]]:
+    """The limits and the shape (None where the scheduler has none: local) from the answers of
+    :func:`fact_argvs`, in its order."""
+    count = fact_argvs(adapter, profile, user)[1]
+    found = adapter.parse_limits(results[:count]) if results[:count] else QueueLimits()
+    asked = shape_argvs(profile.scheduler, user)
+    shape = parse_shape(profile.scheduler, [r for r in results if list(r.argv) in asked]) if asked else None
+    return found, shape
 
 
 def queue_limits(session: Session, results: Optional[Sequence[CommandResult]] = None) -> QueueLimits:
@@ -143,15 +160,11 @@ def record_facts(session: Session, results: Sequence[CommandResult]) -> dict:
     """Read the answers of :func:`limits_argvs` and cache them: the limits, the shape and the scheduler's version.
     Returns the limits as cached."""
     store, adapter = session.store, session.scheduler
-    count = len(session.scheduler.limits_argvs(getpass.getuser(),
-                                               session.profile.partition or session.profile.queue))
-    found = adapter.parse_limits(results[:count]) if results[:count] else QueueLimits()
+    found, shape = read_facts(adapter, session.profile, getpass.getuser(), results)
     now = time.time()
     data = {"at": now, "max_queued": found.max_queued, "max_array_size": found.max_array_size,
             "max_job_count": found.max_job_count, "throttle_supported": found.throttle_supported,
             "site": _site_key(session)}
-    asked = _shape_argvs(session)
-    shape = parse_shape(session.profile.scheduler, [r for r in results if list(r.argv) in asked]) if asked else None
     with store.transaction():
         store.set_meta("limits", json.dumps(data))
         if shape is not None:

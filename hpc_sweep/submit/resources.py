@@ -16,33 +16,40 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 from hpc_sweep.submit.fit import Ask, Fit, check, resolve
 
 if TYPE_CHECKING:
+    from hpc_sweep.programs.base import Program
     from hpc_sweep.schedulers.cluster import ClusterShape
     from hpc_sweep.session import Session
     from hpc_sweep.submit.planning import Chunk
+    from hpc_sweep.sweep.sites import SiteProfile
+    from hpc_sweep.sweep.sweepfile import SweepSpec
 
 
-def ask_for(session: Session, gpus: int, device_type: str, walltime_s: int) -> Ask:
+def ask_for(spec: Optional["SweepSpec"], profile: "SiteProfile", program: Optional["Program"], gpus: int,
+            device_type: str, walltime_s: int) -> Ask:
     """What one task of ``gpus`` devices of ``device_type`` asks for, before defaults, with where each key is set
-    (the fix names that file)."""
+    (the fix names that file). ``spec`` None: the profile alone (doctor outside a sweep)."""
     from hpc_sweep.submit.scripts import mem_mb
 
-    spec, profile = session.spec, session.profile
-    per_gpu_mem = spec.mem_per_gpu or profile.mem_per_gpu
-    sweep_file = f"{spec.path} [sweep]"
+    per_gpu_mem = (spec and spec.mem_per_gpu) or profile.mem_per_gpu
+    sweep_file = f"{spec.path} [sweep]" if spec else "sweep.toml [sweep]"
     mine = _profile_source(profile)
-    where = {key: sweep_file if getattr(spec, key) is not None or getattr(profile, key) is None else mine
+    where = {key: sweep_file if getattr(spec, key, None) is not None or getattr(profile, key) is None else mine
              for key in ("cpus_per_gpu", "mem_per_gpu")}
-    where["walltime"] = sweep_file if spec.walltime_s is not None or mine != str(profile.path) else mine
-    where["gpus"] = "the configs' system.device (the base or the grid)" if session.program.device_key() else \
-        f"{spec.path} (device)"
+    where["walltime"] = sweep_file if (spec and spec.walltime_s is not None) or mine != str(profile.path) else mine
+    where["gpus"] = "the configs' system.device (the base or the grid)" if program and program.device_key() else \
+        f"{spec.path if spec else 'sweep.toml'} (device)"
     for key in ("partition", "queue", "account", "qos", "cpus_per_task", "mem"):
         where[key] = mine
-    return Ask(gpus=gpus, walltime_s=walltime_s, cpus_per_gpu=spec.cpus_per_gpu or profile.cpus_per_gpu,
+    return Ask(gpus=gpus, walltime_s=walltime_s, cpus_per_gpu=(spec and spec.cpus_per_gpu) or profile.cpus_per_gpu,
                mem_per_gpu_mb=mem_mb(per_gpu_mem, "mem_per_gpu") if per_gpu_mem else None,
                cpus_per_task=profile.cpus_per_task, mem_mb=mem_mb(profile.mem, "mem"),
                gpu_name=profile.gpu_resource.get(device_type, device_type) if profile.scheduler == "slurm" else "gpu",
                gpu_type=profile.gpu_type, partition=profile.partition or profile.queue, account=profile.account,
                qos=profile.qos, where=where)
+
+
+def session_ask(session: Session, gpus: int, device_type: str, walltime_s: int) -> Ask:
+    return ask_for(session.spec, session.profile, session.program, gpus, device_type, walltime_s)
 
 
 def _profile_source(profile) -> str:
@@ -59,7 +66,7 @@ def task_resources(session: Session, gpus: int, device_type: str, walltime_s: in
     the last shape read, however old (it was checked fresh before anything was submitted)."""
     from hpc_sweep.submit.queries import cached_shape
 
-    ask = ask_for(session, gpus, device_type, walltime_s)
+    ask = session_ask(session, gpus, device_type, walltime_s)
     shape = cached_shape(session, None)
     if shape is None:
         cpus, memory, notes = resolve(ask, None)
@@ -104,7 +111,7 @@ def _verdicts(session: Session, chunks: Sequence["Chunk"], shape: "ClusterShape"
     for chunk in chunks:
         key = _key(chunk)
         if key not in out:
-            fit = check(ask_for(session, *key), shape)
+            fit = check(session_ask(session, *key), shape)
             out[key] = tuple(dict.fromkeys(problem.message for problem in fit.problems))
     return out
 

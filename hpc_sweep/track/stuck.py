@@ -186,7 +186,7 @@ def _partition_and_fits(session: Session, scheduler: str, rows: list):
     if not any(row[2] == ConfigState.PENDING and needs_partition(scheduler, row[3]) for row in rows):
         return None, None
     from hpc_sweep.submit.queries import cached_shape, shape_now
-    from hpc_sweep.submit.resources import ask_for
+    from hpc_sweep.submit.resources import session_ask
     from hpc_sweep.submit.fit import check
 
     shape: Optional[ClusterShape] = cached_shape(session) or shape_now(session)
@@ -200,7 +200,7 @@ def _partition_and_fits(session: Session, scheduler: str, rows: list):
             return None
         key = (gpus, task_shape.split(":")[0], walltime_s or walltime_default)
         if key not in verdicts:
-            verdicts[key] = check(ask_for(session, *key), shape).ok
+            verdicts[key] = check(session_ask(session, *key), shape).ok
         return verdicts[key]
 
     return partition, fits
