@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple
 
 from hpc_sweep.schedulers.base import CommandResult
+from hpc_sweep.schedulers.slurm import query_kind
 
 SINFO_FORMAT = "%P|%a|%l|%D|%c|%m|%G|%T|%f"
 SINFO_FIELDS = ("partition", "avail", "timelimit", "nodes", "cpus", "memory", "gres", "state", "features")
@@ -435,21 +436,6 @@ def _qos(row: Mapping[str, str]) -> Qos:
                flags=frozenset(f for f in row.get("flags", "").split(",") if f))
 
 
-def _slurm_kind(argv: Sequence[str]) -> Optional[str]:
-    words = [a.lower() for a in argv]
-    if words[:1] == ["sinfo"]:
-        return "sinfo"
-    if words[:1] == ["scontrol"] and "partition" in words:
-        return "partition"
-    if words[:1] == ["scontrol"] and "config" in words:
-        return "config"
-    if words[:1] == ["sacctmgr"] and ("assoc" in words or "association" in words):
-        return "assoc"
-    if words[:1] == ["sacctmgr"] and "qos" in words:
-        return "qos"
-    return None
-
-
 def parse_slurm_shape(results: Sequence[CommandResult]) -> ClusterShape:
     """The shape from :func:`slurm_shape_argvs` answers (plus ``scontrol show config`` when given: cluster name,
     version, whether accounts are enforced). A failed query leaves its part empty and is named in ``errors``."""
@@ -460,8 +446,8 @@ def parse_slurm_shape(results: Sequence[CommandResult]) -> ClusterShape:
     config: Dict[str, str] = {}
     errors: List[str] = []
     for result in results:
-        kind = _slurm_kind(result.argv)
-        if kind is None:
+        kind = query_kind(result.argv)
+        if kind not in ("sinfo", "partition", "config", "assoc", "qos"):
             continue
         if result.returncode != 0:
             errors.append(_failed(result))

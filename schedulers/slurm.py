@@ -220,8 +220,8 @@ class SlurmScheduler(Scheduler):
         qos_rows: List[Dict[str, str]] = []
         caps: List[int] = []
         for result in results:
-            kind = _limits_kind(result.argv)
-            if result.returncode != 0 or kind is None:
+            kind = query_kind(result.argv)
+            if result.returncode != 0 or kind not in ("config", "assoc", "qos", "assoc_mgr"):
                 continue
             if kind == "config":
                 config = _key_values(result.stdout)
@@ -500,12 +500,14 @@ def _error_summary(result: CommandResult, command: str) -> str:
 # limits
 
 
-def _limits_kind(argv: Sequence[str]) -> Optional[str]:
+def query_kind(argv: Sequence[str]) -> Optional[str]:
+    """Which Slurm query an argv is (the limit and shape parsers are handed answers in any order): sinfo,
+    partition, config, assoc_mgr (scontrol), assoc or qos (sacctmgr); None for anything else."""
     words = [a.lower() for a in argv]
-    if words[:1] == ["scontrol"] and "config" in words:
-        return "config"
-    if words[:1] == ["scontrol"] and "assoc_mgr" in words:
-        return "assoc_mgr"
+    if words[:1] == ["sinfo"]:
+        return "sinfo"
+    if words[:1] == ["scontrol"]:
+        return next((kind for kind in ("partition", "config", "assoc_mgr") if kind in words), None)
     if words[:1] == ["sacctmgr"] and ("assoc" in words or "association" in words):
         return "assoc"
     if words[:1] == ["sacctmgr"] and "qos" in words:
