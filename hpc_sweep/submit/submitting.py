@@ -202,7 +202,9 @@ def _submit(session: Session, only: Optional[Sequence[str]], dry_run: bool, reco
         limits = queue_limits(session, limit_results)
         room = room_in_queue(limits, records)
         chunks = plan_chunks(session, rows, limits, room)
-        unfit = check_chunks(session, chunks, fresh=limit_results is not None)
+        # A refusal is not made on an answer older than this command: submit asks again first. A poll's top-up
+        # trusts the hour's answer (asking every poll while unfit configs wait would be asking too often).
+        unfit = check_chunks(session, chunks, fresh=limit_results is not None or not refuse_unfit)
         if unfit and refuse_unfit:
             if not dry_run:
                 session.store.backup()  # what reconciling settled above is in the copy too
