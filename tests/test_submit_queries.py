@@ -286,3 +286,22 @@ def test_a_slurm_without_squeue_me_is_asked_with_u_user_from_then_on(sweep):
     polled = run("poll", str(root), "--force", FAKE_OLD_SLURM="1")
     assert polled.returncode == 0, polled.stderr
     assert [c["argv"][1] for c in _calls(calls) if c["argv"][0] == "squeue"] == ["-u"]
+
+
+def test_a_polls_top_up_leaves_unfit_configs_waiting_with_the_reason_said_once(sweep):
+    root, run, calls = sweep
+    _gpu_sweep(root, run)
+    assert run("submit", str(root), FAKE_CAP="2").returncode == 0
+    (root / "site.toml").write_text('scheduler = "slurm"\ncpus_per_gpu = 20\n')  # more than the node's 16
+    first = run("poll", str(root), "--force", FAKE_CAP="2")
+    assert first.returncode == 0, first.stderr
+    (said,) = [line for line in first.stdout.splitlines() if "not submitted" in line]
+    # The room under the cap (2) made one chunk of two; it cannot run, the third waits for room as before.
+    assert "2 config(s) of shape gpu:1 not submitted: partition debug: no node has 20 CPUs" in said, said
+    assert sorted(_states(root).values()) == ["pending"] * 2 + ["waiting"] * 3
+    reasons = sorted(_reasons(root, "waiting"))
+    assert reasons[:2] == [reasons[0]] * 2 and reasons[2] == "queue cap 2 reached", reasons
+    assert reasons[0].startswith("cannot run on this cluster: partition debug: no node has 20 CPUs"), reasons
+    again = run("poll", str(root), "--force", FAKE_CAP="2")
+    assert again.returncode == 0 and "not submitted" not in again.stdout, again.stdout
+    assert [c["argv"][0] for c in _calls(calls)].count("sbatch") == 1
