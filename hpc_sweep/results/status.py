@@ -25,8 +25,8 @@ SORT_KEYS = ("config", "state", "best", "val", "epoch")
 _RUNNING = ConfigState.RUNNING  # bound once: read for each of 10,000 records
 _PENDING = ConfigState.PENDING
 _S = ConfigState
-_COLOURS = {"stuck": "31", _S.RUNNING: "36", _S.COMPLETED: "32", _S.FAILED: "31", _S.OOM: "31", _S.TIMEOUT: "33", _S.LOST: "35",
-            _S.NODE_FAIL: "31", _S.PREEMPTED: "33", _S.CANCELLED: "90", _S.WAITING: "90"}
+_COLOURS = {_S.RUNNING: "36", _S.COMPLETED: "32", _S.FAILED: "31", _S.OOM: "31", _S.TIMEOUT: "33", _S.LOST: "35",
+            _S.NODE_FAIL: "31", _S.PREEMPTED: "33", _S.CANCELLED: "90", _S.WAITING: "90", "stuck": "31"}
 
 
 def _num(value: Any) -> Optional[float]:

@@ -31,21 +31,30 @@ def ask_for(spec: Optional["SweepSpec"], profile: "SiteProfile", program: Option
     from hpc_sweep.submit.scripts import mem_mb
 
     per_gpu_mem = (spec and spec.mem_per_gpu) or profile.mem_per_gpu
+    slurm = profile.scheduler == "slurm"
+    return Ask(gpus=gpus, walltime_s=walltime_s, cpus_per_gpu=(spec and spec.cpus_per_gpu) or profile.cpus_per_gpu,
+               mem_per_gpu_mb=mem_mb(per_gpu_mem, "mem_per_gpu") if per_gpu_mem else None,
+               cpus_per_task=profile.cpus_per_task, mem_mb=mem_mb(profile.mem, "mem"),
+               gpu_name=profile.gpu_resource.get(device_type, device_type) if slurm else "gpu",
+               gpu_type=profile.gpu_type, partition=profile.partition or profile.queue, account=profile.account,
+               qos=profile.qos, where=_sources(spec, profile, program))
+
+
+def _sources(spec: Optional["SweepSpec"], profile: "SiteProfile", program: Optional["Program"]) -> dict:
+    """Key -> the file to change it in: sweep.toml where it sets the key (or may, where neither sets it), else the
+    site profile (a copy of it, for a shipped one)."""
     sweep_file = f"{spec.path} [sweep]" if spec else "sweep.toml [sweep]"
     mine = _profile_source(profile)
     where = {key: sweep_file if getattr(spec, key, None) is not None or getattr(profile, key) is None else mine
              for key in ("cpus_per_gpu", "mem_per_gpu")}
     where["walltime"] = sweep_file if (spec and spec.walltime_s is not None) or mine != str(profile.path) else mine
-    where["gpus"] = "the configs' system.device (the base or the grid)" if program and program.device_key() else \
-        f"{spec.path if spec else 'sweep.toml'} (device)"
+    if program is not None and program.device_key():
+        where["gpus"] = "the configs' system.device (the base or the grid)"
+    else:
+        where["gpus"] = f"{spec.path if spec else 'sweep.toml'} (device)"
     for key in ("partition", "queue", "account", "qos", "cpus_per_task", "mem"):
         where[key] = mine
-    return Ask(gpus=gpus, walltime_s=walltime_s, cpus_per_gpu=(spec and spec.cpus_per_gpu) or profile.cpus_per_gpu,
-               mem_per_gpu_mb=mem_mb(per_gpu_mem, "mem_per_gpu") if per_gpu_mem else None,
-               cpus_per_task=profile.cpus_per_task, mem_mb=mem_mb(profile.mem, "mem"),
-               gpu_name=profile.gpu_resource.get(device_type, device_type) if profile.scheduler == "slurm" else "gpu",
-               gpu_type=profile.gpu_type, partition=profile.partition or profile.queue, account=profile.account,
-               qos=profile.qos, where=where)
+    return where
 
 
 def session_ask(session: Session, gpus: int, device_type: str, walltime_s: int) -> Ask:

@@ -88,11 +88,10 @@ def check_directive_path(session: Session) -> None:
 def script_context(session: Session, job_name: str, array: Optional[str], ntasks: int, gpus: int, device_type: str,
                    walltime_s: int, map_file: Path) -> dict:
     from hpc_sweep.common.durations import format_hms
+    from hpc_sweep.submit.resources import task_resources
 
     profile, spec, paths = session.profile, session.spec, session.paths
     check_directive_path(session)
-    from hpc_sweep.submit.resources import task_resources
-
     # CPUs and memory per task: the sweep's or profile's, else derived from the partition's nodes.
     resources = task_resources(session, gpus, device_type, walltime_s)
     cpus, memory = resources.cpus, resources.mem_mb

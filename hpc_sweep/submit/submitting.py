@@ -209,7 +209,7 @@ def _submit(session: Session, only: Optional[Sequence[str]], dry_run: bool, reco
             if not dry_run:
                 session.store.backup()  # what reconciling settled above is in the copy too
             raise UserError("nothing submitted: " + " | ".join(dict.fromkeys(p for u in unfit for p in u.problems)))
-        chunks = _set_aside(session, chunks, unfit, report, dry_run)
+        chunks = _set_aside(chunks, unfit, report)
         placed = 0
         for chunk in chunks:
             folders_used.update(row.name for row in chunk.configs)  # chunk_files makes them
@@ -233,13 +233,12 @@ def _submit(session: Session, only: Optional[Sequence[str]], dry_run: bool, reco
     return report
 
 
-def _set_aside(session: Session, chunks: list, unfit: list[Unfit], report: SubmitReport, dry_run: bool) -> list:
+def _set_aside(chunks: list, unfit: list[Unfit], report: SubmitReport) -> list:
     """The chunks that can run; the others' configs wait with the reason, said once (when it is new to them)."""
     if not unfit:
         return chunks
-    stored = {row.name: row.reason for u in unfit for row in u.chunk.configs}
     for u in unfit:
-        if any(stored[row.name] != u.reason for row in u.chunk.configs) or dry_run:
+        if any(row.reason != u.reason for row in u.chunk.configs):
             report.errors.append(f"{len(u.chunk.configs)} config(s) of shape {u.chunk.shape} not submitted: "
                                  + " | ".join(u.problems))
     skipped = {id(u.chunk) for u in unfit}
