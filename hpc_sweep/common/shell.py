@@ -13,7 +13,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass
-from typing import List, Mapping, Optional, Sequence, Union
+from typing import Callable, List, Mapping, Optional, Sequence, Union
 
 from hpc_sweep.common import faults
 
@@ -22,6 +22,11 @@ NOT_FOUND = 127
 _PR_SET_PDEATHSIG = 1
 _prctl = None  # libc's prctl, looked up in this process so a child only calls it between fork and exec
 _parent = 0  # the pid children of this process are to die with
+
+# Test hook, None in use: a stand-in scheduler (tests/standin/) answers instead of a process, called as
+# stand_in(argv, cwd=..., timeout=...) -> CommandResult; raising subprocess.TimeoutExpired stands for a command
+# killed at its time-out. Fault points, time-outs and the call log work as for a real command.
+stand_in: Optional[Callable[..., CommandResult]] = None
 
 
 @dataclass(frozen=True)
@@ -42,12 +47,15 @@ def run(argv: Sequence[str], timeout: float = 120, cwd: Optional[str] = None,
     faults.point("before_call")
     started, wall = time.monotonic(), time.time()
     try:
-        proc = subprocess.run(list(argv), capture_output=True, timeout=timeout, cwd=cwd,
-                              env=dict(env) if env is not None else None, stdin=subprocess.DEVNULL,
-                              preexec_fn=_preexec(die_with_us))
-        result = CommandResult(argv=list(argv), returncode=proc.returncode,
-                               stdout=proc.stdout.decode("utf-8", "replace"),
-                               stderr=proc.stderr.decode("utf-8", "replace"))
+        if stand_in is not None:
+            result = stand_in(list(argv), cwd=cwd, timeout=timeout)
+        else:
+            proc = subprocess.run(list(argv), capture_output=True, timeout=timeout, cwd=cwd,
+                                  env=dict(env) if env is not None else None, stdin=subprocess.DEVNULL,
+                                  preexec_fn=_preexec(die_with_us))
+            result = CommandResult(argv=list(argv), returncode=proc.returncode,
+                                   stdout=proc.stdout.decode("utf-8", "replace"),
+                                   stderr=proc.stderr.decode("utf-8", "replace"))
     except subprocess.TimeoutExpired:
         result = _timed_out(argv, timeout)
     except FileNotFoundError:
@@ -165,6 +173,12 @@ class _Call:
     def start(self, cwd, env, preexec, selector) -> None:
         self.started, self.wall = time.monotonic(), time.time()
         self.deadline = self.started + self.timeout
+        if stand_in is not None:  # answered at once: nothing to select on
+            try:
+                self._finish(stand_in(list(self.argv), cwd=cwd, timeout=self.timeout))
+            except subprocess.TimeoutExpired:
+                self._finish(_timed_out(self.argv, self.timeout))
+            return
         try:
             self.proc = subprocess.Popen(self.argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                          stdin=subprocess.DEVNULL, cwd=cwd, env=env, preexec_fn=preexec)

@@ -4,6 +4,7 @@ its exact job name) — never by user or by name pattern."""
 from __future__ import annotations
 
 import getpass
+import re
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from hpc_sweep.common import shell
@@ -29,17 +30,26 @@ def cancel(session: Session, names: Optional[Sequence[str]] = None) -> tuple[lis
     active = [a for a in store.attempts() if a.state in ACTIVE and a.config in wanted
               and configs[a.config].attempt == a.attempt and a.job_id]
     ids = _ids_to_cancel(session, active)
+    # A task that ended on its own before the scancel is not cancelled: how it ended (completed whole, perhaps) is
+    # the next poll's to record. Its exit marker is looked for before the scancel (a killed task writes one too).
+    ended = {(a.config, a.attempt) for a in active
+             if (session.paths.markers / f"{a.config}.{a.attempt}.exit").exists()}
     if ids:
         result = shell.run(adapter.cancel_argv(ids), timeout=120)
         if result.returncode != 0 and not _only_finished_jobs(result):
             raise RuntimeFailure(f"{' '.join(adapter.cancel_argv(ids))[:200]} failed: "
                                  f"{(result.stderr or result.stdout).strip()[:300]}")
+        finished_ids = set(_FINISHED_ID.findall(result.stderr + result.stdout))
+        ended |= {(a.config, a.attempt) for a in active if a.job_id in finished_ids or
+                  _submission_id(session, a) in finished_ids}
+    left_to_poll = [a for a in active if (a.config, a.attempt) in ended]
+    active = [a for a in active if (a.config, a.attempt) not in ended]
     marked = []
     with store.transaction():
         for att in active:
             store.update_attempt(att.config, att.attempt, state=ConfigState.CANCELLED,
                                  reason="cancelled by hpc-sweep cancel")
-        for name in sorted(wanted):
+        for name in sorted(wanted - {a.config for a in left_to_poll}):
             if configs[name].state in UNFINISHED or name in cancelled:
                 store.set_config_state(name, ConfigState.CANCELLED, "cancelled by hpc-sweep cancel")
                 marked.append(name)
@@ -95,6 +105,15 @@ def _ids_to_cancel(session: Session, active: list) -> list:
         else:
             ids.extend(a.job_id for a in atts)
     return ids
+
+
+# scancel's word for an id that has already ended (or that it no longer knows): nothing of it was cancelled.
+_FINISHED_ID = re.compile(r"job id (\S+): (?:Job/step already completing or completed|Invalid job id)", re.I)
+
+
+def _submission_id(session: Session, att) -> Optional[str]:
+    sub = session.store.submission(att.submission) if att.submission else None
+    return sub.scheduler_id if sub else None
 
 
 def _only_finished_jobs(result) -> bool:

@@ -140,6 +140,11 @@ def hold_attempts(store: Store, name: str, entries: Sequence, modes: Optional[Se
         "INSERT OR REPLACE INTO attempts (config, attempt, submission, task_index, state, run_config, resumed_from) "
         f"VALUES (?, ?, ?, ?, '{SUBMITTING}', ?, ?)",
         [(e.name, e.attempt, name, e.index, e.config_file, mode) for e, mode in zip(entries, modes)])
+    # Shown pending from here on: if this process dies once the command ran, the array may be queued, and status
+    # must not show its configs waiting (release() sets them waiting again when nothing was queued).
+    store.conn.executemany(f"UPDATE configs SET state = '{ConfigState.PENDING}', reason = ?, updated_at = ? "
+                           "WHERE name = ?",
+                           [(f"being submitted as {name}", time.time(), e.name) for e in entries])
 
 
 def record_submitted(session: Session, sub: SubmissionRow, scheduler_id: str) -> None:
