@@ -729,6 +729,7 @@ def write_fake_bin(bindir: Path, real_squeue: Optional[str]) -> None:
         scripts["scontrol"] = "#!/bin/bash\necho 'MaxArraySize            = 1001'\n" \
                               "echo 'MaxJobCount             = 50000'\n"
         scripts["sacctmgr"] = "#!/bin/bash\nexit 0\n"
+        scripts["sinfo"] = "#!/bin/bash\nexit 0\n"  # no partitions known: the shape stays unread, nothing checked
         scripts["scancel"] = "#!/bin/bash\nexit 0\n"
     for name, text in scripts.items():
         (bindir / name).write_text(text)

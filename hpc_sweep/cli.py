@@ -257,7 +257,8 @@ def submit(sweep_dir: Path, dry_run: bool, only: tuple) -> None:
         for line in report.reconciled.lines():
             _say(line)
         for planned in report.planned:
-            _say(f"would submit {planned.name}: array {planned.array or 'none'}, {len(planned.configs)} config(s)")
+            _say(f"would submit {planned.name}: array {planned.array or 'none'}, {len(planned.configs)} config(s)"
+                 + (f"; {planned.resources}" if planned.resources else ""))
         for name, sid, n in report.submitted:
             _say(f"submitted {name} as {sid} ({n} task{'s' if n != 1 else ''})")
         if report.waiting:
@@ -401,33 +402,55 @@ def sites() -> None:
 
 @cli.group()
 def cron() -> None:
-    """Manage the crontab line that polls a sweep.
+    """Manage the entry that polls a sweep: a crontab line, or a Slurm scrontab entry (--via scrontab).
 
     \b
     Examples:
       hpc-sweep cron install my-sweep --every 10m
+      hpc-sweep cron install my-sweep --via scrontab
       hpc-sweep cron show my-sweep
       hpc-sweep cron remove my-sweep
     """
 
 
+VIA = click.option("--via", type=click.Choice(["crontab", "scrontab"]), default="crontab", show_default=True,
+                   help="crontab on this machine, or Slurm's scrontab (the poll runs as a small scheduled job).")
+
+
 @cron.command("install")
 @SWEEP_DIR
 @click.option("--every", default="10m", show_default=True, help="Interval: 5m, 10m, 1h ...")
-def cron_install(sweep_dir: Path, every: str) -> None:
-    """Install (or replace) this sweep's poll line."""
-    from hpc_sweep.cron import install
+@VIA
+def cron_install(sweep_dir: Path, every: str, via: str) -> None:
+    """Install (or replace) this sweep's poll entry."""
     from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
+    if via == "scrontab":
+        from hpc_sweep.cron import scron_install
+
+        profile = _profile_of(spec)
+        block = scron_install(spec.root, every, f"hpcs-poll-{spec.name}", profile.partition, profile.account,
+                              profile.qos, _slurm_version())
+        _say("installed in scrontab:\n" + "\n".join(block))
+        _say(f"the poll runs as a Slurm job; its output goes to {spec.root}/.hpc_sweep/scrontab-poll.out")
+        return
+    from hpc_sweep.cron import install
+
     _say(f"installed: {install(spec.root, every)}")
     _say("cron mails whatever a poll prints: errors and state changes. If polls fail, run the line by hand.")
 
 
 @cron.command("remove")
 @SWEEP_DIR
-def cron_remove(sweep_dir: Path) -> None:
-    """Remove this sweep's poll line."""
+@VIA
+def cron_remove(sweep_dir: Path, via: str) -> None:
+    """Remove this sweep's poll entry."""
+    if via == "scrontab":
+        from hpc_sweep.cron import scron_remove
+
+        _say("removed" if scron_remove(sweep_dir.resolve(), _slurm_version()) else "no entry for this sweep")
+        return
     from hpc_sweep.cron import remove
 
     _say("removed" if remove(sweep_dir.resolve()) else "no line for this sweep")
@@ -435,11 +458,56 @@ def cron_remove(sweep_dir: Path) -> None:
 
 @cron.command("show")
 @SWEEP_DIR
-def cron_show(sweep_dir: Path) -> None:
-    """Show this sweep's poll line."""
+@VIA
+def cron_show(sweep_dir: Path, via: str) -> None:
+    """Show this sweep's poll entry."""
+    if via == "scrontab":
+        from hpc_sweep.cron import scron_show
+
+        _say(scron_show(sweep_dir.resolve()) or "no entry for this sweep")
+        return
     from hpc_sweep.cron import show
 
     _say(show(sweep_dir.resolve()) or "no line for this sweep")
+
+
+def _profile_of(spec):
+    from hpc_sweep.sweep.sites import load_profile
+
+    return load_profile(spec.site, spec.root)
+
+
+def _slurm_version() -> Optional[tuple]:
+    """The Slurm client's version (scrontab's way to take a new crontab changed in 21.08); None if unknown."""
+    from hpc_sweep.common import shell
+    from hpc_sweep.schedulers.detect import DETECT_ARGVS, slurm_version
+
+    return slurm_version(shell.run(DETECT_ARGVS["slurm"], timeout=20))
+
+
+@cli.command()
+@SWEEP_DIR
+@click.option("--site", help="Check this site profile (a name or a path) instead of the sweep's.")
+def doctor(sweep_dir: Path, site: Optional[str]) -> None:
+    """Check this cluster for a sweep, one line each: OK, WARN or FAIL with the fix.
+
+    The scheduler and its version; the partition or queue; the limits; each resource shape of the sweep against
+    the nodes (with the CPUs and memory per GPU chosen); account and QOS; the profile's setup lines in a clean
+    shell with cron's environment, and the command's program found after them; free space; crontab or
+    scrontab. Exit status 1 when any line FAILs. Works before 'generate', and outside a sweep with --site.
+
+    \b
+    Examples:
+      hpc-sweep doctor my-sweep
+      hpc-sweep doctor --site ~/.config/hpc-sweep/sites/mycluster.toml
+    """
+    from hpc_sweep.doctor import report
+    from hpc_sweep.doctor_facts import examine
+
+    text, status = report(examine(sweep_dir, site))
+    click.echo(text, nl=False)
+    if status:
+        raise RuntimeFailure("doctor found problems: fix the FAIL lines above")
 
 
 def _busy_database(exc: Exception) -> Optional[RuntimeFailure]:

@@ -119,7 +119,11 @@ class Session:
     def scheduler(self) -> Scheduler:
         from hpc_sweep.schedulers import get_scheduler
 
-        return get_scheduler(self.profile.scheduler, sweep_dir=self.paths.root)
+        # What the limit queries found out (cached with them): the version decides Slurm's squeue --me.
+        version = self.store.get_meta("scheduler_version")
+        numbers = tuple(int(part) for part in version.split(".") if part.isdigit()) if version else None
+        return get_scheduler(self.profile.scheduler, sweep_dir=self.paths.root, version=numbers or None,
+                             me_refused=self.store.get_meta("squeue_me") == "refused")
 
     @cached_property
     def program(self) -> Program:

@@ -8,7 +8,8 @@ the test: the job template, the site's setup lines, the scheduler and the traine
 The sweep folder's other files (``train.py``, ``inputs/``...) are linked into ``.test/``, where the smoke jobs
 run, so ``{sweep_dir}/train.py`` and relative paths in the command mean the same files as in the real sweep.
 
-Each smoke run starts clean: leftovers of an earlier smoke test that still run are cancelled first.
+Each smoke run starts clean: leftovers of an earlier smoke test that still run are cancelled first. Before anything
+is submitted, the doctor's checks run (:mod:`hpc_sweep.doctor_facts`, crontab aside): a FAIL stops the smoke test.
 """
 
 from __future__ import annotations
@@ -198,6 +199,23 @@ def _wait_gone(session: Session, deadline: float) -> bool:
 
 
 # -- running it -------------------------------------------------------------------------------------------------------
+def check_site(sweep_dir: Path, echo: Callable[[str], None]) -> None:
+    """`hpc-sweep doctor` first (without crontab: the smoke test polls by itself): a cluster that can never run
+    the sweep fails here in seconds, with the fix, before any job waits in a queue."""
+    from hpc_sweep.doctor import FAIL, WARN
+    from hpc_sweep.doctor_facts import examine
+
+    lines = examine(sweep_dir, cron=False)
+    for line in lines:
+        if line.status in (FAIL, WARN):
+            echo(f"doctor: {line.render()}")
+    failed = sum(1 for line in lines if line.status == FAIL)
+    if failed:
+        raise RuntimeFailure(f"smoke test not started: doctor found {failed} problem(s) above "
+                             "(see 'hpc-sweep doctor' for every check)")
+    echo(f"doctor: {len(lines)} checks, no problem")
+
+
 def prepare(sweep_dir: Path, count: Optional[int], echo: Callable[[str], None]) -> tuple[Path, list]:
     from hpc_sweep.sweep.generate import check_params_against_base, load_base
     from hpc_sweep.common.layout import SweepPaths
@@ -307,6 +325,7 @@ def run_smoke(sweep_dir: Path, count: Optional[int] = None, timeout_s: Optional[
 
     spec = load_sweep(sweep_dir)
     timeout_s = spec.smoke.timeout_s if timeout_s is None else timeout_s
+    check_site(sweep_dir, echo)
     test_dir, chosen = prepare(sweep_dir, count, echo)
     report = SmokeReport(test_dir=test_dir)
     report.submitted = generate_and_submit(test_dir)

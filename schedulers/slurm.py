@@ -75,6 +75,7 @@ _LIMIT = re.compile(
     r"resource temporarily unavailable", re.I)
 _PER_JOB_POLICY = re.compile(r"MaxWall|MaxTRES|MinTRES|MaxCpu|MaxNode|MaxGRES|MinGRES|PerJob", re.I)
 _POLICY = re.compile(r"violates accounting/QOS policy", re.I)
+_NO_ME = re.compile(r"unrecognized option '--me'|unrecognized option.*\bme\b|invalid option.*--me", re.I)
 _KILLED_RCS = {124, 137, 143}  # timeout(1) and shell.run's time-out, SIGKILL, SIGTERM
 
 _ID = re.compile(r"\d+(?:_(?:\d+|\[\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*\]))?")
@@ -95,8 +96,9 @@ class SlurmScheduler(Scheduler):
     task_id_env = "SLURM_JOB_ID"
     submission_env = "SLURM_ARRAY_JOB_ID"
 
-    def __init__(self, version: Optional[Tuple[int, ...]] = None):
+    def __init__(self, version: Optional[Tuple[int, ...]] = None, me_refused: bool = False):
         self.version = tuple(version) if version else None
+        self.me_refused = me_refused  # squeue refused --me although the version was not known to be older
 
     # -- submit ---------------------------------------------------------------------------------------------------
     def submit_argv(self, spec: SubmitSpec) -> List[str]:
@@ -121,9 +123,13 @@ class SlurmScheduler(Scheduler):
 
     @property
     def supports_me(self) -> bool:
-        return self.version is None or self.version[:2] >= ME_SINCE
+        return not self.me_refused and (self.version is None or self.version[:2] >= ME_SINCE)
 
     def parse_live(self, result: CommandResult) -> List[TaskRecord]:
+        if result.returncode != 0 and "--me" in result.argv and _NO_ME.search(result.stderr + result.stdout):
+            # Slurm before 20.11: a refusal, not an unreachable controller (asking again would fail the same way).
+            raise SchedulerError("rejected", "squeue does not know --me (Slurm before 20.11): "
+                                             + _error_summary(result, "squeue"))
         if result.returncode != 0 or _TRANSIENT.search(result.stderr):
             raise SchedulerError("transient", _error_summary(result, "squeue"))
         codes = _squeue_codes(_option_value(result.argv, "-o", "--format=") or LIVE_FORMAT)
@@ -214,8 +220,8 @@ class SlurmScheduler(Scheduler):
         qos_rows: List[Dict[str, str]] = []
         caps: List[int] = []
         for result in results:
-            kind = _limits_kind(result.argv)
-            if result.returncode != 0 or kind is None:
+            kind = query_kind(result.argv)
+            if result.returncode != 0 or kind not in ("config", "assoc", "qos", "assoc_mgr"):
                 continue
             if kind == "config":
                 config = _key_values(result.stdout)
@@ -494,12 +500,14 @@ def _error_summary(result: CommandResult, command: str) -> str:
 # limits
 
 
-def _limits_kind(argv: Sequence[str]) -> Optional[str]:
+def query_kind(argv: Sequence[str]) -> Optional[str]:
+    """Which Slurm query an argv is (the limit and shape parsers are handed answers in any order): sinfo,
+    partition, config, assoc_mgr (scontrol), assoc or qos (sacctmgr); None for anything else."""
     words = [a.lower() for a in argv]
-    if words[:1] == ["scontrol"] and "config" in words:
-        return "config"
-    if words[:1] == ["scontrol"] and "assoc_mgr" in words:
-        return "assoc_mgr"
+    if words[:1] == ["sinfo"]:
+        return "sinfo"
+    if words[:1] == ["scontrol"]:
+        return next((kind for kind in ("partition", "config", "assoc_mgr") if kind in words), None)
     if words[:1] == ["sacctmgr"] and ("assoc" in words or "association" in words):
         return "assoc"
     if words[:1] == ["sacctmgr"] and "qos" in words:

@@ -14,7 +14,7 @@ from hpc_sweep.sweep import sites
 
 # Every command hpc-sweep runs on a cluster (schedulers/, hpc_sweep/cron.py), plus the host's GPU query.
 HOST_COMMANDS = ["sbatch", "squeue", "sacct", "sacctmgr", "scontrol", "scancel", "sinfo", "qsub", "qstat", "qselect",
-                 "qdel", "qmgr", "pbsnodes", "crontab", "nvidia-smi"]
+                 "qdel", "qmgr", "pbsnodes", "crontab", "scrontab", "nvidia-smi"]
 
 
 def test_every_host_command_resolves_to_the_guard(host_guard_bin: Path) -> None:

@@ -76,6 +76,12 @@ def check(*names: str) -> Callable[[Callable[[Path], None]], Callable[[Path], No
     return register
 
 
+# The cluster-shape captures are checked beside their parsers (issue #15).
+from test_cluster_shape import PBS_CAPTURE_CHECKS  # noqa: E402
+
+CHECKS.update(PBS_CAPTURE_CHECKS)
+
+
 def _table_twins(path: Path, twins: Sequence[str]) -> None:
     """Tabular qstat: never parsed by the adapter (ids truncate), but its states must map and agree with the
     JSON taken at the same moment."""

@@ -56,7 +56,7 @@ class StandInSweep:
         (self.root / "sweep.toml").write_text(SWEEP_TOML)
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
-        for name in ("sbatch", "squeue", "sacct", "scontrol", "sacctmgr", "scancel"):
+        for name in ("sbatch", "squeue", "sacct", "scontrol", "sacctmgr", "scancel", "sinfo"):
             (bin_dir / name).write_text({"sbatch": SBATCH, "squeue": SQUEUE}.get(name, QUIET))
             (bin_dir / name).chmod(0o755)
         self.calls = tmp_path / "calls"

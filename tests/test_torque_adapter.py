@@ -71,6 +71,12 @@ def check(*names: str) -> Callable[[Callable[[Path], None]], Callable[[Path], No
     return register
 
 
+# The cluster-shape captures are checked beside their parsers (issue #15).
+from test_cluster_shape import TORQUE_CAPTURE_CHECKS  # noqa: E402
+
+CHECKS.update(TORQUE_CAPTURE_CHECKS)
+
+
 @check("qtop_ral_torque_qstat_default_excerpt_R_Q_W.txt", "issue_cbio278_qstat_u_R_altformat.txt",
        "ucsf_tipcc_qstat_n1_u_R_altformat.txt", "ucsf_tipcc_qstat_t_array_Q_H_altformat.txt")
 def _(path: Path) -> None:

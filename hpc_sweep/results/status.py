@@ -23,9 +23,10 @@ _NON_DIGITS = re.compile(r"\D+")
 FORMATS = ("table", "json", "csv", "markdown")
 SORT_KEYS = ("config", "state", "best", "val", "epoch")
 _RUNNING = ConfigState.RUNNING  # bound once: read for each of 10,000 records
+_PENDING = ConfigState.PENDING
 _S = ConfigState
 _COLOURS = {_S.RUNNING: "36", _S.COMPLETED: "32", _S.FAILED: "31", _S.OOM: "31", _S.TIMEOUT: "33", _S.LOST: "35",
-            _S.NODE_FAIL: "31", _S.PREEMPTED: "33", _S.CANCELLED: "90", _S.WAITING: "90"}
+            _S.NODE_FAIL: "31", _S.PREEMPTED: "33", _S.CANCELLED: "90", _S.WAITING: "90", "stuck": "31"}
 
 
 def _num(value: Any) -> Optional[float]:
@@ -38,7 +39,7 @@ def _num(value: Any) -> Optional[float]:
 
 _SNAPSHOT_SQL = f"""
 SELECT c.name, c.state, c.attempt, c.params, c.reason, c.device, c.in_definition,
-       a.job_id, a.started_at, a.ended_at, a.elapsed,
+       a.job_id, a.started_at, a.ended_at, a.elapsed, a.stuck,
        p.epoch, p.max_epoch, p.train_loss, p.val_loss, p.best_val_loss, p.best_epoch, p.log, p.trend, p.phase,
        CASE WHEN c.attempt > 1 AND c.state = '{ConfigState.RUNNING}' THEN
            (SELECT MIN(e.epoch) FROM epochs e WHERE e.config = c.name AND e.attempt = c.attempt) END
@@ -65,12 +66,14 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
     counts = {state.value: 0 for state in STATE_ORDER}
     for rec in records:
         counts[rec["state"]] = counts.get(rec["state"], 0) + 1
+    stuck = sum(1 for rec in records if rec["stuck"])
     polled = store.get_meta("polled_at")
     snapshot = {
         "sweep": sweep_name,
         "scheduler": scheduler,
         "polled_at": iso_time(float(polled)) if polled else None,
         "counts": {k: v for k, v in counts.items() if v},
+        "stuck": stuck,               # of the pending ones: waiting cannot start them (each record says why)
         "configs": records,
     }
     note = store.get_meta("scheduler_note")
@@ -91,10 +94,13 @@ def render_status(session: Session, fmt: str, states: tuple = (), sort: str = "c
 
 def _record(row: tuple, outputs: str, now: float) -> dict:
     """One config's record of the JSON contract, from a row of _SNAPSHOT_SQL."""
-    (name, state, attempt, params, reason, device, in_definition, job_id, started, ended, elapsed,
+    (name, state, attempt, params, reason, device, in_definition, job_id, started, ended, elapsed, fix,
      epoch, max_epoch, train_loss, val_loss, best_val_loss, best_epoch, log, trend, phase, first_epoch) = row
     if elapsed is None and started:
         elapsed = (ended or now) - started
+    stuck = fix is not None and state == _PENDING  # recorded by the poll (hpc_sweep.track.stuck)
+    if stuck:
+        reason = f"{reason} (stuck: {fix})"
     return {
         "config": name,
         "state": state,
@@ -116,6 +122,7 @@ def _record(row: tuple, outputs: str, now: float) -> dict:
         "phase": phase,
         "device": device,
         "in_definition": bool(in_definition if in_definition is not None else 1),
+        "stuck": stuck,
     }
 
 
@@ -174,7 +181,7 @@ def table_rows(rows: list[dict], param_keys: list[str]) -> tuple[list[str], list
               "best (epoch)", "trend", "eta", "reason"]
     body = []
     for r in rows:
-        state = r["state"] + (f" #{r['attempt']}" if r["attempt"] > 1 else "")
+        state = ("stuck" if r.get("stuck") else r["state"]) + (f" #{r['attempt']}" if r["attempt"] > 1 else "")
         epoch = _epoch_text(r)
         best = "" if r["best_val_loss"] is None else f"{r['best_val_loss']:.4g} ({r['best_epoch']})"
         body.append([r["config"], *[_param(r["params"].get(k)) for k in param_keys], state, r["job_id"] or "",
@@ -211,8 +218,11 @@ def _clip(text: Optional[str], width: int = 60) -> str:
 
 
 def footer(snapshot: dict) -> str:
-    counts = ", ".join(f"{state} {n}" for state, n in snapshot["counts"].items())
+    stuck = snapshot.get("stuck") or 0
+    counts = ", ".join(f"{state} {n}" + (f" ({stuck} stuck)" if state == _PENDING and stuck else "")
+                       for state, n in snapshot["counts"].items())
     lines = [f"{len(snapshot['configs'])} configs: {counts}"]
+    lines += stuck_lines(snapshot)
     best = best_config(snapshot)
     if best:
         lines.append(f"best so far: {best['config']} val {best['best_val_loss']:.4g} at epoch {best['best_epoch']}")
@@ -221,6 +231,19 @@ def footer(snapshot: dict) -> str:
     if snapshot.get("scheduler_note"):
         lines.append(f"warning: {snapshot['scheduler_note']}")
     return "\n".join(lines)
+
+
+def stuck_lines(snapshot: dict) -> list[str]:
+    """One line per distinct stuck reason, with its configs and the fix: the table's reason column is clipped."""
+    grouped: dict = {}
+    for rec in snapshot["configs"]:
+        if rec.get("stuck"):
+            grouped.setdefault(rec["reason"], []).append(rec["config"])
+    lines = []
+    for reason, names in grouped.items():
+        shown = ", ".join(names[:3]) + (f" ... {names[-1]}" if len(names) > 3 else "")
+        lines.append(f"stuck, waiting will not start them: {shown}: {reason}")
+    return lines
 
 
 def render(snapshot: dict, fmt: str, param_keys: list[str], states: tuple = (), sort: str = "config",

@@ -12,7 +12,8 @@ Tables
 - submissions: one row per scheduler submission (an array chunk). Written as "intent" BEFORE the submit
   command runs, so a crash between submitting and recording is found again by the job name (statuses: see
   :mod:`hpc_sweep.state.states`; the protocol: :mod:`hpc_sweep.submit.intents`).
-- attempts: one row per (config, attempt): where it ran and how it ended.
+- attempts: one row per (config, attempt): where it ran and how it ended (and, while it is pending for a reason
+  waiting cannot clear, the fix: ``stuck``).
 - progress: what the log parser knows of the current attempt (cursor, parser state, latest numbers).
 - epochs: the loss curve, per config and attempt (WITHOUT ROWID: stored once, in key order; older sweeps keep
   their rowid table, which reads the same).

@@ -68,6 +68,7 @@ class AttemptRow(NamedTuple):
     elapsed: Optional[float]
     resumed_from: Optional[str]
     left_queue_at: Optional[float]
+    stuck: Optional[str]          # pending for a reason waiting cannot clear: the fix (hpc_sweep.track.stuck)
 
 
 class ProgressRow(NamedTuple):

@@ -66,6 +66,7 @@ CREATE TABLE IF NOT EXISTS attempts (
     elapsed REAL,
     resumed_from TEXT,
     left_queue_at REAL,
+    stuck TEXT,
     PRIMARY KEY (config, attempt)
 );
 CREATE INDEX IF NOT EXISTS attempts_by_submission ON attempts (submission);
@@ -107,7 +108,8 @@ SCHEMA = [statement.strip() for statement in SCHEMA_TEXT.split(";") if statement
 
 # Columns added after a table was first created (CREATE TABLE IF NOT EXISTS leaves old tables as they are).
 ADDED_COLUMNS = (("configs", "next_mode", "TEXT"), ("configs", "walltime_s", "INTEGER"),
-                  ("configs", "log_context", "TEXT"), ("attempts", "left_queue_at", "REAL"))
+                  ("configs", "log_context", "TEXT"), ("attempts", "left_queue_at", "REAL"),
+                  ("attempts", "stuck", "TEXT"))
 
 
 def check_version(store: Store) -> None:

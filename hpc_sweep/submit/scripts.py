@@ -76,22 +76,25 @@ def load_template(profile) -> None:
         pass
 
 
+def check_directive_path(session: Session) -> None:
+    """The log path goes into #SBATCH/#PBS lines, which split at blanks: sbatch would refuse the script. Checked
+    before a submit asks the scheduler anything."""
+    profile, paths = session.profile, session.paths
+    if profile.scheduler != "local" and re.search(r"[\s\"'\\]", str(paths.logs)):
+        raise UserError(f"the sweep folder's path has a blank, quote or backslash, which {profile.scheduler} job "
+                        "directives cannot carry", file=paths.root, fix="move the sweep to a path without them")
+
+
 def script_context(session: Session, job_name: str, array: Optional[str], ntasks: int, gpus: int, device_type: str,
                    walltime_s: int, map_file: Path) -> dict:
     from hpc_sweep.common.durations import format_hms
+    from hpc_sweep.submit.resources import task_resources
 
     profile, spec, paths = session.profile, session.spec, session.paths
-    if profile.scheduler != "local" and re.search(r"[\s\"'\\]", str(paths.logs)):
-        # The log path goes into #SBATCH/#PBS lines, which split at blanks: sbatch would refuse the script.
-        raise UserError(f"the sweep folder's path has a blank, quote or backslash, which {profile.scheduler} job "
-                        "directives cannot carry", file=paths.root, fix="move the sweep to a path without them")
-    cpus_per_gpu = spec.cpus_per_gpu or profile.cpus_per_gpu
-    if gpus > 0:
-        cpus = cpus_per_gpu * gpus
-        memory = mem_mb(spec.mem_per_gpu or profile.mem_per_gpu, "mem_per_gpu") * gpus
-    else:
-        cpus = profile.cpus_per_task
-        memory = mem_mb(profile.mem, "mem")
+    check_directive_path(session)
+    # CPUs and memory per task: the sweep's or profile's, else derived from the partition's nodes.
+    resources = task_resources(session, gpus, device_type, walltime_s)
+    cpus, memory = resources.cpus, resources.mem_mb
     adapter = session.scheduler
     return {
         "version": __version__, "sweep_name": spec.name, "job_name": job_name, "array": array, "ntasks": ntasks,

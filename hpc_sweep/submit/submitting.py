@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from hpc_sweep.common import faults, shell
+from hpc_sweep.common.errors import UserError
 from hpc_sweep.schedulers.base import QueueLimits, SchedulerError, SubmitSpec
 from hpc_sweep.state.rows import SubmissionRow
 from hpc_sweep.state.states import ConfigState
@@ -25,6 +26,8 @@ from hpc_sweep.state.states import SubmissionStatus as Status
 from hpc_sweep.submit import intents
 from hpc_sweep.submit.chunks import Premade, chunk_files, job_name
 from hpc_sweep.submit.planning import Chunk, candidates, may_submit, plan_chunks, submittable_names
+from hpc_sweep.submit.scripts import check_directive_path
+from hpc_sweep.submit.resources import Unfit, check_chunks, resources_line, task_resources
 from hpc_sweep.submit.queries import (
     cached_limits,
     limits_argvs,
@@ -47,6 +50,7 @@ class Planned:
     configs: list
     script_text: str
     map_text: str
+    resources: Optional[str] = None  # "2 CPUs and 2711M per task (cpus_per_gpu: 2 from the nodes of ...)"
 
 
 @dataclass
@@ -71,8 +75,9 @@ def submit_chunk(session: Session, chunk: Chunk, limits: QueueLimits, report: Su
     if dry_run:
         name = job_name(session, chunk, offset=len(report.planned), persist=False)
         files = chunk_files(session, chunk, name, array, write=False)
+        fit = task_resources(session, chunk.configs[0].gpus, chunk.shape.split(":")[0], chunk.walltime_s)
         report.planned.append(Planned(name, array, [e.name for e in files.entries], files.script_text,
-                                      files.map_text))
+                                      files.map_text, resources_line(fit)))
         return True
     for paths in (session.paths.script, session.paths.markers, session.paths.logs):
         paths.mkdir(parents=True, exist_ok=True)
@@ -153,10 +158,15 @@ def _refused(session: Session, sub: SubmissionRow, exc: SchedulerError, report: 
 
 # -- the command ----------------------------------------------------------------------------------------------
 def submit(session: Session, only: Optional[Sequence[str]] = None, dry_run: bool = False,
-           records: Optional[list] = None, reconciled: Optional[intents.Reconciled] = None) -> SubmitReport:
+           records: Optional[list] = None, reconciled: Optional[intents.Reconciled] = None,
+           refuse_unfit: bool = True) -> SubmitReport:
     """Submit what fits. The caller holds the sweep lock. ``records`` lets poll pass its live answer, and
-    ``reconciled`` what it already settled with it (the open submissions are not looked up twice)."""
-    report = _submit(session, only, dry_run, records, reconciled)
+    ``reconciled`` what it already settled with it (the open submissions are not looked up twice).
+
+    A shape the cluster can never hold (:mod:`hpc_sweep.submit.resources`) is checked before any intent is
+    recorded: ``refuse_unfit`` (the ``submit`` command) makes it a UserError and nothing is submitted; otherwise
+    (a poll topping up the queue) its configs wait with the reason, and the rest go."""
+    report = _submit(session, only, dry_run, records, reconciled, refuse_unfit)
     settled = report.reconciled
     if not dry_run and (report.submitted or settled.found or settled.abandoned or settled.adopted or
                         settled.still_open):
@@ -166,9 +176,10 @@ def submit(session: Session, only: Optional[Sequence[str]] = None, dry_run: bool
 
 
 def _submit(session: Session, only: Optional[Sequence[str]], dry_run: bool, records: Optional[list],
-            reconciled: Optional[intents.Reconciled]) -> SubmitReport:
+            reconciled: Optional[intents.Reconciled], refuse_unfit: bool) -> SubmitReport:
     report = SubmitReport()
     session.scheduler  # the site profile is read (and checked) before anything is written
+    check_directive_path(session)
     # Stale limits are asked for only where anything may be submitted (reconciling can only take candidates away).
     names, limit_argvs = [], []
     if cached_limits(session) is None:
@@ -191,6 +202,14 @@ def _submit(session: Session, only: Optional[Sequence[str]], dry_run: bool, reco
         limits = queue_limits(session, limit_results)
         room = room_in_queue(limits, records)
         chunks = plan_chunks(session, rows, limits, room)
+        # A refusal is not made on an answer older than this command: submit asks again first. A poll's top-up
+        # trusts the hour's answer (asking every poll while unfit configs wait would be asking too often).
+        unfit = check_chunks(session, chunks, fresh=limit_results is not None or not refuse_unfit)
+        if unfit and refuse_unfit:
+            if not dry_run:
+                session.store.backup()  # what reconciling settled above is in the copy too
+            raise UserError("nothing submitted: " + " | ".join(dict.fromkeys(p for u in unfit for p in u.problems)))
+        chunks = _set_aside(chunks, unfit, report)
         placed = 0
         for chunk in chunks:
             folders_used.update(row.name for row in chunk.configs)  # chunk_files makes them
@@ -204,9 +223,23 @@ def _submit(session: Session, only: Optional[Sequence[str]], dry_run: bool, reco
         return report
     left = candidates(session, only)
     reason = report.reason or (f"queue cap {limits.max_queued} reached" if room is not None else None)
+    unfit_reasons = {row.name: u.reason for u in unfit for row in u.chunk.configs}
     with session.store.transaction():
         for row in left:
-            if row.state == ConfigState.GENERATED or (reason and row.reason != reason):
-                session.store.set_config_state(row.name, ConfigState.WAITING, reason or "not submitted yet")
+            why = unfit_reasons.get(row.name, reason)
+            if row.state == ConfigState.GENERATED or (why and row.reason != why):
+                session.store.set_config_state(row.name, ConfigState.WAITING, why or "not submitted yet")
     report.waiting = len(left)
     return report
+
+
+def _set_aside(chunks: list, unfit: list[Unfit], report: SubmitReport) -> list:
+    """The chunks that can run; the others' configs wait with the reason, said once (when it is new to them)."""
+    if not unfit:
+        return chunks
+    for u in unfit:
+        if any(row.reason != u.reason for row in u.chunk.configs):
+            report.errors.append(f"{len(u.chunk.configs)} config(s) of shape {u.chunk.shape} not submitted: "
+                                 + " | ".join(u.problems))
+    skipped = {id(u.chunk) for u in unfit}
+    return [chunk for chunk in chunks if id(chunk) not in skipped]

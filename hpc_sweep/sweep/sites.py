@@ -54,8 +54,8 @@ class SiteProfile:
     gpu_request: str = "gres"
     gpu_resource: dict = field(default_factory=lambda: {"gpu": "gpu", "cuda": "gpu", "rocm": "gpu", "dcu": "dcu"})
     gpu_type: Optional[str] = None
-    cpus_per_gpu: int = 4
-    mem_per_gpu: str = "16G"
+    cpus_per_gpu: Optional[int] = None     # None: the partition's node CPUs per GPU (hpc_sweep.submit.fit)
+    mem_per_gpu: Optional[str] = None      # None: the partition's node memory per GPU
     cpus_per_task: int = 1
     mem: str = "4G"
     max_queued: Optional[int] = None

@@ -1,10 +1,11 @@
 """`hpc-sweep poll`: refresh states, read new log lines, resume, top up the queue, write the snapshots.
 
 This module is the poll's order of work; each step has its own module: one attempt's state
-(:mod:`~hpc_sweep.track.decide`), the markers (:mod:`~hpc_sweep.track.markers`), the logs
-(:mod:`~hpc_sweep.track.progress`), evidence of training (:mod:`~hpc_sweep.track.evidence`), resuming
-(:mod:`~hpc_sweep.track.resume`), edited configs and duplicate tasks (:mod:`~hpc_sweep.track.edited`,
-:mod:`~hpc_sweep.track.duplicates`), status.json/status.md (:mod:`~hpc_sweep.track.snapshot`).
+(:mod:`~hpc_sweep.track.decide`), the markers (:mod:`~hpc_sweep.track.markers`), pending tasks that can never
+start (:mod:`~hpc_sweep.track.stuck`), the logs (:mod:`~hpc_sweep.track.progress`), evidence of training
+(:mod:`~hpc_sweep.track.evidence`), resuming (:mod:`~hpc_sweep.track.resume`), edited configs and duplicate tasks
+(:mod:`~hpc_sweep.track.edited`, :mod:`~hpc_sweep.track.duplicates`), status.json/status.md
+(:mod:`~hpc_sweep.track.snapshot`).
 
 Manners: ONE live-queue query and at most ONE batched accounting query per poll, whatever the number of jobs;
 no scheduler query at all sooner than the minimum interval; back off after controller time-outs; a failed
@@ -29,6 +30,7 @@ from hpc_sweep.track.edited import check_edited
 from hpc_sweep.track.markers import read_markers
 from hpc_sweep.track.resume import resume_ended
 from hpc_sweep.track.snapshot import write_snapshots
+from hpc_sweep.track.stuck import mark_stuck
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
@@ -198,6 +200,7 @@ def _poll(session: Session, reading: LogReading, force: bool, submit_waiting: bo
             report.scheduler_error = _note_failure(session, exc, now)
     if records is not None:
         refresh_states(session, report, records, now)
+        mark_stuck(session, report)  # pending for a reason waiting cannot clear: said once, with the fix
     else:  # within the minimum interval, or the scheduler did not answer: the markers still end runs
         apply_markers_only(session, report, now)
     update_progress(session, report, reading)
@@ -206,7 +209,7 @@ def _poll(session: Session, reading: LogReading, force: bool, submit_waiting: bo
     if submit_waiting and records is not None:
         from hpc_sweep.submit.submitting import submit
 
-        sub = submit(session, records=records, reconciled=report.reconciled)
+        sub = submit(session, records=records, reconciled=report.reconciled, refuse_unfit=False)
         report.submitted = sub.submitted
         report.starts = sub.starts
         report.notes += [line for line in sub.reconciled.lines() if line not in report.notes] + sub.errors

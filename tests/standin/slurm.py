@@ -45,6 +45,8 @@ from standin.tasks import TaskProcess, Workspace
 _real_time = time.time
 
 NODE = "standin1"
+PARTITION = "standin"  # its one partition, of the one node
+NODE_CPUS, NODE_MEM_MB, NODE_GPUS = 16, 64000, 4
 MIN_JOB_AGE_S = 300
 MAX_ARRAY_SIZE = 1001
 FIRST_JOB_ID = 1000
@@ -163,7 +165,8 @@ class StandInSlurm:
         argv = list(argv)
         self.calls.append(argv)
         handler = {"sbatch": self._sbatch, "squeue": self._squeue, "sacct": self._sacct, "scancel": self._scancel,
-                   "scontrol": self._scontrol, "sacctmgr": self._sacctmgr}.get(os.path.basename(argv[0]))
+                   "scontrol": self._scontrol, "sacctmgr": self._sacctmgr,
+                   "sinfo": self._sinfo}.get(os.path.basename(argv[0]))
         if handler is None:
             self._unknown(argv, "no such command here")
         return handler(argv, cwd)
@@ -465,12 +468,40 @@ class StandInSlurm:
                 f"ClusterName=standin Account=research UserName={self.user}({UID}) Partition= Priority=0 ID=5\n"
                 "    GrpJobs=N(0) GrpJobsAccrue=N(0)\n    GrpSubmitJobs=N(0) GrpWall=N(0.00)\n"
                 f"    MaxJobs= MaxJobsAccrue= MaxSubmitJobs={limit} MaxWallPJ=\n"))
+        if argv[1:] == ["show", "partition"]:
+            return self._show_partition(argv)
         self._unknown(argv, "scontrol subcommand")
 
     def _sacctmgr(self, argv, cwd) -> CommandResult:
         if argv[1:] == ["-n", "-P", "show", "qos", "format=Name,MaxSubmitPU"]:
             return self._result(argv, 0, stdout="normal|\n")
+        if argv[1:] == ["-n", "-P", "show", "qos", "format=Name,MaxWall,MaxTRES,MaxTRESPerNode,MaxSubmitPU,Flags"]:
+            return self._result(argv, 0, stdout="normal|||||\n")  # as sacctmgr_qos_shape.txt, without limits
+        if argv[1:] == ["-n", "-P", "show", "assoc", "where", f"user={self.user}",
+                        "format=Cluster,Account,User,Partition,QOS,DefaultQOS,MaxWall,MaxTRES"]:
+            return self._result(argv, 0, stdout=f"standin|research|{self.user}||normal|||\n")  # sacctmgr_assoc_shape.txt
         self._unknown(argv, "sacctmgr query")
+
+    # -- the cluster's shape (the fit check's queries): one partition of one node, as sinfo_shape.txt and
+    # scontrol_show_partition.txt say it -------------------------------------------------------------------------
+    def _sinfo(self, argv, cwd) -> CommandResult:
+        if argv[1:] != ["-h", "-e", "-o", "%P|%a|%l|%D|%c|%m|%G|%T|%f"]:
+            self._unknown(argv, "sinfo query")
+        if self.frozen:
+            return self._controller_timeout(argv, "slurm_load_partitions error")
+        return self._result(argv, 0, stdout=f"{PARTITION}*|up|infinite|1|{NODE_CPUS}|{NODE_MEM_MB}|gpu:{NODE_GPUS}|"
+                                            "idle|(null)\n")
+
+    def _show_partition(self, argv) -> CommandResult:
+        if self.frozen:
+            return self._controller_timeout(argv, "slurm_load_partitions error")
+        return self._result(argv, 0, stdout=(
+            f"PartitionName={PARTITION}\n   AllowGroups=ALL AllowAccounts=ALL AllowQos=ALL\n"
+            "   AllocNodes=ALL Default=YES QoS=N/A\n   DefaultTime=NONE DisableRootJobs=NO ExclusiveUser=NO GraceTime=0\n"
+            "   MaxNodes=UNLIMITED MaxTime=UNLIMITED MinNodes=0 LLN=NO MaxCPUsPerNode=UNLIMITED\n"
+            f"   Nodes={NODE}\n   State=UP TotalCPUs={NODE_CPUS} TotalNodes=1 SelectTypeParameters=NONE\n"
+            "   JobDefaults=(null)\n   DefMemPerNode=UNLIMITED MaxMemPerNode=UNLIMITED\n"
+            f"   TRES=cpu={NODE_CPUS},mem={NODE_MEM_MB}M,node=1,billing={NODE_CPUS},gres/gpu={NODE_GPUS}\n\n"))
 
     # -- driving the cluster (the test's side) ----------------------------------------------------------------
     def active_count(self) -> int:
