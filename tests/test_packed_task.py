@@ -14,10 +14,12 @@ from typing import Optional
 
 import pytest
 
-from hpc_sweep import packing, runcontrol
-from hpc_sweep.render import PORT_BASE, MapEntry, map_text, render_script, script_context
+from hpc_sweep.submit import packing, runcontrol
+from hpc_sweep.common.jobmap import MapEntry, map_text
+from hpc_sweep.local.processes import proc_start, proc_stat
+from hpc_sweep.submit.scripts import PORT_BASE, render_script, script_context
 from hpc_sweep.session import Session
-from hpc_sweep.sites import profile_files
+from hpc_sweep.sweep.sites import profile_files
 from slurm_cluster import wait_for  # tests/cluster, on sys.path through conftest.py
 
 # The trainer stand-in: notes what it was given, then waits for a release file (or sleeps for what the hold file
@@ -56,6 +58,7 @@ class PackedTask:
         self.root, self.script, self.entries = root, script, entries
         self.markers = root / ".hpc_sweep" / "markers"
         self.proc: Optional[subprocess.Popen] = None
+        self.born: Optional[int] = None  # the task's start time (clock ticks): its session's processes are not older
 
     def start(self, task_id: str = "42_0", env: Optional[dict] = None) -> subprocess.Popen:
         clean = {k: v for k, v in os.environ.items()
@@ -64,6 +67,7 @@ class PackedTask:
         self.proc = subprocess.Popen(["bash", str(self.script)], env=clean, stdout=subprocess.PIPE,
                                      stderr=subprocess.STDOUT, text=True, cwd=self.root.parent,
                                      start_new_session=True)
+        self.born = proc_start(self.proc.pid)
         return self.proc
 
     def finish(self, timeout: float = 60) -> tuple[int, str]:
@@ -71,10 +75,21 @@ class PackedTask:
         return self.proc.returncode, out
 
     def stop(self) -> None:
-        """Test teardown: end whatever of the task's session is left (our own process group)."""
-        if self.proc is not None and self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGKILL)
+        """Test teardown: end whatever of the task's session is left, by PID. The task was started in a session of
+        its own, and each run's command has a process group of its own inside it (set -m), so the launcher's group
+        does not hold them all: every process of the session is killed, whether or not the launcher is still
+        there (a run or a trainer's sleep may outlive it)."""
+        if self.proc is None:
+            return
+        for pid in session_pids(self.proc.pid, self.born):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        if self.proc.poll() is None:
             self.proc.wait()
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
 
     def name(self, i: int) -> str:
         return self.entries[i].name
@@ -145,9 +160,9 @@ def packed_task(tmp_path: Path, count: int, gpus: int = 1, device_type: str = "g
             folder.mkdir(parents=True, exist_ok=True)
         entries = []
         for row in session.store.configs():
-            outputs = paths.config_outputs(row["name"])
+            outputs = paths.config_outputs(row.name)
             outputs.mkdir(parents=True, exist_ok=True)
-            entries.append(MapEntry(index, row["name"], 1, row["path"], str(outputs), f"{device_type}*{gpus}", gpus))
+            entries.append(MapEntry(index, row.name, 1, row.path, str(outputs), f"{device_type}*{gpus}", gpus))
         rule = packing.packing_from(packing_keys)
         map_file = paths.script / "packed-test-1.map"
         context = script_context(session, "packed-test-1", f"0-{index}", index + 1,
@@ -176,6 +191,10 @@ def make(tmp_path):
     yield make_task
     for task in made:
         task.stop()
+    for task in made:  # nothing the test started outlives it
+        if task.proc is not None:
+            wait_for(lambda: not session_pids(task.proc.pid, task.born), 10, interval=0.05,
+                     what="the task's processes to end")
 
 
 # -- K configs in one task ---------------------------------------------------------------------------------------------
@@ -354,14 +373,13 @@ def test_a_config_asked_to_stop_before_it_starts_never_starts(make):
     assert task.marker(2, "start") is None and task.seen(2, "started") is None
 
 
-def session_pids(sid: int) -> list:
-    """Every live process of a session (a task's processes, as a scheduler's cgroup or PBS's session holds them)."""
-    from hpc_sweep.runner import proc_stat
-
+def session_pids(sid: int, born: Optional[int] = None) -> list:
+    """Every live process of a session (a task's processes, as a scheduler's cgroup or PBS's session holds them);
+    ``born``: only those started since (a session id reused after ours ended is not ours)."""
     found = []
     for name in os.listdir("/proc"):
         stat = proc_stat(int(name)) if name.isdigit() else None
-        if stat and stat[1] == sid and stat[0] not in ("Z", "X"):
+        if stat and stat[1] == sid and stat[0] not in ("Z", "X") and (born is None or stat[2] >= born):
             found.append(int(name))
     return found
 

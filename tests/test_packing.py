@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpc_sweep import packing, runcontrol
-from hpc_sweep.errors import UserError
-from hpc_sweep.packing import Packing
-from hpc_sweep.render import MapEntry, map_text, parse_map
+from hpc_sweep.submit import packing, runcontrol
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.submit.packing import Packing
+from hpc_sweep.common.jobmap import MapEntry, map_text, parse_map
 
 
 # -- lanes -----------------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from hpc_sweep.atomicio import write_atomic
+from hpc_sweep.common.atomicio import write_atomic
 
 STOP, SKIPPED = "stop", "skipped"
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Mapping, Optional, Sequence
 
-from hpc_sweep.errors import UserError
+from hpc_sweep.common.errors import UserError
 
 PACK_MODES = ("node",)
 RESERVE_S = 120   # a config started later must leave this much of the walltime spare (its TERM, a checkpoint)
