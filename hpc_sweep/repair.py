@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, NamedTuple, Optional
 from hpc_sweep.common.errors import UserError
 from hpc_sweep.state.states import SUBMITTING, ConfigState
 from hpc_sweep.state.states import SubmissionStatus as Status
+from hpc_sweep.submit.packing import task_count
 
 if TYPE_CHECKING:
     from hpc_sweep.common.layout import SweepPaths
@@ -391,7 +392,7 @@ def _insert_history(session: Session, rows: list[_Rebuilt], maps: dict, markers:
             "INSERT INTO submissions (name, shape, script, map, scheduler_id, status, ntasks, created_at, submitted_at,"
             " note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'rebuilt by hpc-sweep repair')",
             (name, shape, str(found.path.with_suffix(".sh")), str(found.path), sid,
-             Status.SUBMITTED if sid else Status.INTENT, len(found.entries), found.written_at,
+             Status.SUBMITTED if sid else Status.INTENT, task_count(found.entries), found.written_at,
              found.written_at if sid else None))
         report.submissions[Status.SUBMITTED if sid else Status.INTENT] += 1
     latest: dict = {}
@@ -432,7 +433,7 @@ def _attempt(session: Session, owner: Optional[str], entry, sid: Optional[str], 
     if start:
         fields.update(job_id=start.get("job_id"), started_at=start.get("time"), host=start.get("host"))
     elif sid and entry is not None:
-        ntasks = len(maps[owner].entries)
+        ntasks = task_count(maps[owner].entries)  # a packed map has several lines per task
         fields["job_id"] = session.scheduler.task_id(sid, entry.index, session.scheduler.uses_array(ntasks))
     if end:
         fields.update(ended_at=end.get("time"), exit_code=end.get("exit_code"))

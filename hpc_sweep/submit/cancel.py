@@ -12,6 +12,7 @@ from hpc_sweep.common.errors import RuntimeFailure
 from hpc_sweep.state.states import ACTIVE, UNFINISHED, ConfigState, SubmissionStatus, sql_list
 from hpc_sweep.submit import intents
 from hpc_sweep.submit.queries import live_records_or_none
+from hpc_sweep.submit.runcontrol import request_stop
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
@@ -45,13 +46,16 @@ class EndedRuns(NamedTuple):
     ids: list            # the ids passed to the scheduler's cancel command
     ended: list          # the attempts (AttemptRow) now in the state asked for
     left_to_poll: list   # attempts that had ended on their own first: the next poll records how
+    asked: tuple = ()    # of ``ended``: the runs asked to stop inside a packed task that goes on
 
 
 def end_runs(session: Session, attempts: Sequence, state: str, reason: str) -> EndedRuns:
     """End these active attempts (recorded, with a job id) in the scheduler and record them, and their configs
     where it is the config's current attempt, as ``state`` with ``reason``: the one way this tool stops a run
     early (cancel, an early stop). A whole submission is cancelled by its id where all its active tasks end, its
-    tasks one by one otherwise. The caller holds the sweep lock. Raises RuntimeFailure, recording nothing, when
+    tasks one by one otherwise. A run of a packed task whose other runs go on is asked to stop instead
+    (:mod:`hpc_sweep.submit.runcontrol`: that run's process group only); a packed task is cancelled only where
+    all its runs end. The caller holds the sweep lock. Raises RuntimeFailure, recording nothing, when
     the scheduler refuses."""
     store, adapter = session.store, session.scheduler
     attempts = [a for a in attempts if a.job_id]
@@ -59,7 +63,11 @@ def end_runs(session: Session, attempts: Sequence, state: str, reason: str) -> E
     # poll's to record. Its exit marker is looked for before the scancel (a killed task writes one too).
     ended_first = {(a.config, a.attempt) for a in attempts
                    if (session.paths.markers / f"{a.config}.{a.attempt}.exit").exists()}
-    ids = _ids_to_cancel(session, [a for a in attempts if (a.config, a.attempt) not in ended_first])
+    to_end = [a for a in attempts if (a.config, a.attempt) not in ended_first]
+    asked = _in_going_tasks(session, to_end)
+    for att in asked:
+        request_stop(session.paths.markers, att.config, att.attempt, reason, state=state)
+    ids = _ids_to_cancel(session, [a for a in to_end if a not in asked])
     if ids:
         argv = adapter.cancel_argv(ids)
         result = shell.run(argv, timeout=120)
@@ -76,7 +84,16 @@ def end_runs(session: Session, attempts: Sequence, state: str, reason: str) -> E
             store.update_attempt(att.config, att.attempt, state=state, reason=reason)
             if current.get(att.config) == att.attempt:
                 store.set_config_state(att.config, state, reason)
-    return EndedRuns(ids, ended, left)
+    return EndedRuns(ids, ended, left, tuple(asked))
+
+
+def _in_going_tasks(session: Session, attempts: list) -> list:
+    """The attempts whose task (packed) also runs active attempts that are not among them: that task goes on."""
+    ending = {(a.config, a.attempt) for a in attempts}
+    job_ids = {a.job_id for a in attempts}
+    going = {a.job_id for a in session.store.attempts(states=ACTIVE)
+             if a.job_id in job_ids and (a.config, a.attempt) not in ending}
+    return [a for a in attempts if a.job_id in going]
 
 
 def _cancel_open_submissions(session: Session, wanted: set) -> dict:
@@ -124,7 +141,7 @@ def _ids_to_cancel(session: Session, active: list) -> list:
         if sub and sub.scheduler_id and all_tasks == len(atts):
             ids.append(sub.scheduler_id)
         else:
-            ids.extend(a.job_id for a in atts)
+            ids.extend(dict.fromkeys(a.job_id for a in atts))  # a packed task's runs share its id
     return ids
 
 

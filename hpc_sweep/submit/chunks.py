@@ -15,6 +15,7 @@ from hpc_sweep.common.atomicio import write_atomic
 from hpc_sweep.common.jobmap import MapEntry, map_text
 from hpc_sweep.programs import task_environment
 from hpc_sweep.state.rows import ConfigRow
+from hpc_sweep.submit.packing import task_indices, template_context
 from hpc_sweep.submit.scripts import render_script, script_context
 
 if TYPE_CHECKING:
@@ -105,7 +106,9 @@ def chunk_files(session: Session, chunk: Chunk, name: str, array: Optional[str],
     paths = session.paths
     outputs_root = str(paths.outputs)
     entries, starts = [], {}
-    for index, row in enumerate(chunk.configs):
+    # A packed task's configs share its array index: the map has one line per config, several per index.
+    indices = task_indices(chunk.tasks) if chunk.tasks else range(len(chunk.configs))
+    for index, row in zip(indices, chunk.configs):
         outputs = os.path.join(outputs_root, row.name)  # paths.config_outputs, without a Path per config
         if write:
             _make_folder(outputs)  # the trainer writes there from its start
@@ -117,8 +120,11 @@ def chunk_files(session: Session, chunk: Chunk, name: str, array: Optional[str],
         entries.append(MapEntry(index, row.name, attempt, config_file, outputs, device, row.gpus, env))
     map_file = paths.script / f"{name}.map"
     script_file = paths.script / f"{name}.sh"
-    context = script_context(session, name, array, len(entries), chunk.configs[0].gpus,
-                             chunk.shape.split(":")[0], chunk.walltime_s, map_file)
+    context = script_context(session, name, array, chunk.ntasks, chunk.gpus, chunk.device_type, chunk.walltime_s,
+                             map_file, chunk.runs_per_gpu)
+    if chunk.tasks:  # the one-config script stays as it was: only a packed chunk's context says packed
+        context.update(template_context(chunk.configs[0].gpus, chunk.device_type, chunk.packing,
+                                        per_task=max(chunk.tasks), walltime_s=chunk.walltime_s))
     # Both texts first: a template or map error leaves no file behind.
     files = ChunkFiles(entries, script_file, map_file, render_script(session, context), map_text(entries), starts)
     if write:

@@ -30,6 +30,7 @@ class Ask:
 
     gpus: int
     walltime_s: int
+    runs_per_gpu: int = 1                  # a packed task's runs sharing each GPU: each has its CPUs and memory
     cpus_per_gpu: Optional[int] = None     # None: derived from the partition's nodes
     mem_per_gpu_mb: Optional[int] = None
     cpus_per_task: int = 1                 # CPU-only tasks
@@ -100,26 +101,31 @@ def resolve(ask: Ask, partition: Optional[Partition]) -> Tuple[int, int, Tuple[s
         return ask.cpus_per_task, ask.mem_mb, ()
     derived = per_gpu_from_nodes(partition, ask.gpu_name, ask.gpu_type) if partition else None
     notes: List[str] = []
+    runs = ask.gpus * ask.runs_per_gpu  # GPUs' worth of CPUs and memory: a packed task's runs each have theirs
     if ask.cpus_per_gpu is not None:
-        cpus = ask.cpus_per_gpu * ask.gpus
+        cpus = ask.cpus_per_gpu * runs
     elif derived:
-        cpus = max(1, int(derived[0] * ask.gpus))
+        cpus = max(1, int(derived[0] * runs))
         notes.append(f"cpus_per_gpu: {_number(derived[0])} from the nodes of partition {partition.name} "
                      f"({derived[2].describe(ask.gpu_name)}): {cpus} CPU{'s' if cpus > 1 else ''} for {ask.gpus} "
-                     f"{ask.gpu_name}")
+                     f"{ask.gpu_name}{_shared(ask)}")
     else:
-        cpus = FALLBACK_CPUS_PER_GPU * ask.gpus
+        cpus = FALLBACK_CPUS_PER_GPU * runs
         notes.append(f"cpus_per_gpu: {FALLBACK_CPUS_PER_GPU} (no {ask.gpu_name} nodes seen to derive it from)")
     if ask.mem_per_gpu_mb is not None:
-        memory = ask.mem_per_gpu_mb * ask.gpus
+        memory = ask.mem_per_gpu_mb * runs
     elif derived:
-        memory = max(1, int(derived[1] * ask.gpus))
+        memory = max(1, int(derived[1] * runs))
         notes.append(f"mem_per_gpu: {int(derived[1])}M from the nodes of partition {partition.name} "
-                     f"({derived[2].describe(ask.gpu_name)}): {memory}M for {ask.gpus} {ask.gpu_name}")
+                     f"({derived[2].describe(ask.gpu_name)}): {memory}M for {ask.gpus} {ask.gpu_name}{_shared(ask)}")
     else:
-        memory = FALLBACK_MEM_PER_GPU_MB * ask.gpus
+        memory = FALLBACK_MEM_PER_GPU_MB * runs
         notes.append(f"mem_per_gpu: {FALLBACK_MEM_PER_GPU_MB}M (no {ask.gpu_name} nodes seen to derive it from)")
     return cpus, memory, tuple(notes)
+
+
+def _shared(ask: Ask) -> str:
+    return f" x {ask.runs_per_gpu} runs per GPU" if ask.runs_per_gpu > 1 else ""
 
 
 def _number(value: Fraction) -> str:
@@ -230,7 +236,7 @@ def _holds(group: NodeGroup, partition: Partition, cpus: int, memory: int) -> bo
 
 def _cpus(ask: Ask, what: str, most: int) -> Problem:
     if ask.gpus:
-        per_gpu = most // ask.gpus
+        per_gpu = most // (ask.gpus * ask.runs_per_gpu)
         fix = (f"set cpus_per_gpu = {per_gpu} or fewer in {ask.source('cpus_per_gpu')}" if per_gpu >= 1 else
                f"ask for {most} or fewer {ask.gpu_name} per run in {ask.source('gpus')}")
         return Problem("cpus_per_gpu" if per_gpu >= 1 else "gpus", f"{what}; {fix}")
@@ -239,7 +245,7 @@ def _cpus(ask: Ask, what: str, most: int) -> Problem:
 
 def _mem(ask: Ask, what: str, most_mb: int) -> Problem:
     if ask.gpus:
-        return Problem("mem_per_gpu", f"{what}; set mem_per_gpu = \"{most_mb // ask.gpus}M\" or less in "
+        return Problem("mem_per_gpu", f"{what}; set mem_per_gpu = \"{most_mb // (ask.gpus * ask.runs_per_gpu)}M\" or less in "
                                       f"{ask.source('mem_per_gpu')}")
     return Problem("mem", f"{what}; set mem = \"{most_mb}M\" or less in {ask.source('mem')}")
 

@@ -37,6 +37,7 @@ from hpc_sweep.schedulers.base import SchedulerError, TaskRecord
 from hpc_sweep.state.rows import SubmissionRow
 from hpc_sweep.state.states import ACTIVE, OPEN, QUEUED, SUBMITTABLE, SUBMITTING, ConfigState, sql_list
 from hpc_sweep.state.states import SubmissionStatus as Status
+from hpc_sweep.submit.packing import task_count
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
@@ -318,14 +319,14 @@ def _adopt(session: Session, name: str, sid: str, sub: Optional[SubmissionRow], 
             done.warnings.append(f"job {sid} ({name}) runs or ran configs recorded under another submission; not "
                                  "adopted (the claim guard let each run once)")
         return
-    is_array = session.scheduler.uses_array(len(entries))
+    ntasks = task_count(entries)  # a packed map has several lines per task
+    is_array = session.scheduler.uses_array(ntasks)
     with store.transaction():
         if sub is None:
-            record_intent(store, name, "adopted", str(session.paths.script / f"{name}.sh"), str(map_file),
-                          len(entries))
+            record_intent(store, name, "adopted", str(session.paths.script / f"{name}.sh"), str(map_file), ntasks)
         hold_attempts(store, name, entries)
-        record_submitted(session, store.submission(name)._replace(ntasks=len(entries)), sid)
-        store.add_event("adopted", f"{name} as {sid}: {len(entries)} task(s){'' if is_array else ' (plain job)'}")
+        record_submitted(session, store.submission(name)._replace(ntasks=ntasks), sid)
+        store.add_event("adopted", f"{name} as {sid}: {ntasks} task(s){'' if is_array else ' (plain job)'}")
     done.adopted.append((name, sid))
 
 

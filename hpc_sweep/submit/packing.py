@@ -18,12 +18,16 @@ packed. The map format is unchanged: a packed task is several lines with the sam
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 from hpc_sweep.common.errors import UserError
 
+if TYPE_CHECKING:
+    from hpc_sweep.session import Session
+
 PACK_MODES = ("node",)
-RESERVE_S = 120   # a config started later must leave this much of the walltime spare (its TERM, a checkpoint)
+RESERVE_S = 120   # a config started later must leave this much of the walltime spare (its TERM, a checkpoint);
+                  # a tenth of the walltime where that is less (a short test or debug queue)
 GRACE_S = 60      # a run stopped on request gets this long after its TERM before its process group is killed
 TICK_S = 1        # how often the task's launcher looks at its runs and their stop requests
 
@@ -42,32 +46,58 @@ class Packing:
         return self.node or self.runs_per_gpu > 1
 
 
-def packing_from(values: Mapping, file: object = None) -> Packing:
+def packing_from(values: Mapping, file: object = None, where: Optional[Mapping[str, tuple]] = None) -> Packing:
     """The packing keys of a profile or [sweep] table, checked: ``runs_per_gpu``, ``pack``, ``gpus_per_node``,
-    ``pack_waves``. Absent keys keep the defaults."""
-    runs = _positive(values, "runs_per_gpu", 1, file)
+    ``pack_waves``. Absent keys keep the defaults. ``where``: key -> (file, key as written there), for keys merged
+    from several files; others are named as in ``file``."""
+    def source(key: str) -> dict:
+        found = (where or {}).get(key)
+        return {"file": found[0], "key": found[1]} if found else {"file": file, "key": key}
+
+    runs = _positive(values, "runs_per_gpu", 1, source)
     mode = values.get("pack")
     if mode not in (None, "") and mode not in PACK_MODES:
-        raise UserError(f"'{mode}' is not a packing mode", file=file, key="pack",
+        raise UserError(f"'{mode}' is not a packing mode", **source("pack"),
                         fix='write pack = "node" (one task per node, one run per GPU), or leave it out')
     node = mode == "node"
-    gpus_per_node = _positive(values, "gpus_per_node", 0, file)
+    gpus_per_node = _positive(values, "gpus_per_node", 0, source)
     if node and not gpus_per_node:
-        raise UserError('pack = "node" needs the number of GPUs of a node', file=file, key="gpus_per_node",
+        beside = source("pack")  # named in the file that asks for it
+        raise UserError('pack = "node" needs the number of GPUs of a node', file=beside["file"],
+                        key=beside["key"].replace("pack", "gpus_per_node"),
                         fix="add gpus_per_node = 8 (or what the partition's nodes have)")
     if gpus_per_node and not node:
-        raise UserError('gpus_per_node is used only with pack = "node"', file=file, key="gpus_per_node",
+        raise UserError('gpus_per_node is used only with pack = "node"', **source("gpus_per_node"),
                         fix='add pack = "node", or remove gpus_per_node')
-    return Packing(runs, node, gpus_per_node, _positive(values, "pack_waves", 1, file))
+    return Packing(runs, node, gpus_per_node, _positive(values, "pack_waves", 1, source))
 
 
-def _positive(values: Mapping, key: str, default: int, file: object) -> int:
-    if key not in values:
+def _positive(values: Mapping, key: str, default: int, source) -> int:
+    if values.get(key) is None:
         return default
     value = values[key]
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise UserError(f"{value!r} is not a whole number of at least 1", file=file, key=key)
+        raise UserError(f"{value!r} is not a whole number of at least 1", **source(key),
+                        fix=f"write {key} = 2 (or another whole number), or leave it out")
     return value
+
+
+def session_packing(session: Session) -> Packing:
+    """How this sweep packs: the site profile's keys, each overridden by [sweep]'s. The local backend packs
+    nothing here (its runner shares GPUs by its own runs_per_gpu)."""
+    profile, spec = session.profile, session.spec
+    if profile.scheduler == "local":
+        return Packing()
+    values: dict = {}
+    where: dict = {}
+    mine = str(profile.path) if profile.path else f"site profile {profile.name}"
+    for key in ("runs_per_gpu", "pack", "gpus_per_node", "pack_waves"):
+        value = getattr(profile, key, None)
+        if value is not None and not (key == "runs_per_gpu" and value == 1):
+            values[key], where[key] = value, (mine, key)
+    for key, value in spec.packing.items():
+        values[key], where[key] = value, (str(spec.path), f"sweep.{key}")
+    return packing_from(values, where=where)
 
 
 def packs(gpus: int, packing: Packing) -> bool:
@@ -142,13 +172,16 @@ def device_env(device_type: str) -> str:
     return "ROCR_VISIBLE_DEVICES" if device_type in ("rocm", "dcu") else "CUDA_VISIBLE_DEVICES"
 
 
-def template_context(gpus: int, device_type: str, packing: Packing, per_task: int, reserve_s: int = RESERVE_S,
-                     grace_s: int = GRACE_S, tick_s: float = TICK_S) -> dict:
+def template_context(gpus: int, device_type: str, packing: Packing, per_task: int, reserve_s: Optional[int] = None,
+                     grace_s: int = GRACE_S, tick_s: float = TICK_S, walltime_s: Optional[int] = None) -> dict:
     """What packed.sh.j2 needs beyond the one-config script context (whose walltime_s it also reads).
-    ``per_task``: the most configs a task of this submission holds (each run's port is set from it)."""
+    ``per_task``: the most configs a task of this submission holds (each run's port is set from it);
+    ``reserve_s``: by default :data:`RESERVE_S`, or a tenth of ``walltime_s`` where that is less."""
     layout = lanes(gpus, packing)
     if not layout:
         return {"packed": False}
+    if reserve_s is None:
+        reserve_s = min(RESERVE_S, walltime_s // 10) if walltime_s else RESERVE_S
     return {"packed": True, "pack_lanes": len(layout), "pack_lane_devices": layout, "pack_per_task": per_task,
             "pack_device_env": device_env(device_type), "pack_reserve_s": reserve_s, "pack_grace_s": grace_s,
             "pack_tick_s": tick_s}

@@ -12,18 +12,41 @@ from hpc_sweep.schedulers.base import QueueLimits
 from hpc_sweep.state.rows import ConfigRow
 from hpc_sweep.state.states import SUBMITTABLE, SUBMITTING, sql_list
 from hpc_sweep.submit import intents
+from hpc_sweep.submit.packing import Packing, allocation_gpus, lanes, plan_tasks, session_packing
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
 
 
-
-
 @dataclass
 class Chunk:
+    """One submission: configs of one shape and walltime. Packed (:mod:`hpc_sweep.submit.packing`): ``tasks`` says
+    how many configs each array task runs, in order; otherwise each config is a task of its own."""
+
     shape: str
     walltime_s: int
     configs: list[ConfigRow]
+    tasks: Optional[list] = None
+    packing: Optional[Packing] = None
+
+    @property
+    def ntasks(self) -> int:
+        """Array tasks (allocations): what the queue cap counts."""
+        return len(self.tasks) if self.tasks else len(self.configs)
+
+    @property
+    def device_type(self) -> str:
+        return self.shape.split(":")[0]
+
+    @property
+    def gpus(self) -> int:
+        """GPUs one task asks for (a node-packed task: the node's)."""
+        gpus = self.configs[0].gpus
+        return allocation_gpus(gpus, self.packing) if self.tasks else gpus
+
+    @property
+    def runs_per_gpu(self) -> int:
+        return self.packing.runs_per_gpu if self.tasks else 1
 
 
 def candidates(session: Session, only: Optional[Sequence[str]] = None) -> list[ConfigRow]:
@@ -38,7 +61,10 @@ def candidates(session: Session, only: Optional[Sequence[str]] = None) -> list[C
 
 
 def plan_chunks(session: Session, rows: list[ConfigRow], limits: QueueLimits, room: Optional[int]) -> list[Chunk]:
+    """Chunks of one shape and walltime, each at most an array's size; ``room``: tasks the queue cap still allows
+    (a packed task holds several configs but counts once)."""
     walltime_default = session.spec.walltime_s or session.profile.walltime_s
+    packing = session_packing(session)
     groups: dict = {}
     for row in rows:
         key = (row.shape, row.walltime_s or walltime_default)
@@ -49,13 +75,20 @@ def plan_chunks(session: Session, rows: list[ConfigRow], limits: QueueLimits, ro
     chunks = []
     left = room
     for (shape, walltime), members in groups.items():
+        lane_count = len(lanes(members[0].gpus, packing))  # 0: not packed
         start = 0
         while start < len(members) and (left is None or left > 0):
-            size = min(max_size, len(members) - start, left if left is not None else len(members))
-            chunks.append(Chunk(shape, walltime, members[start:start + size]))
+            tasks_allowed = min(max_size, left) if left is not None else max_size
+            if lane_count:
+                sizes = plan_tasks(len(members) - start, lane_count, tasks_allowed, packing.waves)
+                size, used = sum(sizes), len(sizes)
+                chunks.append(Chunk(shape, walltime, members[start:start + size], sizes, packing))
+            else:
+                size = used = min(tasks_allowed, len(members) - start)
+                chunks.append(Chunk(shape, walltime, members[start:start + size]))
             start += size
             if left is not None:
-                left -= size
+                left -= used
     return chunks
 
 

@@ -25,14 +25,15 @@ if TYPE_CHECKING:
 
 
 def ask_for(spec: Optional["SweepSpec"], profile: "SiteProfile", program: Optional["Program"], gpus: int,
-            device_type: str, walltime_s: int) -> Ask:
+            device_type: str, walltime_s: int, runs_per_gpu: int = 1) -> Ask:
     """What one task of ``gpus`` devices of ``device_type`` asks for, before defaults, with where each key is set
-    (the fix names that file). ``spec`` None: the profile alone (doctor outside a sweep)."""
+    (the fix names that file). ``spec`` None: the profile alone (doctor outside a sweep). ``runs_per_gpu``: a
+    packed task's runs sharing each GPU (:mod:`hpc_sweep.submit.packing`), each with its own CPUs and memory."""
     from hpc_sweep.submit.scripts import mem_mb
 
     per_gpu_mem = (spec and spec.mem_per_gpu) or profile.mem_per_gpu
     slurm = profile.scheduler == "slurm"
-    return Ask(gpus=gpus, walltime_s=walltime_s, cpus_per_gpu=(spec and spec.cpus_per_gpu) or profile.cpus_per_gpu,
+    return Ask(gpus=gpus, walltime_s=walltime_s, runs_per_gpu=runs_per_gpu, cpus_per_gpu=(spec and spec.cpus_per_gpu) or profile.cpus_per_gpu,
                mem_per_gpu_mb=mem_mb(per_gpu_mem, "mem_per_gpu") if per_gpu_mem else None,
                cpus_per_task=profile.cpus_per_task, mem_mb=mem_mb(profile.mem, "mem"),
                gpu_name=profile.gpu_resource.get(device_type, device_type) if slurm else "gpu",
@@ -57,8 +58,8 @@ def _sources(spec: Optional["SweepSpec"], profile: "SiteProfile", program: Optio
     return where
 
 
-def session_ask(session: Session, gpus: int, device_type: str, walltime_s: int) -> Ask:
-    return ask_for(session.spec, session.profile, session.program, gpus, device_type, walltime_s)
+def session_ask(session: Session, gpus: int, device_type: str, walltime_s: int, runs_per_gpu: int = 1) -> Ask:
+    return ask_for(session.spec, session.profile, session.program, gpus, device_type, walltime_s, runs_per_gpu)
 
 
 def _profile_source(profile) -> str:
@@ -70,12 +71,12 @@ def _profile_source(profile) -> str:
     return str(profile.path)
 
 
-def task_resources(session: Session, gpus: int, device_type: str, walltime_s: int) -> Fit:
+def task_resources(session: Session, gpus: int, device_type: str, walltime_s: int, runs_per_gpu: int = 1) -> Fit:
     """The CPUs and memory each task gets (derived from the nodes where neither sweep nor profile sets them), from
     the last shape read, however old (it was checked fresh before anything was submitted)."""
     from hpc_sweep.submit.queries import cached_shape
 
-    ask = session_ask(session, gpus, device_type, walltime_s)
+    ask = session_ask(session, gpus, device_type, walltime_s, runs_per_gpu)
     shape = cached_shape(session, None)
     if shape is None:
         cpus, memory, notes = resolve(ask, None)
@@ -111,11 +112,12 @@ def check_chunks(session: Session, chunks: Sequence["Chunk"], fresh: bool) -> Li
 
 
 def _key(chunk: "Chunk") -> tuple:
-    return chunk.configs[0].gpus, chunk.shape.split(":")[0], chunk.walltime_s
+    """What one task of the chunk asks for: a packed task's whole shape (its GPUs, and its runs' CPUs and memory)."""
+    return chunk.gpus, chunk.device_type, chunk.walltime_s, chunk.runs_per_gpu
 
 
 def _verdicts(session: Session, chunks: Sequence["Chunk"], shape: "ClusterShape") -> Dict[tuple, Tuple[str, ...]]:
-    """Each distinct (GPUs, device type, walltime) of the chunks -> its problems (empty: it fits)."""
+    """Each distinct (GPUs, device type, walltime, runs per GPU) of the chunks -> its problems (empty: fits)."""
     out: Dict[tuple, Tuple[str, ...]] = {}
     for chunk in chunks:
         key = _key(chunk)

@@ -31,12 +31,18 @@ def control_path(markers: Path, config: str, attempt: int, kind: str) -> Path:
     return Path(markers) / f"{config}.{attempt}.{kind}"
 
 
-def request_stop(markers: Path, config: str, attempt: int, why: str, now: Optional[float] = None) -> None:
-    """Ask the task running (config, attempt) to stop that run only. A repeated request keeps the first."""
+def request_stop(markers: Path, config: str, attempt: int, why: str, now: Optional[float] = None,
+                 state: Optional[str] = None) -> None:
+    """Ask the task running (config, attempt) to stop that run only. A repeated request keeps the first.
+    ``state``: what the run is recorded as (cancelled, stopped), for a poll that finds it ended before the
+    controller recorded it."""
     path = control_path(markers, config, attempt, STOP)
     if path.exists():
         return
-    write_atomic(path, json.dumps({"why": why, "time": now if now is not None else time.time()}) + "\n")
+    request = {"why": why, "time": now if now is not None else time.time()}
+    if state is not None:
+        request["state"] = str(state)
+    write_atomic(path, json.dumps(request) + "\n")
 
 
 def read_control(markers: Path, config: str, attempt: int, kind: str) -> Optional[dict]:

@@ -86,14 +86,15 @@ def check_directive_path(session: Session) -> None:
 
 
 def script_context(session: Session, job_name: str, array: Optional[str], ntasks: int, gpus: int, device_type: str,
-                   walltime_s: int, map_file: Path) -> dict:
+                   walltime_s: int, map_file: Path, runs_per_gpu: int = 1) -> dict:
+    """The one-config script's context; ``gpus``, ``runs_per_gpu``: one task's (a packed task's whole shape)."""
     from hpc_sweep.common.durations import format_hms
     from hpc_sweep.submit.resources import task_resources
 
     profile, spec, paths = session.profile, session.spec, session.paths
     check_directive_path(session)
     # CPUs and memory per task: the sweep's or profile's, else derived from the partition's nodes.
-    resources = task_resources(session, gpus, device_type, walltime_s)
+    resources = task_resources(session, gpus, device_type, walltime_s, runs_per_gpu)
     cpus, memory = resources.cpus, resources.mem_mb
     adapter = session.scheduler
     return {

@@ -70,12 +70,12 @@ def submit_chunk(session: Session, chunk: Chunk, limits: QueueLimits, report: Su
     throttle = session.spec.throttle or session.profile.array_throttle
     if throttle and not limits.throttle_supported:
         throttle = None
-    n = len(chunk.configs)
+    n = chunk.ntasks  # array tasks: a packed task runs several configs
     array = session.scheduler.array_spec(list(range(n)), throttle) if session.scheduler.uses_array(n) else None
     if dry_run:
         name = job_name(session, chunk, offset=len(report.planned), persist=False)
         files = chunk_files(session, chunk, name, array, write=False)
-        fit = task_resources(session, chunk.configs[0].gpus, chunk.shape.split(":")[0], chunk.walltime_s)
+        fit = task_resources(session, chunk.gpus, chunk.device_type, chunk.walltime_s, chunk.runs_per_gpu)
         report.planned.append(Planned(name, array, [e.name for e in files.entries], files.script_text,
                                       files.map_text, resources_line(fit)))
         return True
@@ -103,8 +103,7 @@ def _record_intent(session: Session, chunk: Chunk, array: Optional[str], report:
     with store.transaction():
         name = job_name(session, chunk)
         files = chunk_files(session, chunk, name, array, write=True)
-        intents.record_intent(store, name, chunk.shape, str(files.script_file), str(files.map_file),
-                              len(files.entries))
+        intents.record_intent(store, name, chunk.shape, str(files.script_file), str(files.map_file), chunk.ntasks)
         intents.hold_attempts(store, name, files.entries, [row.next_mode for row in chunk.configs])
         for config, start in files.starts.items():
             store.add_event("run_config", f"attempt {chunk.configs[0].attempt + 1}: {start}", config)

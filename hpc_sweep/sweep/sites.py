@@ -35,7 +35,7 @@ _KEYS = {
     "cpus_per_gpu": int, "mem_per_gpu": str, "cpus_per_task": int, "mem": str, "max_queued": int,
     "max_array_size": int, "array_throttle": int, "setup": list, "extra_directives": list, "template": str,
     "poll_min_interval": (str, int), "gpu_min_free_mb": int, "runs_per_gpu": int, "cpu_slots": int,
-    "throttle_supported": bool,
+    "throttle_supported": bool, "pack": str, "gpus_per_node": int, "pack_waves": int,
 }
 
 
@@ -66,7 +66,10 @@ class SiteProfile:
     template: Optional[str] = None
     poll_min_interval_s: int = 60
     gpu_min_free_mb: int = 2000
-    runs_per_gpu: int = 1
+    runs_per_gpu: int = 1                  # local: runs sharing a GPU; a batch scheduler: configs packed per GPU
+    pack: Optional[str] = None             # "node": one task per node, one run per GPU (hpc_sweep.submit.packing)
+    gpus_per_node: Optional[int] = None
+    pack_waves: Optional[int] = None
     cpu_slots: Optional[int] = None
     throttle_supported: Optional[bool] = None
 
@@ -141,7 +144,8 @@ def _validate(profile: SiteProfile, path: Path) -> None:
     if profile.gpu_request not in GPU_REQUESTS[profile.scheduler]:
         raise UserError(f"'{profile.gpu_request}' is not a GPU request style for {profile.scheduler}", file=path,
                         key="gpu_request", fix=f"use one of {', '.join(GPU_REQUESTS[profile.scheduler])}")
-    for key in ("max_queued", "max_array_size", "array_throttle", "cpus_per_gpu", "runs_per_gpu", "cpu_slots"):
+    for key in ("max_queued", "max_array_size", "array_throttle", "cpus_per_gpu", "runs_per_gpu", "cpu_slots",
+                "gpus_per_node", "pack_waves"):
         value = getattr(profile, key)
         if value is not None and value < 1:
             raise UserError("must be at least 1", file=path, key=key, fix="give a positive integer")

@@ -23,7 +23,8 @@ MAX_CONFIGS = 100_000  # one sweep; the generate and poll budgets are measured a
 
 _SECTIONS = {
     "sweep": ("name", "program", "base", "command", "site", "walltime", "device", "max_retries", "resume_states",
-              "allow_new_keys", "throttle", "cpus_per_gpu", "mem_per_gpu"),
+              "allow_new_keys", "throttle", "cpus_per_gpu", "mem_per_gpu", "runs_per_gpu", "pack", "gpus_per_node",
+              "pack_waves"),
     "grid": None, "zip": None, "configs": None, "random": ("count", "seed", "params"), "fixed": None,
     "smoke": ("count", "timeout", "walltime", "overrides"),
     "log": ("path", "epoch", "train_loss", "val_loss", "finished", "outputs_key", "max_epoch_key"),
@@ -67,6 +68,7 @@ class SweepSpec:
     throttle: Optional[int] = None
     cpus_per_gpu: Optional[int] = None
     mem_per_gpu: Optional[str] = None
+    packing: dict = field(default_factory=dict)       # the packing keys it sets (hpc_sweep.submit.packing checks them)
     grid: dict = field(default_factory=dict)          # dotted key -> list of values
     zips: list = field(default_factory=list)          # list of {dotted key -> list}
     explicit: list = field(default_factory=list)      # list of {dotted key -> value}
@@ -215,8 +217,17 @@ def _parse_sweep_table(reader: _Reader, sweep: dict, root: Path) -> SweepSpec:
         site=reader.typed(sweep, "sweep", "site", str), walltime_s=reader.duration(sweep, "sweep", "walltime"),
         device=device, max_retries=max_retries, resume_states=tuple(resume_states),
         allow_new_keys=reader.typed(sweep, "sweep", "allow_new_keys", bool, default=False), throttle=throttle,
-        cpus_per_gpu=cpus_per_gpu, mem_per_gpu=mem_per_gpu,
+        cpus_per_gpu=cpus_per_gpu, mem_per_gpu=mem_per_gpu, packing=_packing_keys(reader, sweep),
     )
+
+
+PACKING_KEYS = {"runs_per_gpu": int, "pack": str, "gpus_per_node": int, "pack_waves": int}
+
+
+def _packing_keys(reader: _Reader, sweep: dict) -> dict:
+    """The packing keys [sweep] sets, typed; how they go together is checked where they are used
+    (:func:`hpc_sweep.submit.packing.session_packing`), with the site profile's."""
+    return {key: reader.typed(sweep, "sweep", key, kind) for key, kind in PACKING_KEYS.items() if key in sweep}
 
 
 def _check_command(reader: _Reader, command: str) -> None:

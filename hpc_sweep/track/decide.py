@@ -5,6 +5,9 @@ The scheduler's word comes first while the task is in the queue; an exit marker 
 knows (accounting missing or disabled); a task that left the queue with no word on how it ended is *lost* only
 after :data:`GONE_GRACE_S` (accounting lag, NFS attribute caching), and a lost one is followed for
 :data:`RECHECK_LOST_S` more (a late exit marker or accounting record corrects it).
+
+A packed task (:mod:`hpc_sweep.submit.packing`) runs several attempts under one job id: the scheduler's record is
+the task's, not the run's, so :func:`decide_packed` reads each run's own markers first (see there).
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ RECHECK_LOST_S = 86400      # a lost task's accounting is asked again for a day:
 
 # The states decide returns, bound once (it runs for every followed attempt of a poll).
 COMPLETED, FAILED, RUNNING, LOST = ConfigState.COMPLETED, ConfigState.FAILED, ConfigState.RUNNING, ConfigState.LOST
+PENDING, WAITING, CANCELLED = ConfigState.PENDING, ConfigState.WAITING, ConfigState.CANCELLED
 # What a task's own output can say ended it while the scheduler said nothing.
 ENDED_BY_THE_SYSTEM = frozenset({ConfigState.TIMEOUT, ConfigState.OOM, ConfigState.NODE_FAIL, ConfigState.PREEMPTED,
                                  ConfigState.CANCELLED})
@@ -49,11 +53,16 @@ def task_output(session: Session, att: AttemptRow) -> str:
 
 
 def decide(session: Session, att: AttemptRow, live: Optional[TaskRecord], acct: Optional[TaskRecord], markers: Markers,
-           now: float) -> tuple[str, Optional[str], dict]:
-    """(state, reason, attempt fields) for one active attempt."""
+           now: float, packed: bool = False, scheduler_known: bool = True) -> tuple[str, Optional[str], dict]:
+    """(state, reason, attempt fields) for one active attempt; ``packed``: its task runs other attempts too;
+    ``scheduler_known``: ``live``/``acct`` are this poll's answer (not: the markers alone are read)."""
     from hpc_sweep.track.failure import diagnose
 
     key = f"{att.config}.{att.attempt}"
+    if packed:
+        found = decide_packed(session, att, live, acct, markers, key, now, scheduler_known)
+        if found is not None:
+            return found
     end = markers.load(key, "exit")
     fields: dict = {}
     if live is None and att.left_queue_at is None and att.state != LOST:
@@ -118,6 +127,72 @@ def decide(session: Session, att: AttemptRow, live: Optional[TaskRecord], acct: 
     if now - max(left_at, att.submitted_at or 0) < GONE_GRACE_S:
         return att.state, att.reason, fields
     return LOST, "the scheduler has no record of this task and it never started", fields
+
+
+def decide_packed(session: Session, att: AttemptRow, live: Optional[TaskRecord], acct: Optional[TaskRecord],
+                  markers: Markers, key: str, now: float, scheduler_known: bool = True) -> Optional[tuple]:
+    """One run of a packed task, where its own markers say more than the task's record; None: as a task of its own
+    (the task's record, its lost rule). The rules:
+
+    - left unstarted by its task (``.skipped``: not enough walltime left, the task ended first) or its task
+      ended without starting it: *waiting* again, to be submitted anew (no claim was taken);
+    - its exit marker: 0 is completed, whatever the task did; another exit code is its own failure (its own log
+      diagnosed); killed by a signal, the task's end says why (a TIMEOUT task: timeout, resumed as usual) -- and
+      while the task still runs, an asked-for stop (``.stop``) is the state asked for, anything else waits for
+      the task's record;
+    - no exit yet while its task runs: running once its start marker is there, else pending (queued inside the
+      task until one of its runs ends).
+    """
+    from hpc_sweep.track.failure import diagnose
+
+    fields: dict = {}
+    end = markers.load(key, "exit")
+    start = markers.load(key, "start") if att.started_at is None else None
+    if start:
+        fields["started_at"], fields["host"] = start.get("time"), start.get("host")
+    if scheduler_known and live is None and att.left_queue_at is None and att.state != LOST:
+        fields["left_queue_at"] = now
+    record = live if live is not None else acct
+    task_ended = record is not None and record.state in FINAL_STATES
+    task_runs = record is not None and not task_ended and record.state != scheduler.UNKNOWN
+    if end is None:
+        if markers.has(key, "skipped") and att.started_at is None and not start:
+            note = markers.load(key, "skipped") or {}
+            return WAITING, f"not started in its task: {note.get('reason', 'left unstarted')}", fields
+        if task_runs:
+            if record.state != scheduler.RUNNING:
+                return record.state, record.reason, fields  # the task itself waits in the queue
+            if att.started_at is None and not start:
+                return PENDING, "in its task, waiting for one of the task's runs to end", fields
+            return RUNNING, None, fields
+        if task_ended and att.started_at is None and not start:
+            return WAITING, f"not started in its task: the task ended ({record.state}) first", fields
+        return None
+    fields["ended_at"], fields["exit_code"] = end.get("time"), end.get("exit_code")
+    code = end.get("exit_code")
+    if code == 0:
+        return COMPLETED, None, fields
+    if code is None or code <= 128:
+        found = diagnose("\n".join(_run_log(session, att)))
+        return (found[0], found[1], fields) if found else (FAILED, _exit_reason(FAILED, code), fields)
+    asked = markers.load(key, "stop")
+    if asked:  # ended on request (cancel, an early stop) and not recorded yet: as it was asked
+        return asked.get("state", CANCELLED), asked.get("why"), fields
+    if task_runs or not scheduler_known:
+        return att.state, att.reason, fields  # a signal while its task may run: the task's end will say why
+    if task_ended and record.state != COMPLETED:
+        found = diagnose(task_output(session, att))
+        state = found[0] if found and record.state == FAILED and found[0] in (ConfigState.OOM,
+                                                                              ConfigState.TIMEOUT) else record.state
+        return state, (found[1] if found else None) or _exit_reason(state, code), fields
+    found = diagnose(task_output(session, att))
+    return (found[0], found[1], fields) if found else (FAILED, _exit_reason(FAILED, code), fields)
+
+
+def _run_log(session: Session, att: AttemptRow) -> list:
+    from hpc_sweep.common.logtail import tail_lines
+
+    return tail_lines(session.paths.logs / f"{att.config}.{att.attempt}.log", 40)
 
 
 def _claimed_by_another_job(att: AttemptRow, markers: Markers, key: str) -> bool:

@@ -105,6 +105,12 @@ def refresh_states(session: Session, report: PollReport, records: list, now: flo
     _apply(session, report, active, live, acct, markers, now)
 
 
+def _packed_tasks(store: Store) -> set:
+    """(submission, task index) of the tasks that run several attempts (packed: hpc_sweep.submit.packing)."""
+    return set(store.conn.execute("SELECT submission, task_index FROM attempts WHERE submission IS NOT NULL "
+                                  "GROUP BY submission, task_index HAVING COUNT(*) > 1").fetchall())
+
+
 def _followed_attempts(store: Store) -> list:
     """The attempts a poll decides: pending and running ones, and lost ones (a late exit marker or accounting
     record corrects them)."""
@@ -116,7 +122,8 @@ def apply_markers_only(session: Session, report: PollReport, now: float) -> None
     attempts: an exit marker ends one, a start marker makes a pending one running."""
     markers = read_markers(session.paths.markers)
     active = _followed_attempts(session.store)
-    finished = [a for a in active if markers.has(f"{a.config}.{a.attempt}", "exit")]
+    finished = [a for a in active if markers.has(f"{a.config}.{a.attempt}", "exit") or
+                markers.has(f"{a.config}.{a.attempt}", "skipped")]  # a packed task left it unstarted
     started = [a for a in active if a.state == ConfigState.PENDING and a not in finished and
                markers.load(f"{a.config}.{a.attempt}", "start")]
     _apply(session, report, finished, {}, {}, markers, now, scheduler_known=False)
@@ -139,11 +146,14 @@ def _apply(session: Session, report: PollReport, attempts: list[AttemptRow], liv
     configs = {row[0]: (row[1], row[2], row[3]) for row in
                store.conn.execute("SELECT name, attempt, state, reason FROM configs")}
     attempt_updates: dict = {}   # column names -> [(values..., config, attempt)]
-    config_updates = []
+    config_updates, unstarted = [], []
     stamp = time.time()
     lost = ConfigState.LOST
+    packed = _packed_tasks(store) if attempts else set()
     for att in attempts:
-        state, reason, fields = decide(session, att, live.get(att.job_id), acct.get(att.job_id), markers, now)
+        state, reason, fields = decide(session, att, live.get(att.job_id), acct.get(att.job_id), markers, now,
+                                       packed=(att.submission, att.task_index) in packed,
+                                       scheduler_known=scheduler_known)
         if state == scheduler.UNKNOWN or (not scheduler_known and state == lost):
             continue
         fields = {k: v for k, v in fields.items() if v is not None and getattr(att, k) != v}
@@ -154,6 +164,8 @@ def _apply(session: Session, report: PollReport, attempts: list[AttemptRow], liv
         attempt, old_state, old_reason = configs.get(att.config, (None, None, None))
         if attempt == att.attempt and (old_state != state or old_reason != reason):
             config_updates.append((state, reason, stamp, att.config))
+            if state == ConfigState.WAITING:  # left unstarted by its packed task: goes again as it would have
+                unstarted.append((att.resumed_from, att.config))
             if old_state != state:
                 report.changes.append((att.config, old_state, state, reason))
     if not attempt_updates and not config_updates:
@@ -162,6 +174,7 @@ def _apply(session: Session, report: PollReport, attempts: list[AttemptRow], liv
         for columns, values in attempt_updates.items():
             store.update_attempts(columns, values)
         conn.executemany("UPDATE configs SET state = ?, reason = ?, updated_at = ? WHERE name = ?", config_updates)
+        conn.executemany("UPDATE configs SET next_mode = ? WHERE name = ?", unstarted)
         faults.point("poll_mid_write")  # a kill inside the transaction: the next poll finds the old states
 
 
