@@ -36,7 +36,7 @@ import cluster_sweeps  # noqa: E402
 
 RESULTS_DIR = REPO / "benchmarks" / "results"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-SECTIONS = ("generate", "help", "parse", "scheduler")
+SECTIONS = ("generate", "help", "parse", "scheduler", "packing")
 
 # PRODUCT.md's quoted peer figures (signac-flow on a single-node Slurm).
 PEER_SUBMIT_1K_S = 12.5
@@ -1080,6 +1080,40 @@ def run_scheduler(bench: Bench, ex: LocalExec, cluster, gen_root: Optional[Path]
 
 
 # ------------------------------------------------------------------------------------------------------------
+# packing runs into allocations (issue #16)
+
+
+def bench_packing(bench: Bench, cluster) -> None:
+    """9 one-GPU demo configs under a queue cap of 3 on the test Slurm: packed three per GPU (3 tasks at once)
+    against one config per task (9 tasks, three at a time). Wall time from submit until every config ended."""
+    site = {**cluster_sweeps.SLURM_SITE, "gpu_request": "gres", "cpus_per_gpu": 1, "mem_per_gpu": "50M"}
+    measured = {}
+    for runs in (3, 1):
+        root = cluster_sweeps.packing_sweep(cluster, f"bench-pack{runs}", 9, epochs=3, sleep=1,
+                                            site={**site, "runs_per_gpu": runs})
+        cluster.set_user_limit(3)
+        t0 = time.monotonic()
+        submitted = cluster_sweeps.hpc(cluster, root, "submit")
+        if submitted.returncode != 0:
+            raise RuntimeError(f"packing submit (runs_per_gpu={runs}) failed: {submitted.stderr[-2000:]}")
+        final = cluster_sweeps.poll_until_final(cluster, root, timeout=600, interval=1, also_submit=True)
+        wall = time.monotonic() - t0
+        cluster.set_user_limit(None)
+        configs = final["configs"]
+        whole = sum(1 for c in configs if c["state"] == "completed" and
+                    cluster_sweeps.deeph_epochs(root, c["config"]) == [1, 2, 3] and
+                    (root / "outputs" / c["config"] / "finished.1").exists() and
+                    (root / "logs" / f"{c['config']}.1.log").exists())
+        measured[runs] = (len({c["job_id"] for c in configs}), wall, whole)
+    (tasks, wall, whole), (naive_tasks, naive_wall, _) = measured[3], measured[1]
+    bench.add(Row("packing: 9 one-GPU configs, `runs_per_gpu = 3`, queue cap 3 (test Slurm): tasks / wall",
+                  f"{tasks} tasks / {fmt_s(wall)}", "3 tasks, all 9 run whole (own log, last file, epochs)",
+                  f"one config per task: {naive_tasks} tasks / {fmt_s(naive_wall)}", fmt_ratio(naive_wall, wall),
+                  ok=tasks == 3 and whole == 9,
+                  detail=f"configs that ran whole (own log, finished file, epochs 1-3): {whole} of 9"))
+
+
+# ------------------------------------------------------------------------------------------------------------
 # the cluster
 
 
@@ -1208,7 +1242,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     bench = Bench(quick=args.quick)
     info = machine()
     info["load average at start"] = loadavg()
-    use_slurm = not args.no_slurm and "scheduler" in only
+    use_slurm = not args.no_slurm and bool({"scheduler", "packing"} & only)
     if use_slurm and os.geteuid() != 0:
         bench.note("not root: the private Slurm cannot start; stand-in scheduler commands are used (--no-slurm)")
         use_slurm = False
@@ -1238,6 +1272,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 for what in ("`submit` to the real Slurm", "naive per-job sbatch / squeue -j on the real Slurm"):
                     bench.add(Row(what, "skipped (--no-slurm or not root)", ok=None))
             run_scheduler(bench, ex, cluster, gen_root)
+        if "packing" in only:
+            if use_slurm:
+                bench_packing(bench, cluster)
+            else:
+                bench.add(Row("packing: 9 one-GPU configs, `runs_per_gpu = 3` on the test Slurm",
+                              "skipped (--no-slurm or not root)", ok=None))
     except Exception as exc:  # noqa: BLE001 - the rows measured so far are still written
         import traceback
 

@@ -121,3 +121,18 @@ def test_a_stop_request_keeps_the_first_reason(tmp_path):
     assert runcontrol.read_control(tmp_path, "config001", 2, runcontrol.STOP)["why"] == "early stop: rung 10"
     (tmp_path / "config001.2.skipped").write_text('{"reason": ')  # being written
     assert runcontrol.read_control(tmp_path, "config001", 2, runcontrol.SKIPPED) is None
+
+
+# -- the fit check judges the packed task ------------------------------------------------------------------------------
+def test_a_packed_task_asks_for_each_of_its_runs_cpus_and_memory_and_is_refused_where_no_node_holds_them():
+    from hpc_sweep.submit.fit import Ask, check
+    from test_cluster_shape import slurm_shape  # the captured test node: 2 CPUs, 8 GPUs
+
+    one = check(Ask(gpus=1, walltime_s=3600, cpus_per_gpu=1, mem_per_gpu_mb=1024), slurm_shape())
+    packed = check(Ask(gpus=1, walltime_s=3600, runs_per_gpu=2, cpus_per_gpu=1, mem_per_gpu_mb=1024), slurm_shape())
+    assert one.ok and packed.ok and (one.cpus, one.mem_mb) == (1, 1024) and (packed.cpus, packed.mem_mb) == (2, 2048)
+    three = check(Ask(gpus=1, walltime_s=3600, runs_per_gpu=3, cpus_per_gpu=1, mem_per_gpu_mb=1024,
+                      where={"cpus_per_gpu": "sweep.toml [sweep]"}), slurm_shape())
+    (problem,) = three.problems
+    assert problem.key == "runs_per_gpu" and "3 CPUs" in problem.message, problem.message
+    assert problem.message.endswith("set runs_per_gpu = 2 or fewer in the site profile"), problem.message

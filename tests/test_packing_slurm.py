@@ -9,34 +9,20 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from cluster_sweeps import SLURM_SITE, by_config, hpc, make_user_sweep, poll_until_final, read_state, status
+from cluster_sweeps import (SLURM_SITE, by_config, deeph_epochs, hpc, packing_sweep, poll_until_final, read_state,
+                            status)
 
 pytestmark = pytest.mark.slurm
 
 # One CPU and a little memory per run: a task of three runs asks for three CPUs, so three tasks fit the node.
 SITE = {**SLURM_SITE, "gpu_request": "gres", "cpus_per_gpu": 1, "mem_per_gpu": "50M"}
 
-# The demo trainer, then a file written last: the run went whole (and which task and GPUs it had).
-RUNNER = """#!/bin/bash
-if [ "$HPCS_NAME" = "{slow}" ] || [ "$HPCS_NAME" = "{slow2}" ]; then
-    [ "$HPCS_ATTEMPT" != 1 ] || export DEMO_EPOCH_SLEEP=5  # outlives the walltime on its first attempt
-else
-    export DEMO_EPOCH_SLEEP={sleep}
-fi
-{python} {train} "$1" || exit $?
-printf '%s %s %s\\n' "$HPCS_NAME" "$SLURM_ARRAY_JOB_ID.$SLURM_ARRAY_TASK_ID" "${{CUDA_VISIBLE_DEVICES:-}}" \\
-    > "$HPCS_OUTPUTS/finished.$HPCS_ATTEMPT"
-"""
 
 
 def _sweep(cluster, name: str, count: int, *, epochs: int, sleep: float = 0, walltime: str = "00:05:00",
-           slow: str = "none", slow2: str = "none", **packing) -> Path:
-    rates = ", ".join(str(round(0.001 * (i + 1), 4)) for i in range(count))
-    body = (f'\n[grid]\n"process.train.optimizer.init_learning_rate" = [{rates}]\n'
-            f'\n[fixed]\n"system.device" = "gpu*8:0"\n"process.train.max_epoch" = {epochs}\n')
-    return make_user_sweep(cluster, name, "{root}/run.sh {{config}}", body, site={**SITE, **packing},
-                           scripts={"run.sh": RUNNER}, fill={"sleep": sleep, "slow": slow, "slow2": slow2},
-                           walltime=walltime, max_retries=1, generate=True)
+           slow: tuple = (), **packing) -> Path:
+    return packing_sweep(cluster, name, count, epochs=epochs, site={**SITE, **packing}, sleep=sleep,
+                         walltime=walltime, slow=slow)
 
 
 def _map_lines(root: Path) -> list:
@@ -47,13 +33,6 @@ def _map_lines(root: Path) -> list:
 def _marker(root: Path, config: str, attempt: int, kind: str):
     path = root / ".hpc_sweep" / "markers" / f"{config}.{attempt}.{kind}"
     return json.loads(path.read_text()) if path.exists() else None
-
-
-def _epochs(root: Path, config: str) -> list:
-    """The epochs a run's DeepH log records (its newest run folder)."""
-    logs = sorted((root / "outputs" / config).glob("*/deepx.log"))
-    return [int(line.split("Epoch ")[1].split()[0]) for line in logs[-1].read_text().splitlines()
-            if "] Epoch " in line] if logs else []
 
 
 def _own_log(root: Path, config: str, attempt: int = 1) -> str:
@@ -80,7 +59,7 @@ def test_nine_one_gpu_configs_three_per_gpu_run_as_three_tasks_and_the_cap_count
     tasks = defaultdict(list)
     for name, rec in configs.items():
         assert rec["attempt"] == 1 and rec["epoch"] == 3, rec
-        assert _epochs(root, name) == [1, 2, 3]
+        assert deeph_epochs(root, name) == [1, 2, 3]
         log = _own_log(root, name)
         assert "Epoch 3" in log and all(other not in log for other in configs if other != name)
         finished = (root / "outputs" / name / "finished.1").read_text().split()
@@ -129,9 +108,9 @@ def test_cancelling_one_config_of_a_packed_task_ends_only_its_run(slurm_cluster)
     assert final["counts"] == {"completed": 2, "cancelled": 1}, final["counts"]
     assert configs["config002"]["state"] == "cancelled"
     assert not (root / "outputs" / "config002" / "finished.1").exists()
-    assert len(_epochs(root, "config002")) < 8
+    assert len(deeph_epochs(root, "config002")) < 8
     for name in ("config001", "config003"):
-        assert configs[name]["attempt"] == 1 and _epochs(root, name) == list(range(1, 9))
+        assert configs[name]["attempt"] == 1 and deeph_epochs(root, name) == list(range(1, 9))
         assert (root / "outputs" / name / "finished.1").read_text().split()[0] == name
 
 
@@ -139,7 +118,7 @@ def test_a_packed_task_hitting_its_walltime_resumes_each_unfinished_config(slurm
     cluster = slurm_cluster
     # One task (a cap of one, two waves) of two lanes: config001 and config002 outlive the minute on their first
     # attempt; config003 waits for a lane that never frees and is left unstarted when the task is ended.
-    root = _sweep(cluster, "packtime", 3, epochs=20, walltime="00:01:00", slow="config001", slow2="config002",
+    root = _sweep(cluster, "packtime", 3, epochs=20, walltime="00:01:00", slow=("config001", "config002"),
                   runs_per_gpu=2, pack_waves=2)
     cluster.set_user_limit(1)
     result = hpc(cluster, root, "submit")
@@ -170,4 +149,4 @@ def test_a_packed_task_hitting_its_walltime_resumes_each_unfinished_config(slurm
     for name in ("config001", "config002", "config003"):
         assert by_config(final)[name]["epoch"] == 20
         assert (root / "outputs" / name / "finished.2").read_text().split()[0] == name
-    assert _epochs(root, "config003") == list(range(1, 21))
+    assert deeph_epochs(root, "config003") == list(range(1, 21))

@@ -237,6 +237,10 @@ def _holds(group: NodeGroup, partition: Partition, cpus: int, memory: int) -> bo
 def _cpus(ask: Ask, what: str, most: int) -> Problem:
     if ask.gpus:
         per_gpu = most // (ask.gpus * ask.runs_per_gpu)
+        if per_gpu < 1 and ask.runs_per_gpu > 1:  # a packed task: fewer runs share each GPU
+            runs = max(1, most // (ask.gpus * (ask.cpus_per_gpu or 1)))
+            return Problem("runs_per_gpu", f"{what}; set runs_per_gpu = {runs} or fewer in "
+                                           f"{ask.source('runs_per_gpu')}")
         fix = (f"set cpus_per_gpu = {per_gpu} or fewer in {ask.source('cpus_per_gpu')}" if per_gpu >= 1 else
                f"ask for {most} or fewer {ask.gpu_name} per run in {ask.source('gpus')}")
         return Problem("cpus_per_gpu" if per_gpu >= 1 else "gpus", f"{what}; {fix}")
@@ -245,7 +249,8 @@ def _cpus(ask: Ask, what: str, most: int) -> Problem:
 
 def _mem(ask: Ask, what: str, most_mb: int) -> Problem:
     if ask.gpus:
-        return Problem("mem_per_gpu", f"{what}; set mem_per_gpu = \"{most_mb // (ask.gpus * ask.runs_per_gpu)}M\" or less in "
+        per_gpu = most_mb // (ask.gpus * ask.runs_per_gpu)
+        return Problem("mem_per_gpu", f"{what}; set mem_per_gpu = \"{per_gpu}M\" or less in "
                                       f"{ask.source('mem_per_gpu')}")
     return Problem("mem", f"{what}; set mem = \"{most_mb}M\" or less in {ask.source('mem')}")
 

@@ -33,7 +33,8 @@ def ask_for(spec: Optional["SweepSpec"], profile: "SiteProfile", program: Option
 
     per_gpu_mem = (spec and spec.mem_per_gpu) or profile.mem_per_gpu
     slurm = profile.scheduler == "slurm"
-    return Ask(gpus=gpus, walltime_s=walltime_s, runs_per_gpu=runs_per_gpu, cpus_per_gpu=(spec and spec.cpus_per_gpu) or profile.cpus_per_gpu,
+    return Ask(gpus=gpus, walltime_s=walltime_s, runs_per_gpu=runs_per_gpu,
+               cpus_per_gpu=(spec and spec.cpus_per_gpu) or profile.cpus_per_gpu,
                mem_per_gpu_mb=mem_mb(per_gpu_mem, "mem_per_gpu") if per_gpu_mem else None,
                cpus_per_task=profile.cpus_per_task, mem_mb=mem_mb(profile.mem, "mem"),
                gpu_name=profile.gpu_resource.get(device_type, device_type) if slurm else "gpu",
@@ -53,6 +54,7 @@ def _sources(spec: Optional["SweepSpec"], profile: "SiteProfile", program: Optio
         where["gpus"] = "the configs' system.device (the base or the grid)"
     else:
         where["gpus"] = f"{spec.path if spec else 'sweep.toml'} (device)"
+    where["runs_per_gpu"] = sweep_file if spec and "runs_per_gpu" in spec.packing else mine
     for key in ("partition", "queue", "account", "qos", "cpus_per_task", "mem"):
         where[key] = mine
     return where

@@ -63,6 +63,38 @@ def make_user_sweep(cluster, name: str, command: str, body: str, site: Optional[
     return root
 
 
+# The demo trainer, then a file written last (the run went whole; which task and GPUs it had). Runs named in
+# {slow} sleep 5 s an epoch on their first attempt (to outlive a walltime), the others {sleep} s.
+PACKING_RUNNER = """#!/bin/bash
+case " {slow} " in
+  *" $HPCS_NAME "*) [ "$HPCS_ATTEMPT" != 1 ] || export DEMO_EPOCH_SLEEP=5 ;;
+  *) export DEMO_EPOCH_SLEEP={sleep} ;;
+esac
+{python} {train} "$1" || exit $?
+printf '%s %s %s\\n' "$HPCS_NAME" "$SLURM_ARRAY_JOB_ID.$SLURM_ARRAY_TASK_ID" "${{CUDA_VISIBLE_DEVICES:-}}" \\
+    > "$HPCS_OUTPUTS/finished.$HPCS_ATTEMPT"
+"""
+
+
+def packing_sweep(cluster, name: str, count: int, *, epochs: int, site: Mapping[str, Any], sleep: float = 0,
+                  walltime: str = "00:05:00", slow: Iterable[str] = ()) -> Path:
+    """A generated sweep of ``count`` one-GPU demo configs (learning rates) run by :data:`PACKING_RUNNER`; ``site``
+    carries the packing keys (runs_per_gpu, pack...). Shared by tests/test_packing_slurm.py and the benchmarks."""
+    rates = ", ".join(str(round(0.001 * (i + 1), 4)) for i in range(count))
+    body = (f'\n[grid]\n"process.train.optimizer.init_learning_rate" = [{rates}]\n'
+            f'\n[fixed]\n"system.device" = "gpu*8:0"\n"process.train.max_epoch" = {epochs}\n')
+    return make_user_sweep(cluster, name, "{root}/run.sh {{config}}", body, site=site,
+                           scripts={"run.sh": PACKING_RUNNER}, fill={"sleep": sleep, "slow": " ".join(slow)},
+                           walltime=walltime, max_retries=1, generate=True)
+
+
+def deeph_epochs(root: Path, config: str) -> List[int]:
+    """The epochs a demo run's DeepH log records (its newest run folder)."""
+    logs = sorted((root / "outputs" / config).glob("*/deepx.log"))
+    return [int(line.split("Epoch ")[1].split()[0]) for line in logs[-1].read_text().splitlines()
+            if "] Epoch " in line] if logs else []
+
+
 def toml_body(grid: Optional[Mapping[str, list]] = None, fixed: Optional[Mapping[str, Any]] = None) -> str:
     """The [grid] and [fixed] tables of a sweep.toml."""
     tables = {key: dict(value) for key, value in (("grid", grid), ("fixed", fixed)) if value}
