@@ -15,10 +15,10 @@ from typing import Optional
 
 import pytest
 
-from hpc_sweep.common.jobmap import MapEntry, map_text
-from hpc_sweep.submit.scripts import render_script, script_context
+from hpc_sweep.common.jobmap import MapEntry
+from hpc_sweep.submit.scripts import script_context
 from hpc_sweep.local.processes import proc_stat
-from hpc_sweep.session import Session
+from generic_sweep import generic_sweep, render_job  # tests/, shared with test_packed_task.py
 
 BASE = 'tag = "plain"\nlr = 0.1\n'
 SLOW = """#!/bin/bash
@@ -65,57 +65,21 @@ class Job:
 
 
 def make_job(tmp_path: Path, command: str, count: int = 1) -> Job:
-    root = tmp_path / "sweep"
-    (root / "configs").mkdir(parents=True)
-    (root / "configs" / ".base_config.toml").write_text(BASE)
-    (root / "slow.sh").write_text(SLOW)
-    (root / "env.sh").write_text(ENV_SH)
-    tags = ", ".join(f'"t{i}"' for i in range(count))
-    (root / "sweep.toml").write_text(f"""
-[sweep]
-name = "jobscript-test"
-program = "generic"
-base = "configs/.base_config.toml"
-command = {json.dumps(command)}
-site = "local"
-walltime = "01:00:00"
-device = "cpu"
-
-[grid]
-tag = [{tags}]
-
-[log]
-path = "train.log"
-epoch = "epoch (\\\\d+)"
-""")
-    done = subprocess.run([sys.executable, "-m", "hpc_sweep.cli", "generate", str(root)], capture_output=True,
-                          text=True)
-    assert done.returncode == 0, done.stderr
+    root = generic_sweep(tmp_path / "sweep", "jobscript-test", command, count, BASE, walltime="01:00:00",
+                         files={"slow.sh": SLOW, "env.sh": ENV_SH})
     return render(root)
 
 
 def render(root: Path) -> Job:
     """The script and map as submit writes them (attempt 1 of every config), without submitting."""
-    session = Session.open(root)
-    try:
-        paths = session.paths
-        for folder in (paths.script, paths.logs, paths.markers):
-            folder.mkdir(parents=True, exist_ok=True)
-        entries = []
-        for index, row in enumerate(session.store.configs()):
-            outputs = paths.config_outputs(row.name)
-            outputs.mkdir(parents=True, exist_ok=True)
-            entries.append(MapEntry(index=index, name=row.name, attempt=1, config_file=row.path,
-                                    outputs_dir=str(outputs), device=row.device, gpus=row.gpus))
-        map_file = paths.script / "jobscript-test-1.map"
-        context = script_context(session, "jobscript-test-1", f"0-{len(entries) - 1}", len(entries), 0, "cpu", 3600,
-                                 map_file)
-        map_file.write_text(map_text(entries))
-        script = paths.script / "jobscript-test-1.sh"
-        script.write_text(render_script(session, context))
-        return Job(root, script, entries)
-    finally:
-        session.close()
+    job = "jobscript-test-1"
+    script, entries = render_job(
+        root, job,
+        lambda index, row, outputs: MapEntry(index=index, name=row.name, attempt=1, config_file=row.path,
+                                             outputs_dir=outputs, device=row.device, gpus=row.gpus),
+        lambda session, map_file, entries: script_context(session, job, f"0-{len(entries) - 1}", len(entries), 0,
+                                                          "cpu", 3600, map_file))
+    return Job(root, script, entries)
 
 
 def wait_for(condition, timeout: float, what: str):

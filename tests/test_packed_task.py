@@ -8,18 +8,18 @@ import json
 import os
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Optional
 
 import pytest
 
 from hpc_sweep.submit import packing, runcontrol
-from hpc_sweep.common.jobmap import MapEntry, map_text
+from hpc_sweep.common.jobmap import MapEntry
 from hpc_sweep.local.processes import proc_start, proc_stat
 from hpc_sweep.submit.scripts import PORT_BASE, render_script, script_context
 from hpc_sweep.session import Session
 from hpc_sweep.sweep.sites import profile_files
+from generic_sweep import generic_sweep, render_job  # tests/, shared with test_jobscript.py
 from slurm_cluster import wait_for  # tests/cluster, on sys.path through conftest.py
 
 # The trainer stand-in: notes what it was given, then waits for a release file (or sleeps for what the hold file
@@ -122,61 +122,28 @@ class PackedTask:
 
 def generated_sweep(tmp_path: Path, count: int, site: str = "local", command_tail: str = "") -> Path:
     """A generated sweep of ``count`` configs whose command is the trainer stand-in."""
-    root = tmp_path / "sweep"
-    (root / "configs").mkdir(parents=True)
-    (root / "configs" / ".base_config.toml").write_text('tag = "plain"\n')
-    (root / "trainer.sh").write_text(TRAINER)
-    tags = ", ".join(f'"t{i}"' for i in range(count))
-    (root / "sweep.toml").write_text(f"""
-[sweep]
-name = "packed-test"
-program = "generic"
-base = "configs/.base_config.toml"
-command = {json.dumps("bash {sweep_dir}/trainer.sh {outputs_dir} {config}" + command_tail)}
-site = {json.dumps(site)}
-device = "cpu"
-
-[grid]
-tag = [{tags}]
-
-[log]
-path = "train.log"
-epoch = "epoch (\\\\d+)"
-""")
-    done = subprocess.run([sys.executable, "-m", "hpc_sweep.cli", "generate", str(root)], capture_output=True,
-                          text=True)
-    assert done.returncode == 0, done.stderr
-    return root
+    return generic_sweep(tmp_path / "sweep", "packed-test", "bash {sweep_dir}/trainer.sh {outputs_dir} {config}"
+                         + command_tail, count, 'tag = "plain"\n', site=site, files={"trainer.sh": TRAINER})
 
 
 def packed_task(tmp_path: Path, count: int, gpus: int = 1, device_type: str = "gpu", index: int = 0,
                 walltime_s: int = 3600, reserve_s: int = 1, grace_s: int = 60, setup: Optional[list] = None,
                 site: str = "local", command_tail: str = "", **packing_keys) -> PackedTask:
     root = generated_sweep(tmp_path, count, site, command_tail)
-    session = Session.open(root)
-    try:
-        paths = session.paths
-        for folder in (paths.script, paths.logs, paths.markers):
-            folder.mkdir(parents=True, exist_ok=True)
-        entries = []
-        for row in session.store.configs():
-            outputs = paths.config_outputs(row.name)
-            outputs.mkdir(parents=True, exist_ok=True)
-            entries.append(MapEntry(index, row.name, 1, row.path, str(outputs), f"{device_type}*{gpus}", gpus))
-        rule = packing.packing_from(packing_keys)
-        map_file = paths.script / "packed-test-1.map"
+    rule = packing.packing_from(packing_keys)
+
+    def context_of(session: Session, map_file: Path, entries: list) -> dict:
         context = script_context(session, "packed-test-1", f"0-{index}", index + 1,
                                  packing.allocation_gpus(gpus, rule), device_type, walltime_s, map_file)
         context.update(packing.template_context(gpus, device_type, rule, per_task=count, reserve_s=reserve_s,
                                                 grace_s=grace_s, tick_s=0.1))
         if setup is not None:
             context["setup"] = setup
-        map_file.write_text(map_text(entries))
-        script = paths.script / "packed-test-1.sh"
-        script.write_text(render_script(session, context))
-        return PackedTask(root, script, entries)
-    finally:
-        session.close()
+        return context
+
+    script, entries = render_job(root, "packed-test-1", lambda position, row, outputs: MapEntry(
+        index, row.name, 1, row.path, outputs, f"{device_type}*{gpus}", gpus), context_of)
+    return PackedTask(root, script, entries)
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import textwrap
 import time
 from pathlib import Path
 
@@ -17,37 +16,15 @@ import pytest
 sys.path.insert(0, str(Path(__file__).parent / "fakes"))
 import fakepbs  # noqa: E402
 from test_pbs_flows import TIMEOUT_EXIT, fake_run_folder, hpc, states  # noqa: E402
+from test_pbs_flows import make_sweep as pbs_flow_sweep  # noqa: E402
 
-REPO = Path(__file__).resolve().parents[1]
 
-
-def make_sweep(tmp_path: Path, flavor: str, packing: str, count: int = 4) -> Path:
-    root = tmp_path / "sweep"
-    (root / "configs").mkdir(parents=True)
-    (root / "configs" / ".base_config.toml").write_text((REPO / "examples" / "demo" / "base.toml").read_text())
-    (root / "site.toml").write_text(textwrap.dedent(f"""\
-        scheduler = "{flavor}"
-        queue = "gpu"
-        cpus_per_gpu = 2
-        mem_per_gpu = "8gb"
-        poll_min_interval = "1s"
-        """))
-    rates = ", ".join(str(0.1 / (i + 1)) for i in range(count))
-    (root / "sweep.toml").write_text(textwrap.dedent(f"""\
-        [sweep]
-        name = "pbspack"
-        program = "deeph"
-        base = "configs/.base_config.toml"
-        command = "deeph-train {{config}}"
-        site = "site.toml"
-        walltime = "01:00:00"
-        max_retries = 1
-        {packing}
-        [grid]
-        "process.train.optimizer.init_learning_rate" = [{rates}]
-        [fixed]
-        "system.device" = "gpu*4:0"
-        """))
+def make_sweep(tmp_path: Path, flavor: str, packing: str) -> Path:
+    """test_pbs_flows' sweep (two-GPU configs; 2 CPUs and 8 GB per GPU), four learning rates, packing keys added."""
+    root = pbs_flow_sweep(tmp_path, flavor)
+    sweep = root / "sweep.toml"
+    text = sweep.read_text().replace("max_retries = 1\n", f"max_retries = 1\n{packing}\n")
+    sweep.write_text(text.replace("[0.1, 0.01, 0.001]", "[0.1, 0.01, 0.001, 0.0001]"))
     return root
 
 
@@ -75,11 +52,11 @@ def test_k_configs_per_task_ask_for_the_task_and_each_run_is_decided_by_its_own_
     assert result.returncode == 0, result.stderr
     assert "(2 tasks)" in result.stdout, result.stdout
     script = submitted_script(env)
-    # One GPU per task; CPUs and memory for its two runs (2 CPUs and 8 GB per GPU each).
+    # A config's two GPUs per task; CPUs and memory for its two runs (2 CPUs and 8 GB per GPU each).
     if flavor == "pbspro":
-        assert "#PBS -J 0-1" in script and "#PBS -l select=1:ncpus=4:ngpus=1:mem=16384mb" in script
+        assert "#PBS -J 0-1" in script and "#PBS -l select=1:ncpus=8:ngpus=2:mem=32768mb" in script
     else:
-        assert "#PBS -t 0-1" in script and "#PBS -l nodes=1:ppn=4:gpus=1,mem=16384mb" in script
+        assert "#PBS -t 0-1" in script and "#PBS -l nodes=1:ppn=8:gpus=2,mem=32768mb" in script
     assert "HPCS_LANES=2" in script and "hpcs_run()" in script
     assert subprocess.run(["bash", "-n"], input=script, text=True).returncode == 0
     assert map_indices(root) == [[0, 0, 1, 1]]
@@ -112,8 +89,8 @@ def test_k_configs_per_task_ask_for_the_task_and_each_run_is_decided_by_its_own_
 
 
 @pytest.mark.parametrize("flavor", ["pbspro", "torque"])
-def test_a_node_task_asks_for_the_whole_node_and_gives_each_run_a_gpu(tmp_path, flavor):
-    root = make_sweep(tmp_path, flavor, 'pack = "node"\ngpus_per_node = 4', count=6)
+def test_a_node_task_asks_for_the_whole_node_and_gives_each_run_its_gpus(tmp_path, flavor):
+    root = make_sweep(tmp_path, flavor, 'pack = "node"\ngpus_per_node = 4')
     env = fakepbs.environ(tmp_path, flavor)
     assert hpc(root, env, "generate", str(root)).returncode == 0
     result = hpc(root, env, "submit", str(root), "--dry-run")
@@ -125,8 +102,8 @@ def test_a_node_task_asks_for_the_whole_node_and_gives_each_run_a_gpu(tmp_path, 
     else:
         assert "#PBS -l nodes=1:ppn=8:gpus=4,mem=32768mb" in script
         assert "PBS_GPUFILE" in script  # Torque names a task's GPUs in its GPU file
-    assert "HPCS_LANE_DEVICES=( 0 1 2 3 )" in script
-    assert map_indices(root) == [[0, 0, 0, 1, 1, 1]]  # six configs on two nodes of four lanes, spread evenly
+    assert "HPCS_LANE_DEVICES=( 0,1 2,3 )" in script  # two GPUs for each of its two runs
+    assert map_indices(root) == [[0, 0, 1, 1]]
 
 
 @pytest.mark.parametrize("line,named", [
