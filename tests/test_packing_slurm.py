@@ -1,6 +1,6 @@
 """Packing runs into allocations (issue #16) on the real test Slurm: K one-GPU configs share one array task, the
 queue cap counts tasks, one config of a packed task is cancelled alone, and a packed task that hits its walltime
-resumes each unfinished config (and queues again the one it never started)."""
+resumes each unfinished config (and queues again the one it never started); a node task gives each run its own GPU."""
 
 from __future__ import annotations
 
@@ -150,3 +150,25 @@ def test_a_packed_task_hitting_its_walltime_resumes_each_unfinished_config(slurm
         assert by_config(final)[name]["epoch"] == 20
         assert (root / "outputs" / name / "finished.2").read_text().split()[0] == name
     assert deeph_epochs(root, "config003") == list(range(1, 21))
+
+
+def test_a_node_task_gives_each_run_its_own_gpu_of_the_allocation(slurm_cluster):
+    cluster = slurm_cluster
+    root = _sweep(cluster, "packnode", 4, epochs=2, sleep=1, pack="node", gpus_per_node=2)
+    result = hpc(cluster, root, "submit")
+    assert result.returncode == 0, result.stderr
+    assert "(2 tasks)" in result.stdout, result.stdout
+    final = poll_until_final(cluster, root, interval=2)
+    assert final["counts"] == {"completed": 4}, final["counts"]
+    tasks = defaultdict(list)
+    for name, rec in by_config(final).items():
+        assert deeph_epochs(root, name) == [1, 2]
+        config, task, gpus = (root / "outputs" / name / "finished.1").read_text().split()
+        assert config == name and "," not in gpus  # one GPU each
+        tasks[rec["job_id"]].append(gpus)
+    assert sorted(len(gpus) for gpus in tasks.values()) == [2, 2]
+    assert all(len(set(gpus)) == 2 for gpus in tasks.values()), tasks  # a GPU of its own within its task
+    rows = cluster.sacct_settled(sorted({j.split("_")[0] for j in tasks}), fmt="JobID,State,AllocTRES", expect=2,
+                                 timeout=60)
+    tres = {row[0]: row[-1] for row in rows}
+    assert all("gres/gpu=2" in tres[job_id] for job_id in tasks), tres
