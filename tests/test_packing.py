@@ -136,3 +136,52 @@ def test_a_packed_task_asks_for_each_of_its_runs_cpus_and_memory_and_is_refused_
     (problem,) = three.problems
     assert problem.key == "runs_per_gpu" and "3 CPUs" in problem.message, problem.message
     assert problem.message.endswith("set runs_per_gpu = 2 or fewer in the site profile"), problem.message
+
+
+# -- a poll's decision for one run of a packed task ----------------------------------------------------------------
+def _decide_run(tmp_path, record_state, markers: dict, started: bool = False, state: str = "running",
+                scheduler_known: bool = True):
+    """decide() for config001 attempt 1 of a packed task whose record says ``record_state`` (None: no record),
+    with the markers named (kind -> JSON)."""
+    from types import SimpleNamespace
+
+    from hpc_sweep.schedulers.base import TaskRecord
+    from hpc_sweep.state.rows import AttemptRow
+    from hpc_sweep.track.decide import decide
+    from hpc_sweep.track.markers import Markers
+
+    folder = tmp_path / "markers"
+    folder.mkdir(parents=True)
+    (tmp_path / "logs").mkdir()
+    for kind, data in markers.items():
+        (folder / f"config001.1.{kind}").write_text(json.dumps(data))
+    att = AttemptRow("config001", 1, "job-1", 0, "7_0", state, None, None, 100.0, 110.0 if started else None,
+                     None, None, None, None, None, None, None)
+    record = TaskRecord("7_0", "7", 0, "job-1", record_state, record_state) if record_state else None
+    session = SimpleNamespace(paths=SimpleNamespace(logs=tmp_path / "logs"))
+    return decide(session, att, record, None, Markers(folder), 200.0, packed=True,
+                  scheduler_known=scheduler_known)[:2]
+
+
+def test_a_run_of_a_packed_task_is_decided_by_its_own_markers(tmp_path):
+    assert _decide_run(tmp_path / "a", "running", {}) == ("pending", "in its task, waiting for one of the task's "
+                                                                     "runs to end")
+    assert _decide_run(tmp_path / "b", "running", {"start": {"time": 110}})[0] == "running"
+    assert _decide_run(tmp_path / "c", "pending", {})[0] == "pending"  # the task itself waits in the queue
+    # Its own exit, whatever the task's record says.
+    assert _decide_run(tmp_path / "d", "timeout", {"exit": {"exit_code": 0}}, started=True)[0] == "completed"
+    assert _decide_run(tmp_path / "e", "running", {"exit": {"exit_code": 3}}, started=True) == \
+        ("failed", "exit code 3")
+    # Killed by a signal: the task's end says why; while the task runs (or the scheduler was not asked), wait.
+    assert _decide_run(tmp_path / "f", "running", {"exit": {"exit_code": 143}}, started=True)[0] == "running"
+    assert _decide_run(tmp_path / "g", None, {"exit": {"exit_code": 143}}, started=True,
+                       scheduler_known=False)[0] == "running"
+    assert _decide_run(tmp_path / "h", "timeout", {"exit": {"exit_code": 143}}, started=True)[0] == "timeout"
+    # Asked to stop, ended before the controller recorded it: as asked.
+    asked = {"exit": {"exit_code": 143}, "stop": {"why": "early stop: rung 10", "state": "cancelled", "time": 1}}
+    assert _decide_run(tmp_path / "i", "running", asked, started=True) == ("cancelled", "early stop: rung 10")
+    # Never started: waiting again, not failed or lost.
+    skipped = {"skipped": {"reason": "not enough time left in the task: 50 s, a run needs 200 s", "time": 1}}
+    state, reason = _decide_run(tmp_path / "j", "running", skipped)
+    assert state == "waiting" and "not enough time left" in reason
+    assert _decide_run(tmp_path / "k", "cancelled", {})[0] == "waiting"

@@ -136,10 +136,10 @@ def decide_packed(session: Session, att: AttemptRow, live: Optional[TaskRecord],
 
     - left unstarted by its task (``.skipped``: not enough walltime left, the task ended first) or its task
       ended without starting it: *waiting* again, to be submitted anew (no claim was taken);
-    - its exit marker: 0 is completed, whatever the task did; another exit code is its own failure (its own log
-      diagnosed); killed by a signal, the task's end says why (a TIMEOUT task: timeout, resumed as usual) -- and
-      while the task still runs, an asked-for stop (``.stop``) is the state asked for, anything else waits for
-      the task's record;
+    - its exit marker: 0 is completed, whatever the task did; a run asked to stop (``.stop``, not recorded yet)
+      is the state asked for; another exit code is its own failure (its own log diagnosed); killed by a signal,
+      the task's end says why (a TIMEOUT task: timeout, resumed as usual), so while the task may still run it
+      waits for the task's record;
     - no exit yet while its task runs: running once its start marker is there, else pending (queued inside the
       task until one of its runs ends).
     """
@@ -172,12 +172,12 @@ def decide_packed(session: Session, att: AttemptRow, live: Optional[TaskRecord],
     code = end.get("exit_code")
     if code == 0:
         return COMPLETED, None, fields
-    if code is None or code <= 128:
-        found = diagnose("\n".join(_run_log(session, att)))
-        return (found[0], found[1], fields) if found else (FAILED, _exit_reason(FAILED, code), fields)
     asked = markers.load(key, "stop")
     if asked:  # ended on request (cancel, an early stop) and not recorded yet: as it was asked
         return asked.get("state", CANCELLED), asked.get("why"), fields
+    if code is None or code <= 128:
+        found = diagnose("\n".join(_run_log(session, att)))
+        return (found[0], found[1], fields) if found else (FAILED, _exit_reason(FAILED, code), fields)
     if task_runs or not scheduler_known:
         return att.state, att.reason, fields  # a signal while its task may run: the task's end will say why
     if task_ended and record.state != COMPLETED:
