@@ -1,4 +1,5 @@
 """Submitting: queries (the live queue, limits, room under the cap), planning (which configs, in which chunks),
+packing (which configs share one array task, and its lanes), runcontrol (asking one run of a packed task to stop),
 scripts (job scripts from the Jinja templates), chunks (the run configs, map and script of one submission),
 intents (the submission protocol's records: intent, unknown, submitted, refused, abandoned; lookups by name,
 reconciliation, adoption of orphans), submitting (the ``submit`` command: intent -> send -> record), resubmit and
