@@ -87,6 +87,22 @@ def test_k_configs_per_task_ask_for_the_task_and_each_run_is_decided_by_its_own_
     assert "#PBS -J" not in second if flavor == "pbspro" else "#PBS -t 0\n" in second  # one task
     assert map_indices(root)[1] == [0, 0]
 
+    # The second task hits its walltime too: config004's first run (its attempt 1 never started) is resumed,
+    # as a single run's would be with max_retries = 1; config003 ends whole.
+    second_id = states(root, env)["config003"]["job_id"]
+    fake_run_folder(root, "config003", "2026-11-23_11-00-00", epochs=(4, 5))
+    fake_run_folder(root, "config004", "2026-11-23_11-00-00", epochs=(1,))
+    put_marker(root, "config003", 2, "exit", exit_code=0)
+    put_marker(root, "config004", 2, "start", host="node07", job_id="y")
+    put_marker(root, "config004", 2, "exit", exit_code=143)
+    fakepbs.set_state(second_id, 0 if "[" in second_id else None, "done", TIMEOUT_EXIT[flavor],
+                      path=env["FAKE_PBS_STATE"])
+    polled = hpc(root, env, "poll", str(root), "--force")
+    assert polled.returncode == 0, polled.stderr
+    snap = states(root, env)
+    assert snap["config003"]["state"] == "completed"
+    assert snap["config004"]["attempt"] == 3 and snap["config004"]["state"] == "pending", polled.stdout
+
 
 @pytest.mark.parametrize("flavor", ["pbspro", "torque"])
 def test_a_node_task_asks_for_the_whole_node_and_gives_each_run_its_gpus(tmp_path, flavor):

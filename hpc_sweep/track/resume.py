@@ -1,7 +1,7 @@
 """When a run is resumed: a config whose attempt ended in one of the sweep's ``resume_states`` (timeout, preempted
 and node_fail by default) waits for resubmission from its checkpoint, while its attempts number at most
-``max_retries + 1``. How the resumed attempt starts (its checkpoint, or fresh when there is none) is worked out
-at submission (:mod:`hpc_sweep.submit.chunks`) by the program's resume recipe (:mod:`hpc_sweep.programs`).
+``max_retries + 1`` (not counting attempts a packed task never started). How the resumed attempt starts (its
+checkpoint, or fresh when there is none) is worked out at submission (:mod:`hpc_sweep.submit.chunks`) by the program's resume recipe (:mod:`hpc_sweep.programs`).
 """
 
 from __future__ import annotations
@@ -19,8 +19,10 @@ if TYPE_CHECKING:
 def resume_ended(session: Session, report: PollReport) -> None:
     """Runs that ended in a resumable state wait for resubmission from their checkpoint, up to max_retries."""
     spec, store = session.spec, session.store
+    # Attempts a packed task never started (left waiting: hpc_sweep.track.decide.decide_packed) are not runs.
     ended = store.query(f"SELECT name, state, attempt FROM configs WHERE state IN ({placeholders(spec.resume_states)}) "
-                        "AND attempt <= ?", (*spec.resume_states, spec.max_retries))
+                        f"AND attempt - (SELECT COUNT(*) FROM attempts a WHERE a.config = configs.name AND a.state = "
+                        f"'{ConfigState.WAITING}') <= ?", (*spec.resume_states, spec.max_retries))
     if not ended:
         return  # no empty transaction: each commit is a few fsyncs on the sweep's disk
     with store.transaction():
