@@ -1,7 +1,8 @@
 """When a run is resumed: a config whose attempt ended in one of the sweep's ``resume_states`` (timeout, preempted
 and node_fail by default) waits for resubmission from its checkpoint, while its attempts number at most
 ``max_retries + 1`` (not counting attempts a packed task never started). How the resumed attempt starts (its
-checkpoint, or fresh when there is none) is worked out at submission (:mod:`hpc_sweep.submit.chunks`) by the program's resume recipe (:mod:`hpc_sweep.programs`).
+checkpoint, or fresh when there is none) is worked out at submission (:mod:`hpc_sweep.submit.chunks`) by the
+program's resume recipe (:mod:`hpc_sweep.programs`).
 """
 
 from __future__ import annotations
