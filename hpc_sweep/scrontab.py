@@ -2,8 +2,8 @@
 forbid user crontabs. Pure pieces: render our entry, find and remove it among the user's other lines, argv and
 answers of ``scrontab``. :mod:`hpc_sweep.cron` runs it (through :mod:`hpc_sweep.common.shell`).
 
-Facts (Slurm's scrontab.c and man page; none of this is on the test cluster, whose Debian 22.05 packages ship no
-``scrontab`` client although slurmctld accepts ``ScronParameters=enable``):
+Facts (Slurm's scrontab.c and man page; tried on the test cluster, whose Debian 22.05 packages ship no ``scrontab``
+client, with one built from the same source by tests/cluster/build_scrontab.sh):
 
 - Slurm >= 20.11 with ``ScronParameters=enable`` in slurm.conf; otherwise ``scrontab`` exits 1 with
   ``scrontab: fatal: scrontab is disabled on this cluster``.

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The whole test suite, against the package users get:
 #   1. as root on Debian, the system packages the real-cluster and browser tests need (Slurm, MariaDB, munge,
-#      Chromium);
+#      Chromium), and the scrontab client Debian leaves out, built from its source (tests/cluster/build_scrontab.sh);
 #   2. the sdist and, from it, the wheel (python -m build, in a throwaway virtual environment), checked by
 #      tests/check_dist.py: every module, the job templates (*.j2) and site profiles (*.toml), no top-level
 #      package besides hpc_sweep;
@@ -18,7 +18,7 @@ python="${PYTHON:-python3}"
 
 if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
     need=()
-    for pkg in slurm-wlm slurmdbd munge mariadb-server python3-venv chromium; do
+    for pkg in slurm-wlm slurmdbd munge mariadb-server python3-venv chromium gcc make; do
         dpkg -s "$pkg" >/dev/null 2>&1 || need+=("$pkg")
     done
     if [ ${#need[@]} -gt 0 ]; then
@@ -31,6 +31,15 @@ fi
 work="$(mktemp -d "${TMPDIR:-/tmp}/hpc-sweep-ci.XXXXXX")"
 trap 'rm -rf "$work"' EXIT
 started=$SECONDS
+
+if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    # Debian ships no scrontab client: build it for the scrontab test on the real cluster (cached; ~30 s once).
+    if scrontab_bin="$(bash "$repo/tests/cluster/build_scrontab.sh" 2>"$work/scrontab.log")"; then
+        export HPC_SWEEP_TEST_SCRONTAB="$scrontab_bin"
+    else
+        echo "scrontab could not be built (its test will skip): $(tail -n 1 "$work/scrontab.log")"
+    fi
+fi
 
 echo "building the sdist and the wheel in $work/dist"
 "$python" -m venv "$work/build-venv"
