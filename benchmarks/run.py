@@ -31,8 +31,10 @@ from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "tests" / "cluster"))  # the test cluster and its sweep helpers, shared with the tests
+import cluster_sweeps  # noqa: E402
+
 RESULTS_DIR = REPO / "benchmarks" / "results"
-DEMO_BASE = REPO / "examples" / "demo" / "base.toml"
 SYSTEM_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 SECTIONS = ("generate", "help", "parse", "scheduler")
 
@@ -228,36 +230,21 @@ def check(ran: Ran, what: str) -> Ran:
 # sweeps
 
 
-def write_sweep(root: Path, name: str, n_a: int, n_b: int, site: str) -> None:
+def write_sweep(root: Path, name: str, n_a: int, n_b: int, site: Dict[str, object]) -> None:
     """A sweep of n_a × n_b configs over the demo's DeepH-shaped base, a trivial command, our site profile."""
-    (root / "configs").mkdir(parents=True, exist_ok=True)
-    (root / "inputs").mkdir(exist_ok=True)
-    shutil.copy(DEMO_BASE, root / "configs" / ".base_config.toml")
-    lrs = ", ".join(repr(round(1e-4 * (i + 1), 6)) for i in range(n_a))
-    drops = ", ".join(repr(round(0.001 * i, 4)) for i in range(n_b))
-    (root / "site.toml").write_text(site)
-    (root / "sweep.toml").write_text(textwrap.dedent(f"""\
-        [sweep]
-        name = "{name}"
-        program = "deeph"
-        base = "configs/.base_config.toml"
-        command = "true {{config}}"
-        site = "site.toml"
-        walltime = "00:10:00"
-
-        [grid]
-        "process.train.optimizer.init_learning_rate" = [{lrs}]
-        "process.train.drop.dropout_rate" = [{drops}]
-        """))
+    (root / "inputs").mkdir(parents=True, exist_ok=True)
+    grid = {"process.train.optimizer.init_learning_rate": [round(1e-4 * (i + 1), 6) for i in range(n_a)],
+            "process.train.drop.dropout_rate": [round(0.001 * i, 4) for i in range(n_b)]}
+    cluster_sweeps.write_sweep(root, name, "true {config}", cluster_sweeps.toml_body(grid), site, walltime="00:10:00")
 
 
-def slurm_site(hold: bool, max_array: Optional[int] = None) -> str:
-    lines = ['scheduler = "slurm"', "cpus_per_task = 1", 'mem = "50M"', 'poll_min_interval = "1s"']
+def slurm_site(hold: bool, max_array: Optional[int] = None) -> Dict[str, object]:
+    site: Dict[str, object] = dict(cluster_sweeps.SLURM_SITE)
     if max_array:
-        lines.append(f"max_array_size = {max_array}")
+        site["max_array_size"] = max_array
     if hold:
-        lines.append('extra_directives = ["#SBATCH --hold"]')
-    return "\n".join(lines) + "\n"
+        site["extra_directives"] = ["#SBATCH --hold"]
+    return site
 
 
 def grid_for(n: int) -> Tuple[int, int]:
@@ -670,25 +657,12 @@ def run_poll(ex: LocalExec, probe_dir: Path, root: Path, tag: str, timeout: floa
 
 def job_ids(root: Path) -> List[Tuple[str, int, str, str]]:
     """(config, attempt, job id, submission name) of every attempt, from the state database."""
-    import sqlite3
-
-    conn = sqlite3.connect(f"file:{root / '.hpc_sweep' / 'state.db'}?mode=ro", uri=True)
-    try:
-        return [tuple(r) for r in conn.execute(
-            "SELECT config, attempt, job_id, submission FROM attempts ORDER BY config")]
-    finally:
-        conn.close()
+    return cluster_sweeps.read_state(root, "SELECT config, attempt, job_id, submission FROM attempts ORDER BY config")
 
 
 def submissions(root: Path) -> List[Tuple[str, str, int]]:
-    import sqlite3
-
-    conn = sqlite3.connect(f"file:{root / '.hpc_sweep' / 'state.db'}?mode=ro", uri=True)
-    try:
-        return [tuple(r) for r in conn.execute(
-            "SELECT name, scheduler_id, ntasks FROM submissions WHERE status = 'submitted' ORDER BY created_at")]
-    finally:
-        conn.close()
+    return cluster_sweeps.read_state(root, "SELECT name, scheduler_id, ntasks FROM submissions "
+                                           "WHERE status = 'submitted' ORDER BY created_at")
 
 
 def write_running_state(root: Path, total_log_bytes: int) -> Tuple[int, int]:
@@ -755,6 +729,7 @@ def write_fake_bin(bindir: Path, real_squeue: Optional[str]) -> None:
         scripts["scontrol"] = "#!/bin/bash\necho 'MaxArraySize            = 1001'\n" \
                               "echo 'MaxJobCount             = 50000'\n"
         scripts["sacctmgr"] = "#!/bin/bash\nexit 0\n"
+        scripts["sinfo"] = "#!/bin/bash\nexit 0\n"  # no partitions known: the shape stays unread, nothing checked
         scripts["scancel"] = "#!/bin/bash\nexit 0\n"
     for name, text in scripts.items():
         (bindir / name).write_text(text)
@@ -810,7 +785,7 @@ class SchedulerBench:
             return {"PATH": f"{self.bindir}:{self.cluster.user_bin}:{SYSTEM_PATH}"}
         return self.fake_env(root)
 
-    def site(self) -> str:
+    def site(self) -> Dict[str, object]:
         return slurm_site(hold=True, max_array=None if self.real else 1001)
 
     def make_sweep(self, n: int) -> Path:
@@ -1109,8 +1084,7 @@ def run_scheduler(bench: Bench, ex: LocalExec, cluster, gen_root: Optional[Path]
 
 
 def start_cluster(bench: Bench):
-    sys.path.insert(0, str(REPO / "tests" / "cluster"))
-    from slurm_cluster import SlurmCluster  # noqa: E402
+    from slurm_cluster import SlurmCluster  # tests/cluster, on sys.path (above)
 
     cluster = SlurmCluster(log=lambda m: log(m))
     t0 = time.monotonic()

@@ -10,7 +10,7 @@ from typing import Optional
 import click
 
 from hpc_sweep import __version__
-from hpc_sweep.errors import RuntimeFailure, UserError, one_line
+from hpc_sweep.common.errors import RuntimeFailure, UserError, one_line
 
 SWEEP_DIR = click.argument("sweep_dir", required=False, default=".",
                            type=click.Path(file_okay=False, path_type=Path))
@@ -56,7 +56,7 @@ def init(sweep_dir: Path, base_file: Path, program: Optional[str], name: Optiona
     Example:
       hpc-sweep init h2o-lr --base train.toml
     """
-    from hpc_sweep.init import init_sweep
+    from hpc_sweep.sweep.init import init_sweep
 
     paths, program = init_sweep(sweep_dir, base_file, program, name, site)
     _say(f"created {paths.root} ({program}); edit {paths.sweep_file}, then run: hpc-sweep generate {sweep_dir}")
@@ -75,11 +75,11 @@ def generate(sweep_dir: Path, force: bool, dry_run: bool) -> None:
     Example:
       hpc-sweep generate my-sweep
     """
-    from hpc_sweep.generate import generate as run_generate, plan
-    from hpc_sweep.layout import SweepPaths
+    from hpc_sweep.sweep.generate import generate as run_generate, plan
+    from hpc_sweep.common.layout import SweepPaths
     from hpc_sweep.session import Session
-    from hpc_sweep.state import open_store
-    from hpc_sweep.sweepfile import load_sweep
+    from hpc_sweep.state.store import open_store
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
     paths = SweepPaths.at(spec.root)
@@ -123,15 +123,16 @@ def status(sweep_dir: Path, fmt: str, states: tuple, sort: str, refresh: bool) -
       hpc-sweep status my-sweep --state running --sort best
       hpc-sweep status my-sweep --format json > status.json
     """
+    from hpc_sweep.results.status import render_status
     from hpc_sweep.session import Session
 
     # --refresh polls, which writes (and may submit): a write session, under the writers' lock.
     with Session.open(sweep_dir, write=refresh) as session:
         if refresh:
-            from hpc_sweep.poll import poll as run_poll
+            from hpc_sweep.track.poll import poll as run_poll
 
             run_poll(session, verbose=False)
-        _say(session.render_status(fmt, states, sort).rstrip("\n"))
+        _say(render_status(session, fmt, states, sort).rstrip("\n"))
 
 
 @cli.command()
@@ -151,7 +152,7 @@ def report(sweep_dir: Path, out: Optional[Path], fmt: Optional[str]) -> None:
       hpc-sweep report my-sweep
       hpc-sweep report my-sweep --format markdown --out results/report.md
     """
-    from hpc_sweep.report import PLOT_HINT, write_report
+    from hpc_sweep.results.report import PLOT_HINT, write_report
 
     result = write_report(sweep_dir, out, fmt)
     if not result.plots:
@@ -177,8 +178,8 @@ def render(sweep_dir: Path, only: tuple) -> None:
     Example:
       hpc-sweep render my-sweep
     """
-    from hpc_sweep.atomicio import write_atomic
-    from hpc_sweep.submit import submit as run_submit
+    from hpc_sweep.common.atomicio import write_atomic
+    from hpc_sweep.submit.submitting import submit as run_submit
 
     with _write_session(sweep_dir) as session:
         report = run_submit(session, only=only or None, dry_run=True, records=[])
@@ -208,7 +209,7 @@ def smoke(sweep_dir: Path, count: Optional[int], timeout_text: Optional[str]) ->
     Example:
       hpc-sweep smoke my-sweep --count 1 --timeout 20m
     """
-    from hpc_sweep.durations import parse_duration
+    from hpc_sweep.common.durations import parse_duration
     from hpc_sweep.smoke import is_tty, progress_line, report_lines, run_smoke
 
     timeout_s = None
@@ -249,14 +250,15 @@ def submit(sweep_dir: Path, dry_run: bool, only: tuple) -> None:
       hpc-sweep submit my-sweep
       hpc-sweep submit my-sweep --only config003 --only config007
     """
-    from hpc_sweep.submit import submit as run_submit
+    from hpc_sweep.submit.submitting import submit as run_submit
 
     with _write_session(sweep_dir) as session:
         report = run_submit(session, only=only or None, dry_run=dry_run)
         for line in report.reconciled.lines():
             _say(line)
         for planned in report.planned:
-            _say(f"would submit {planned.name}: array {planned.array or 'none'}, {len(planned.configs)} config(s)")
+            _say(f"would submit {planned.name}: array {planned.array or 'none'}, {len(planned.configs)} config(s)"
+                 + (f"; {planned.resources}" if planned.resources else ""))
         for name, sid, n in report.submitted:
             _say(f"submitted {name} as {sid} ({n} task{'s' if n != 1 else ''})")
         if report.waiting:
@@ -283,9 +285,9 @@ def poll(sweep_dir: Path, verbose: bool, force: bool, no_submit: bool) -> None:
     Example:
       hpc-sweep poll my-sweep -v
     """
-    from hpc_sweep.poll import poll as run_poll, summary_lines
+    from hpc_sweep.track.poll import poll as run_poll, summary_lines
     from hpc_sweep.session import Session
-    from hpc_sweep.state import LockHeld
+    from hpc_sweep.state.lock import LockHeld
 
     try:
         session = Session.open(sweep_dir, write=True, blocking=False)
@@ -339,7 +341,7 @@ def cancel(args: tuple, yes: bool) -> None:
       hpc-sweep cancel my-sweep config003 config007
       hpc-sweep cancel my-sweep --yes
     """
-    from hpc_sweep.cancel import cancel as run_cancel
+    from hpc_sweep.submit.cancel import cancel as run_cancel
 
     sweep_dir, names = _dir_and_names(args)
 
@@ -347,7 +349,7 @@ def cancel(args: tuple, yes: bool) -> None:
         click.confirm("Cancel every job of this sweep?", abort=True)
     with _write_session(sweep_dir) as session:
         ids, marked = run_cancel(session, names or None)
-        from hpc_sweep.poll import write_snapshots
+        from hpc_sweep.track.snapshot import write_snapshots
 
         write_snapshots(session)
     _say(f"cancelled {len(marked)} config(s)" + (f"; scheduler ids: {' '.join(ids)}" if ids else ""))
@@ -364,7 +366,7 @@ def resubmit(args: tuple, walltime: Optional[str], fresh: bool) -> None:
     Example:
       hpc-sweep resubmit my-sweep config004 --walltime 48:00:00
     """
-    from hpc_sweep.resubmit import resubmit as run_resubmit
+    from hpc_sweep.submit.resubmit import resubmit as run_resubmit
 
     sweep_dir, names = _dir_and_names(args)
     if not names:
@@ -388,8 +390,7 @@ def sites() -> None:
     """
     from tabulate import tabulate
 
-    from hpc_sweep.shell import detect_scheduler
-    from hpc_sweep.sites import describe, load_profile_file, profile_files, user_dir
+    from hpc_sweep.sweep.sites import describe, detect_scheduler, load_profile_file, profile_files, user_dir
 
     rows = []
     for name, path in profile_files().items():
@@ -401,33 +402,55 @@ def sites() -> None:
 
 @cli.group()
 def cron() -> None:
-    """Manage the crontab line that polls a sweep.
+    """Manage the entry that polls a sweep: a crontab line, or a Slurm scrontab entry (--via scrontab).
 
     \b
     Examples:
       hpc-sweep cron install my-sweep --every 10m
+      hpc-sweep cron install my-sweep --via scrontab
       hpc-sweep cron show my-sweep
       hpc-sweep cron remove my-sweep
     """
 
 
+VIA = click.option("--via", type=click.Choice(["crontab", "scrontab"]), default="crontab", show_default=True,
+                   help="crontab on this machine, or Slurm's scrontab (the poll runs as a small scheduled job).")
+
+
 @cron.command("install")
 @SWEEP_DIR
 @click.option("--every", default="10m", show_default=True, help="Interval: 5m, 10m, 1h ...")
-def cron_install(sweep_dir: Path, every: str) -> None:
-    """Install (or replace) this sweep's poll line."""
-    from hpc_sweep.cron import install
-    from hpc_sweep.sweepfile import load_sweep
+@VIA
+def cron_install(sweep_dir: Path, every: str, via: str) -> None:
+    """Install (or replace) this sweep's poll entry."""
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
+    if via == "scrontab":
+        from hpc_sweep.cron import scron_install
+
+        profile = _profile_of(spec)
+        block = scron_install(spec.root, every, f"hpcs-poll-{spec.name}", profile.partition, profile.account,
+                              profile.qos, _slurm_version())
+        _say("installed in scrontab:\n" + "\n".join(block))
+        _say(f"the poll runs as a Slurm job; its output goes to {spec.root}/.hpc_sweep/scrontab-poll.out")
+        return
+    from hpc_sweep.cron import install
+
     _say(f"installed: {install(spec.root, every)}")
     _say("cron mails whatever a poll prints: errors and state changes. If polls fail, run the line by hand.")
 
 
 @cron.command("remove")
 @SWEEP_DIR
-def cron_remove(sweep_dir: Path) -> None:
-    """Remove this sweep's poll line."""
+@VIA
+def cron_remove(sweep_dir: Path, via: str) -> None:
+    """Remove this sweep's poll entry."""
+    if via == "scrontab":
+        from hpc_sweep.cron import scron_remove
+
+        _say("removed" if scron_remove(sweep_dir.resolve(), _slurm_version()) else "no entry for this sweep")
+        return
     from hpc_sweep.cron import remove
 
     _say("removed" if remove(sweep_dir.resolve()) else "no line for this sweep")
@@ -435,18 +458,63 @@ def cron_remove(sweep_dir: Path) -> None:
 
 @cron.command("show")
 @SWEEP_DIR
-def cron_show(sweep_dir: Path) -> None:
-    """Show this sweep's poll line."""
+@VIA
+def cron_show(sweep_dir: Path, via: str) -> None:
+    """Show this sweep's poll entry."""
+    if via == "scrontab":
+        from hpc_sweep.cron import scron_show
+
+        _say(scron_show(sweep_dir.resolve()) or "no entry for this sweep")
+        return
     from hpc_sweep.cron import show
 
     _say(show(sweep_dir.resolve()) or "no line for this sweep")
+
+
+def _profile_of(spec):
+    from hpc_sweep.sweep.sites import load_profile
+
+    return load_profile(spec.site, spec.root)
+
+
+def _slurm_version() -> Optional[tuple]:
+    """The Slurm client's version (scrontab's way to take a new crontab changed in 21.08); None if unknown."""
+    from hpc_sweep.common import shell
+    from hpc_sweep.schedulers.detect import DETECT_ARGVS, slurm_version
+
+    return slurm_version(shell.run(DETECT_ARGVS["slurm"], timeout=20))
+
+
+@cli.command()
+@SWEEP_DIR
+@click.option("--site", help="Check this site profile (a name or a path) instead of the sweep's.")
+def doctor(sweep_dir: Path, site: Optional[str]) -> None:
+    """Check this cluster for a sweep, one line each: OK, WARN or FAIL with the fix.
+
+    The scheduler and its version; the partition or queue; the limits; each resource shape of the sweep against
+    the nodes (with the CPUs and memory per GPU chosen); account and QOS; the profile's setup lines in a clean
+    shell with cron's environment, and the command's program found after them; free space; crontab or
+    scrontab. Exit status 1 when any line FAILs. Works before 'generate', and outside a sweep with --site.
+
+    \b
+    Examples:
+      hpc-sweep doctor my-sweep
+      hpc-sweep doctor --site ~/.config/hpc-sweep/sites/mycluster.toml
+    """
+    from hpc_sweep.doctor import report
+    from hpc_sweep.doctor_facts import examine
+
+    text, status = report(examine(sweep_dir, site))
+    click.echo(text, nl=False)
+    if status:
+        raise RuntimeFailure("doctor found problems: fix the FAIL lines above")
 
 
 def _busy_database(exc: Exception) -> Optional[RuntimeFailure]:
     """SQLite's "database is locked" after the busy timeout, as the one-line failure it is (never corruption)."""
     if type(exc).__module__ != "sqlite3":
         return None
-    from hpc_sweep.state import StateBusy, busy_timeout_s, is_busy
+    from hpc_sweep.state.health import StateBusy, busy_timeout_s, is_busy
 
     if not is_busy(exc):
         return None

@@ -28,9 +28,17 @@ import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, NamedTuple, Optional
 
-from hpc_sweep.errors import UserError
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.state.states import SUBMITTING, ConfigState
+from hpc_sweep.state.states import SubmissionStatus as Status
+
+if TYPE_CHECKING:
+    from hpc_sweep.common.layout import SweepPaths
+    from hpc_sweep.session import Session
+    from hpc_sweep.state.lock import SweepLock
+    from hpc_sweep.sweep.sweepfile import SweepSpec
 
 CONFIG_FILE = re.compile(r"config(\d+)")
 JOB_NAME = re.compile(r"(?P<prefix>.+)-(?P<tag>[A-Za-z0-9_.]+)-(?P<seq>\d+)")
@@ -56,8 +64,8 @@ class RepairReport:
         out.append(f"rebuilt the state: {self.configs} configs{retired}, submissions: {subs}, "
                    f"{self.attempts} attempts; job-name prefix {self.prefix}")
         out.append("states: " + ", ".join(f"{state} {n}" for state, n in sorted(self.states.items())))
-        if self.submissions.get("intent"):
-            out.append(f"{self.submissions['intent']} submission(s) no task of which has started are looked up by "
+        if self.submissions.get(Status.INTENT):
+            out.append(f"{self.submissions[Status.INTENT]} submission(s) no task of which has started are looked up by "
                        "name in the scheduler before anything is submitted again")
         out += [f"warning: {line}" for line in self.warnings]
         out.append("nothing was submitted; the next poll brings the states up to date with the scheduler")
@@ -67,9 +75,9 @@ class RepairReport:
 def repair(sweep_dir: Path, force: bool = False) -> RepairReport:
     """Rebuild the state of the sweep in ``sweep_dir`` under the writers' lock. A readable state with configs is
     left alone unless ``force``."""
-    from hpc_sweep.layout import SweepPaths
-    from hpc_sweep.state import acquire_lock
-    from hpc_sweep.sweepfile import load_sweep
+    from hpc_sweep.common.layout import SweepPaths
+    from hpc_sweep.state.lock import acquire_lock
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(Path(sweep_dir))
     paths = SweepPaths.at(spec.root)
@@ -84,7 +92,7 @@ def repair(sweep_dir: Path, force: bool = False) -> RepairReport:
         building = paths.state_dir / "state.db.rebuilding"
         _build(spec, paths, lock, building, report)
         _replace(paths, building, condition, report)
-        from hpc_sweep.state import open_store
+        from hpc_sweep.state.store import open_store
 
         store = open_store(paths, lock=lock)
         try:
@@ -96,9 +104,10 @@ def repair(sweep_dir: Path, force: bool = False) -> RepairReport:
     return report
 
 
-def _condition(paths) -> str:
+def _condition(paths: SweepPaths) -> str:
     """'ok' (readable, with configs), 'empty' (readable, no config: nothing to lose), 'missing' or 'corrupt'."""
-    from hpc_sweep.state import CORRUPT, EMPTY, examine, open_store
+    from hpc_sweep.state.health import CORRUPT, EMPTY, examine
+    from hpc_sweep.state.store import open_store
 
     if not paths.db.exists():
         return "missing"
@@ -114,8 +123,8 @@ def _condition(paths) -> str:
         store.close()
 
 
-def _replace(paths, building: Path, condition: str, report: RepairReport) -> None:
-    from hpc_sweep.state import OK, examine, set_aside
+def _replace(paths: SweepPaths, building: Path, condition: str, report: RepairReport) -> None:
+    from hpc_sweep.state.health import OK, examine, set_aside
 
     if paths.db.exists():
         label = "corrupt" if condition == "corrupt" else "replaced"
@@ -126,10 +135,10 @@ def _replace(paths, building: Path, condition: str, report: RepairReport) -> Non
     os.replace(building, paths.db)
 
 
-def _build(spec, paths, lock, building: Path, report: RepairReport) -> None:
-    from hpc_sweep.poll import PollReport, apply_markers_only
+def _build(spec: SweepSpec, paths: SweepPaths, lock: SweepLock, building: Path, report: RepairReport) -> None:
+    from hpc_sweep.track.poll import PollReport, apply_markers_only
     from hpc_sweep.session import Session
-    from hpc_sweep.state import fresh_store
+    from hpc_sweep.state.store import fresh_store
 
     store = fresh_store(building, paths, lock)
     session = Session(spec, paths, store)  # no lock of its own: closing it leaves the caller's lock held
@@ -138,8 +147,8 @@ def _build(spec, paths, lock, building: Path, report: RepairReport) -> None:
         maps = _read_maps(paths, report)
         markers = _read_markers(paths)
         prefix, seq = _prefix(spec, maps, report)
-        with store.transaction() as conn:
-            _insert_configs(conn, rows)
+        with store.transaction():
+            store.add_configs(rows)
             store.set_meta("prefix", prefix)
             store.set_meta("name", spec.name)
             store.set_meta("submission_seq", str(seq))
@@ -156,17 +165,43 @@ def _build(spec, paths, lock, building: Path, report: RepairReport) -> None:
 
 
 # -- configs ------------------------------------------------------------------------------------------------------
+class _Found(NamedTuple):
+    """A config file found in configs/: its number and name, and the parameters it was matched to."""
+
+    params_key: str
+    idx: int
+    name: str
+    path: Path
+    params: Optional[dict] = None   # read from the file: retired configs only
+
+
+class _Rebuilt(NamedTuple):
+    """A config row rebuilt from its file, in the order :meth:`hpc_sweep.state.store.Store.add_configs` takes."""
+
+    name: str
+    idx: int
+    params: str                     # JSON
+    params_key: str
+    path: str
+    digest: str
+    device: str
+    gpus: int
+    shape: str
+    in_definition: int
+    log_context: str
+
+
 class _Known:
-    """What :func:`hpc_sweep.generate.plan` asks of a state: the configs it already numbered."""
+    """What :func:`hpc_sweep.sweep.generate.plan` asks of a state: the configs it already numbered."""
 
-    def __init__(self, rows: list):
-        self._rows = rows
+    def __init__(self, found: list[_Found]):
+        self._found = found
 
-    def configs(self) -> list:
-        return self._rows
+    def configs(self) -> list[_Found]:
+        return self._found
 
 
-def _config_files(paths) -> list:
+def _config_files(paths: SweepPaths) -> list:
     """(number, path) of configs/configNNN.* in number order."""
     found = []
     for path in paths.configs.iterdir() if paths.configs.is_dir() else ():
@@ -176,13 +211,13 @@ def _config_files(paths) -> list:
     return sorted(found)
 
 
-def _config_rows(spec, paths, report: RepairReport) -> list:
+def _config_rows(spec: SweepSpec, paths: SweepPaths, report: RepairReport) -> list[_Rebuilt]:
     """One row per config file: numbers from the file names, parameters and resources from the definition (through
     generate's own plan), the digest of the file as it is."""
-    from hpc_sweep.dotted import get_dotted, has_dotted
-    from hpc_sweep.expand import params_key
-    from hpc_sweep.formats import load_structured
-    from hpc_sweep.generate import plan
+    from hpc_sweep.common.dotted import get_dotted, has_dotted
+    from hpc_sweep.sweep.expand import params_key
+    from hpc_sweep.common.formats import load_structured
+    from hpc_sweep.sweep.generate import plan
 
     wanted = {p.key: p.params for p in plan(spec, None, paths)}
     key_sets = list(dict.fromkeys(tuple(params) for params in wanted.values()))
@@ -203,67 +238,57 @@ def _config_rows(spec, paths, report: RepairReport) -> list:
         name = path.stem
         if match is not None:
             claimed.add(match)
-            known.append({"params_key": match, "idx": idx, "name": name, "path": path})
+            known.append(_Found(match, idx, name, path))
         else:
             params = {k: get_dotted(data, k) for k in spec.swept_keys if has_dotted(data, k)}
-            retired.append({"params_key": params_key(params), "params": params, "idx": idx, "name": name,
-                            "path": path})
+            retired.append(_Found(params_key(params), idx, name, path, params))
     retired = _unique_retired(retired, claimed, report)
-    by_key = {k["params_key"]: k for k in known}
+    by_key = {k.params_key: k for k in known}
     rows = [_row(planned, by_key[planned.key], True) for planned in plan(spec, _Known(known + retired), paths)
             if planned.key in by_key]  # a planned config without a file was never generated: generate adds it
     if retired:
         rows += _retired_rows(spec, paths, known, retired, report)
-    return sorted(rows, key=lambda row: row["idx"])
+    return sorted(rows, key=lambda row: row.idx)
 
 
 def _unique_retired(retired: list, claimed: set, report: RepairReport) -> list:
     kept, seen = [], set(claimed)
     for row in retired:
-        if row["params_key"] in seen:
-            report.warnings.append(f"{row['name']}: its parameters are those of another config; left out")
+        if row.params_key in seen:
+            report.warnings.append(f"{row.name}: its parameters are those of another config; left out")
             continue
-        seen.add(row["params_key"])
+        seen.add(row.params_key)
         kept.append(row)
     return kept
 
 
-def _retired_rows(spec, paths, known: list, retired: list, report: RepairReport) -> list:
+def _retired_rows(spec: SweepSpec, paths: SweepPaths, known: list[_Found], retired: list[_Found],
+                  report: RepairReport) -> list[_Rebuilt]:
     """Configs whose file the definition no longer makes, planned as explicit configs of the same sweep."""
-    from hpc_sweep.generate import plan
+    from hpc_sweep.sweep.generate import plan
 
-    only_these = dataclasses.replace(spec, grid={}, zips=[], explicit=[r["params"] for r in retired],
+    only_these = dataclasses.replace(spec, grid={}, zips=[], explicit=[r.params for r in retired],
                                      random_count=0, random_params=[])
     try:
         planned = plan(only_these, _Known(known + retired), paths)
     except UserError as exc:
-        report.warnings.append(f"configs no longer in the definition ({', '.join(r['name'] for r in retired)}) "
+        report.warnings.append(f"configs no longer in the definition ({', '.join(r.name for r in retired)}) "
                                f"left out: {exc}")
         return []
     by_key = {p.key: p for p in planned}
     rows = []
     for row in retired:
-        if row["params_key"] in by_key:
-            rows.append(_row(by_key[row["params_key"]], row, False))
-            report.retired.append(row["name"])
+        if row.params_key in by_key:
+            rows.append(_row(by_key[row.params_key], row, False))
+            report.retired.append(row.name)
     return rows
 
 
-def _row(planned, found: dict, in_definition: bool) -> dict:
-    text = found["path"].read_bytes()
-    return {"name": found["name"], "idx": found["idx"], "params": json.dumps(planned.params),
-            "params_key": found["params_key"], "path": str(found["path"]), "digest": hashlib.sha256(text).hexdigest(),
-            "device": planned.device, "gpus": planned.gpus, "shape": planned.shape,
-            "in_definition": int(in_definition), "log_context": planned.log_context}
-
-
-def _insert_configs(conn, rows: list) -> None:
-    now = time.time()
-    conn.executemany(
-        "INSERT INTO configs (name, idx, params, params_key, path, digest, device, gpus, shape, state, attempt, "
-        "in_definition, log_context, updated_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'generated', 0, ?, ?, ?)",
-        [(r["name"], r["idx"], r["params"], r["params_key"], r["path"], r["digest"], r["device"], r["gpus"],
-          r["shape"], r["in_definition"], r["log_context"], now) for r in rows])
+def _row(planned, found: _Found, in_definition: bool) -> _Rebuilt:
+    text = found.path.read_bytes()
+    return _Rebuilt(found.name, found.idx, json.dumps(planned.params), found.params_key, str(found.path),
+                    hashlib.sha256(text).hexdigest(), planned.device, planned.gpus, planned.shape, int(in_definition),
+                    planned.log_context)
 
 
 # -- submissions and attempts ---------------------------------------------------------------------------------------
@@ -276,8 +301,8 @@ class _Map:
     seq: int
 
 
-def _read_maps(paths, report: RepairReport) -> dict:
-    from hpc_sweep.render import parse_map
+def _read_maps(paths: SweepPaths, report: RepairReport) -> dict:
+    from hpc_sweep.common.jobmap import parse_map
 
     maps = {}
     for path in sorted(paths.script.glob("*.map")) if paths.script.is_dir() else ():
@@ -293,7 +318,7 @@ def _read_maps(paths, report: RepairReport) -> dict:
     return maps
 
 
-def _read_markers(paths) -> dict:
+def _read_markers(paths: SweepPaths) -> dict:
     """(config, attempt) -> {"start": {...}, "exit": {...}} from the markers that can be read."""
     found: dict = {}
     for name in os.listdir(paths.markers) if paths.markers.is_dir() else ():
@@ -309,10 +334,10 @@ def _read_markers(paths) -> dict:
     return found
 
 
-def _prefix(spec, maps: dict, report: RepairReport) -> tuple:
+def _prefix(spec: SweepSpec, maps: dict, report: RepairReport) -> tuple:
     """The job-name prefix (the sweep name plus init's random suffix) and the highest sequence number, from the
     job names in script/; a new prefix where nothing was ever submitted."""
-    from hpc_sweep.init import new_prefix
+    from hpc_sweep.sweep.init import new_prefix
 
     named = [JOB_NAME.fullmatch(name) for name in maps]
     named = [m for m in named if m]
@@ -342,10 +367,12 @@ def _owner(entries: list, marker: Optional[dict], maps: dict) -> Optional[str]:
     return max(entries, key=lambda item: (maps[item[0]].seq, maps[item[0]].written_at))[0]
 
 
-def _insert_history(session, rows: list, maps: dict, markers: dict, report: RepairReport) -> None:
+def _insert_history(session: Session, rows: list[_Rebuilt], maps: dict, markers: dict, report: RepairReport) -> None:
     """Submissions, attempts and each config's current attempt and state."""
+    from hpc_sweep.state.store import placeholders
+
     store, adapter = session.store, session.scheduler
-    configs = {row["name"]: row for row in rows}
+    configs = {row.name: row for row in rows}
     claims: dict = {}                                  # (config, attempt) -> [(map name, entry)]
     for name, found in maps.items():
         for entry in found.entries:
@@ -359,13 +386,14 @@ def _insert_history(session, rows: list, maps: dict, markers: dict, report: Repa
             scheduler_ids.setdefault(owner, str(sid))
     for name, found in maps.items():
         sid = scheduler_ids.get(name)
-        shape = next((configs[e.name]["shape"] for e in found.entries if e.name in configs), "unknown")
+        shape = next((configs[e.name].shape for e in found.entries if e.name in configs), "unknown")
         store.conn.execute(
             "INSERT INTO submissions (name, shape, script, map, scheduler_id, status, ntasks, created_at, submitted_at,"
             " note) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, 'rebuilt by hpc-sweep repair')",
-            (name, shape, str(found.path.with_suffix(".sh")), str(found.path), sid, "submitted" if sid else "intent",
-             len(found.entries), found.written_at, found.written_at if sid else None))
-        report.submissions["submitted" if sid else "intent"] += 1
+            (name, shape, str(found.path.with_suffix(".sh")), str(found.path), sid,
+             Status.SUBMITTED if sid else Status.INTENT, len(found.entries), found.written_at,
+             found.written_at if sid else None))
+        report.submissions[Status.SUBMITTED if sid else Status.INTENT] += 1
     latest: dict = {}
     for key in sorted(set(owners) | set(markers)):
         config, attempt = key
@@ -378,23 +406,24 @@ def _insert_history(session, rows: list, maps: dict, markers: dict, report: Repa
         if state is None:
             continue
         columns = ["config", "attempt", "submission", "task_index", "state", *fields]
-        store.conn.execute(f"INSERT INTO attempts ({', '.join(columns)}) VALUES ({', '.join('?' * len(columns))})",
+        store.conn.execute(f"INSERT INTO attempts ({', '.join(columns)}) VALUES ({placeholders(columns)})",
                            (config, attempt, owner, entry.index if entry else None, state, *fields.values()))
         report.attempts += 1
         if attempt >= latest.get(config, (0, ""))[0]:
             latest[config] = (attempt, state, owner)
     for config, (attempt, state, owner) in latest.items():
         reason = None
-        if state == "submitting":
-            state, reason = "pending", (f"state rebuilt by hpc-sweep repair: submission {owner} is looked up by "
-                                        "name before anything is submitted again")
+        if state == SUBMITTING:
+            state = ConfigState.PENDING
+            reason = (f"state rebuilt by hpc-sweep repair: submission {owner} is looked up by name before anything "
+                      "is submitted again")
         store.set_config_state(config, state, reason, attempt=attempt)
 
 
-def _attempt(session, owner: Optional[str], entry, sid: Optional[str], maps: dict, marks: dict) -> tuple:
+def _attempt(session: Session, owner: Optional[str], entry, sid: Optional[str], maps: dict, marks: dict) -> tuple:
     """(state, other columns) of one rebuilt attempt: ``submitting`` under a submission no task of which is known
     to have started (an intent), else running where it started and pending where not; an exit marker is left
-    for :func:`hpc_sweep.poll.apply_markers_only` to decide, as a poll does."""
+    for :func:`hpc_sweep.track.poll.apply_markers_only` to decide, as a poll does."""
     start, end = marks.get("start") or {}, marks.get("exit") or {}
     fields: dict = {}
     if entry is not None:
@@ -408,7 +437,7 @@ def _attempt(session, owner: Optional[str], entry, sid: Optional[str], maps: dic
     if end:
         fields.update(ended_at=end.get("time"), exit_code=end.get("exit_code"))
     if owner is not None and not sid:
-        return "submitting", fields
+        return SUBMITTING, fields
     if owner is None and not start:
         return None, fields  # an exit marker alone: nothing says which job it was
-    return ("running" if start else "pending"), fields
+    return (ConfigState.RUNNING if start else ConfigState.PENDING), fields

@@ -1,4 +1,7 @@
-"""A sweep opened for one command: its definition, folders, state, site profile and scheduler adapter.
+"""A sweep opened for one command: its definition, folders, state, site profile, scheduler adapter and program.
+
+Not a room of its own: it sits above the sweep definition (:mod:`hpc_sweep.sweep`) and below every verb that works
+on an opened sweep (local, submit, results, track); it never imports those.
 
 Two kinds, chosen when it is opened:
 
@@ -13,14 +16,22 @@ from __future__ import annotations
 
 from functools import cached_property
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
-from hpc_sweep.layout import SweepPaths
-from hpc_sweep.state import Store, SweepLock, acquire_lock, no_state_yet, open_store
-from hpc_sweep.sweepfile import SweepSpec, load_sweep
+from hpc_sweep.common.layout import SweepPaths
+from hpc_sweep.state.lock import SweepLock, acquire_lock
+from hpc_sweep.state.store import Store, no_state_yet, open_store
+from hpc_sweep.sweep.sweepfile import SweepSpec, load_sweep
+
+if TYPE_CHECKING:
+    from hpc_sweep.programs.base import Program
+    from hpc_sweep.schedulers.base import Scheduler
+    from hpc_sweep.sweep.sites import SiteProfile
 
 
 class Session:
+    """One sweep, opened for reading (no lock) or writing (the writers' lock held until :meth:`close`)."""
+
     def __init__(self, spec: SweepSpec, paths: SweepPaths, store: Store, lock: Optional[SweepLock] = None):
         self.spec = spec
         self.paths = paths
@@ -30,7 +41,7 @@ class Session:
     @classmethod
     def open(cls, sweep_dir: Path, create: bool = False, write: bool = False, blocking: bool = True) -> "Session":
         """Open the sweep in ``sweep_dir``. ``write`` (implied by ``create``, which makes the state database where
-        there is none) takes the writers' lock first: raises :class:`hpc_sweep.state.LockHeld` when another
+        there is none) takes the writers' lock first: raises :class:`hpc_sweep.state.lock.LockHeld` when another
         process holds it (at once with ``blocking=False``; after a minute otherwise)."""
         return cls.for_spec(load_sweep(Path(sweep_dir)), create=create, write=write, blocking=blocking)
 
@@ -74,7 +85,7 @@ class Session:
         transaction, once): job names are made only in write sessions, after this."""
         if self.store.get_meta("prefix"):
             return
-        from hpc_sweep.init import new_prefix
+        from hpc_sweep.sweep.init import new_prefix
 
         with self.store.transaction():
             self.store.set_meta("prefix", new_prefix(self.spec.name))
@@ -87,14 +98,10 @@ class Session:
             raise RuntimeError("internal: this sweep has no job-name prefix yet (it is recorded by a write session)")
         return prefix
 
-    def ensure_prefix(self) -> str:
-        """The job-name prefix (kept for callers of the time when it was recorded on first use)."""
-        return self.prefix
-
     # -- what the sweep runs on -------------------------------------------------------------------------------------
     @cached_property
-    def profile(self):
-        from hpc_sweep.sites import load_profile, load_profile_file, profile_files
+    def profile(self) -> SiteProfile:
+        from hpc_sweep.sweep.sites import load_profile, load_profile_file, profile_files
 
         site = self.spec.site
         if site in (None, "", "auto"):
@@ -109,23 +116,17 @@ class Session:
         return load_profile(site, self.spec.root)
 
     @cached_property
-    def scheduler(self):
+    def scheduler(self) -> Scheduler:
         from hpc_sweep.schedulers import get_scheduler
 
-        return get_scheduler(self.profile.scheduler, sweep_dir=self.paths.root)
+        # What the limit queries found out (cached with them): the version decides Slurm's squeue --me.
+        version = self.store.get_meta("scheduler_version")
+        numbers = tuple(int(part) for part in version.split(".") if part.isdigit()) if version else None
+        return get_scheduler(self.profile.scheduler, sweep_dir=self.paths.root, version=numbers or None,
+                             me_refused=self.store.get_meta("squeue_me") == "refused")
 
     @cached_property
-    def program(self):
+    def program(self) -> Program:
         from hpc_sweep.programs import get_program
 
         return get_program(self.spec.program, self.spec.log)
-
-    def snapshot(self) -> dict:
-        from hpc_sweep.status import collect
-
-        return collect(self.store, self.spec.name, self.profile.scheduler)
-
-    def render_status(self, fmt: str, states: tuple = (), sort: str = "config") -> str:
-        from hpc_sweep.status import render
-
-        return render(self.snapshot(), fmt, self.spec.swept_keys, states, sort)

@@ -8,7 +8,8 @@ the test: the job template, the site's setup lines, the scheduler and the traine
 The sweep folder's other files (``train.py``, ``inputs/``...) are linked into ``.test/``, where the smoke jobs
 run, so ``{sweep_dir}/train.py`` and relative paths in the command mean the same files as in the real sweep.
 
-Each smoke run starts clean: leftovers of an earlier smoke test that still run are cancelled first.
+Each smoke run starts clean: leftovers of an earlier smoke test that still run are cancelled first. Before anything
+is submitted, the doctor's checks run (:mod:`hpc_sweep.doctor_facts`, crontab aside): a FAIL stops the smoke test.
 """
 
 from __future__ import annotations
@@ -18,11 +19,17 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
-from hpc_sweep.errors import RuntimeFailure, UserError
+from hpc_sweep.common.errors import RuntimeFailure, UserError
+from hpc_sweep.state.rows import AttemptRow, ConfigRow, ProgressRow
+from hpc_sweep.state.states import ACTIVE, FINAL, ConfigState, SubmissionStatus
 
-FINAL = ("completed", "failed", "timeout", "oom", "cancelled", "node_fail", "preempted", "lost")
+if TYPE_CHECKING:
+    from hpc_sweep.common.layout import SweepPaths
+    from hpc_sweep.session import Session
+    from hpc_sweep.sweep.sweepfile import SweepSpec
+
 LOG_TAIL_LINES = 15
 LEFTOVER_WAIT_S = 120
 
@@ -53,7 +60,7 @@ class SmokeReport:
 
 
 # -- building .test/ -----------------------------------------------------------------------------------------------
-def _site_value(spec) -> Optional[str]:
+def _site_value(spec: SweepSpec) -> Optional[str]:
     """A profile given as a relative path must still be found from .test/."""
     site = spec.site
     if site and (site.endswith(".toml") or "/" in site) and not Path(site).is_absolute():
@@ -61,8 +68,8 @@ def _site_value(spec) -> Optional[str]:
     return site
 
 
-def _smoke_sweep_data(spec, chosen: list) -> dict:
-    from hpc_sweep.formats import format_of
+def _smoke_sweep_data(spec: SweepSpec, chosen: list) -> dict:
+    from hpc_sweep.common.formats import format_of
 
     smoke = spec.smoke
     sweep = {"name": f"{spec.name[:58]}-smoke", "program": spec.program,
@@ -81,11 +88,11 @@ def _smoke_sweep_data(spec, chosen: list) -> dict:
     return data
 
 
-def choose(spec, paths, count: int) -> list:
+def choose(spec: SweepSpec, paths: SweepPaths, count: int) -> list:
     """[(real config name, its parameters minus the smoke overrides)], the first ``count`` distinct ones."""
-    from hpc_sweep.expand import params_key
-    from hpc_sweep.generate import plan
-    from hpc_sweep.state import open_store
+    from hpc_sweep.sweep.expand import params_key
+    from hpc_sweep.sweep.generate import plan
+    from hpc_sweep.state.store import open_store
 
     store = open_store(paths) if paths.db.exists() else None  # the real sweep's state, read only
     try:
@@ -105,13 +112,13 @@ def choose(spec, paths, count: int) -> list:
     return chosen
 
 
-def write_test_sweep(spec, chosen: list, test_dir: Path) -> None:
+def write_test_sweep(spec: SweepSpec, chosen: list, test_dir: Path) -> None:
     """sweep.toml and the base copy of .test/; the base's relative paths resolved as the real sweep does."""
     import tomli_w
 
-    from hpc_sweep.atomicio import write_atomic
-    from hpc_sweep.formats import dump_structured, format_of, load_structured
-    from hpc_sweep.generate import _resolve_paths
+    from hpc_sweep.common.atomicio import write_atomic
+    from hpc_sweep.common.formats import dump_structured, format_of, load_structured
+    from hpc_sweep.sweep.generate import _resolve_paths
 
     base = load_structured(spec.base, "base config")
     _resolve_paths(base, spec.program, spec.base.parent)
@@ -139,7 +146,7 @@ def link_sweep_files(root: Path, test_dir: Path) -> None:
 def clear_previous(test_dir: Path, echo: Callable[[str], None]) -> None:
     """Cancel what an earlier smoke test left running, then remove its state, scripts, logs and outputs.
     The runner's spool stays: a runner may still be serving it, and its ids must not be reused."""
-    from hpc_sweep.layout import SweepPaths
+    from hpc_sweep.common.layout import SweepPaths
 
     paths = SweepPaths.at(test_dir)
     if paths.db.exists() and paths.sweep_file.exists():
@@ -158,12 +165,12 @@ def clear_previous(test_dir: Path, echo: Callable[[str], None]) -> None:
 
 
 def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
-    from hpc_sweep.cancel import cancel
+    from hpc_sweep.submit.cancel import cancel
     from hpc_sweep.session import Session
 
     session = Session.open(test_dir, write=True)
     try:
-        if not [c for c in session.store.configs() if c["state"] in ("pending", "running")]:
+        if not [c for c in session.store.configs() if c.state in ACTIVE]:
             return
         ids, _ = cancel(session)
         echo(f"cancelled an earlier smoke test still running ({' '.join(ids)})")
@@ -175,16 +182,16 @@ def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
         session.close()
 
 
-def _wait_gone(session, deadline: float) -> bool:
-    from hpc_sweep.submit import live_records
+def _wait_gone(session: Session, deadline: float) -> bool:
+    from hpc_sweep.submit.queries import live_records
 
-    ours = {s["scheduler_id"] for s in session.store.submissions("submitted")}
+    ours = {s.scheduler_id for s in session.store.submissions(SubmissionStatus.SUBMITTED)}
     while time.monotonic() < deadline:
         try:
             records = live_records(session)
         except Exception:  # an unreachable scheduler: try again until the deadline
             records = None
-        if records is not None and not any(r.submission_id in ours and r.state in ("pending", "running")
+        if records is not None and not any(r.submission_id in ours and r.state in ACTIVE
                                            for r in records):
             return True
         time.sleep(1)
@@ -192,10 +199,27 @@ def _wait_gone(session, deadline: float) -> bool:
 
 
 # -- running it -------------------------------------------------------------------------------------------------------
+def check_site(sweep_dir: Path, echo: Callable[[str], None]) -> None:
+    """`hpc-sweep doctor` first (without crontab: the smoke test polls by itself): a cluster that can never run
+    the sweep fails here in seconds, with the fix, before any job waits in a queue."""
+    from hpc_sweep.doctor import FAIL, WARN
+    from hpc_sweep.doctor_facts import examine
+
+    lines = examine(sweep_dir, cron=False)
+    for line in lines:
+        if line.status in (FAIL, WARN):
+            echo(f"doctor: {line.render()}")
+    failed = sum(1 for line in lines if line.status == FAIL)
+    if failed:
+        raise RuntimeFailure(f"smoke test not started: doctor found {failed} problem(s) above "
+                             "(see 'hpc-sweep doctor' for every check)")
+    echo(f"doctor: {len(lines)} checks, no problem")
+
+
 def prepare(sweep_dir: Path, count: Optional[int], echo: Callable[[str], None]) -> tuple[Path, list]:
-    from hpc_sweep.generate import check_params_against_base, load_base
-    from hpc_sweep.layout import SweepPaths
-    from hpc_sweep.sweepfile import load_sweep
+    from hpc_sweep.sweep.generate import check_params_against_base, load_base
+    from hpc_sweep.common.layout import SweepPaths
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
     paths = SweepPaths.at(spec.root)
@@ -212,9 +236,9 @@ def prepare(sweep_dir: Path, count: Optional[int], echo: Callable[[str], None]) 
 
 
 def generate_and_submit(test_dir: Path) -> list:
-    from hpc_sweep.generate import generate
+    from hpc_sweep.sweep.generate import generate
     from hpc_sweep.session import Session
-    from hpc_sweep.submit import submit
+    from hpc_sweep.submit.submitting import submit
 
     with Session.open(test_dir, create=True) as session:
         generate(session.spec, session.store, session.paths)
@@ -226,7 +250,7 @@ def generate_and_submit(test_dir: Path) -> list:
 
 def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], None]) -> bool:
     """Poll (forced) until every smoke config has ended or the deadline passes. True when all ended."""
-    from hpc_sweep.poll import poll
+    from hpc_sweep.track.poll import poll
     from hpc_sweep.session import Session
 
     started = time.monotonic()
@@ -239,7 +263,7 @@ def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], Non
         pause = 1.0
         while True:
             poll(session, force=True)
-            states = {c["name"]: c["state"] for c in session.store.configs()}
+            states = {c.name: c.state for c in session.store.configs()}
             progress(states, time.monotonic() - started)
             if all(state in FINAL for state in states.values()):
                 return True
@@ -253,8 +277,8 @@ def wait(test_dir: Path, timeout_s: float, progress: Callable[[dict, float], Non
 
 
 def cancel_all(test_dir: Path) -> None:
-    from hpc_sweep.cancel import cancel
-    from hpc_sweep.poll import write_snapshots
+    from hpc_sweep.submit.cancel import cancel
+    from hpc_sweep.track.snapshot import write_snapshots
     from hpc_sweep.session import Session
 
     with Session.open(test_dir, write=True) as session:
@@ -263,33 +287,33 @@ def cancel_all(test_dir: Path) -> None:
 
 
 def collect(test_dir: Path, chosen: list, timed_out: bool) -> list:
-    from hpc_sweep.poll import task_output
+    from hpc_sweep.track.decide import task_output
     from hpc_sweep.session import Session
 
     session = Session.open(test_dir)
     try:
         progress = session.store.progress()
-        attempts = {(a["config"], a["attempt"]): a for a in session.store.attempts()}
+        attempts = {(a.config, a.attempt): a for a in session.store.attempts()}
         results = []
         for cfg, (source, _) in zip(session.store.configs(), chosen):
-            att = attempts.get((cfg["name"], cfg["attempt"]))
-            results.append(_result(session, cfg, source, progress.get(cfg["name"], {}), att, timed_out,
-                                   task_output))
+            att = attempts.get((cfg.name, cfg.attempt))
+            results.append(_result(session, cfg, source, progress.get(cfg.name), att, timed_out, task_output))
         return results
     finally:
         session.close()
 
 
-def _result(session, cfg: dict, source: str, prog: dict, att: Optional[dict], timed_out: bool,
-            task_output) -> SmokeResult:
-    passed = cfg["state"] == "completed"
-    reason = cfg["reason"]
-    if timed_out and cfg["state"] not in FINAL:
+def _result(session: Session, cfg: ConfigRow, source: str, prog: Optional[ProgressRow], att: Optional[AttemptRow],
+            timed_out: bool, task_output) -> SmokeResult:
+    passed = cfg.state == ConfigState.COMPLETED
+    reason = cfg.reason
+    if timed_out and cfg.state not in FINAL:
         reason = "the smoke test's time ran out before this run ended" + (f" ({reason})" if reason else "")
     tail = task_output(session, att).splitlines()[-LOG_TAIL_LINES:] if att else []
-    result = SmokeResult(config=cfg["name"], source=source, state=cfg["state"], passed=passed, reason=reason,
-                         epoch=prog.get("epoch"), max_epoch=prog.get("max_epoch"), log_tail=tail)
-    if passed and prog.get("epoch") is None:
+    result = SmokeResult(config=cfg.name, source=source, state=cfg.state, passed=passed, reason=reason,
+                         epoch=prog.epoch if prog else None, max_epoch=prog.max_epoch if prog else None,
+                         log_tail=tail)
+    if passed and result.epoch is None:
         result.warning = "finished, but no epoch was read from its log: check the program's log settings"
     return result
 
@@ -297,10 +321,11 @@ def _result(session, cfg: dict, source: str, prog: dict, att: Optional[dict], ti
 def run_smoke(sweep_dir: Path, count: Optional[int] = None, timeout_s: Optional[float] = None,
               echo: Callable[[str], None] = print,
               progress: Optional[Callable[[dict, float], None]] = None) -> SmokeReport:
-    from hpc_sweep.sweepfile import load_sweep
+    from hpc_sweep.sweep.sweepfile import load_sweep
 
     spec = load_sweep(sweep_dir)
     timeout_s = spec.smoke.timeout_s if timeout_s is None else timeout_s
+    check_site(sweep_dir, echo)
     test_dir, chosen = prepare(sweep_dir, count, echo)
     report = SmokeReport(test_dir=test_dir)
     report.submitted = generate_and_submit(test_dir)
@@ -320,7 +345,7 @@ def run_smoke(sweep_dir: Path, count: Optional[int] = None, timeout_s: Optional[
 
 # -- reporting ---------------------------------------------------------------------------------------------------------
 def progress_line(states: dict, elapsed: float) -> str:
-    from hpc_sweep.durations import format_hms
+    from hpc_sweep.common.durations import format_hms
 
     counts: dict = {}
     for state in states.values():

@@ -1,7 +1,7 @@
 """The scheduler adapter contract.
 
 An adapter is argv builders plus pure output parsers: it never runs a process itself. The one place that
-runs scheduler commands is :mod:`hpc_sweep.shell`, so every parser here is tested against captured output.
+runs scheduler commands is :mod:`hpc_sweep.common.shell`, so every parser here is tested against captured output.
 
 Vocabulary shared by all adapters:
 
@@ -16,6 +16,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from typing import Optional, Sequence
+
+from hpc_sweep.common.shell import CommandResult  # noqa: F401  (what every parser reads; made by shell.run)
 
 # Our normalised scheduler-side states. "unknown" means the scheduler answered but we could not map it.
 PENDING, RUNNING, COMPLETED, FAILED, TIMEOUT, OOM, CANCELLED, NODE_FAIL, PREEMPTED, UNKNOWN = (
@@ -51,16 +53,6 @@ class QueueLimits:
     max_array_size: Optional[int] = None  # Slurm: indices must be < this; PBS: max subjobs per array
     max_job_count: Optional[int] = None   # controller-wide job cap (Slurm MaxJobCount)
     throttle_supported: bool = True       # PBS Pro before 22.05 rejects "%N"
-
-
-@dataclass(frozen=True)
-class CommandResult:
-    """What :mod:`hpc_sweep.shell` hands a parser: the exact bytes decoded, plus the exit status."""
-
-    argv: Sequence[str]
-    returncode: int
-    stdout: str
-    stderr: str
 
 
 class SchedulerError(Exception):

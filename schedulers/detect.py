@@ -1,4 +1,5 @@
-"""Which batch scheduler a host has, from the output of two version commands (pure: :mod:`hpc_sweep.shell` runs them).
+"""Which batch scheduler a host has, from the output of two version commands (pure: they are run through
+:mod:`hpc_sweep.common.shell` by :func:`hpc_sweep.sweep.sites.detect_scheduler`).
 
 Slurm is checked first, because Slurm sites may install Torque-style ``qstat``/``qsub`` wrappers. Then
 ``qstat --version``: PBS Pro/OpenPBS print ``pbs_version = 19.2.8...`` on stdout; Torque prints ``Version: 6.1.3``

@@ -1,8 +1,8 @@
-"""Local adapter: the "scheduler" of a bare GPU box is our own detached runner (:mod:`hpc_sweep.runner`).
+"""Local adapter: the "scheduler" of a bare GPU box is our own detached runner (:mod:`hpc_sweep.local.runner`).
 
 It is driven through commands exactly like Slurm or PBS, so submit, poll and cancel need no special case:
 
-- ``python -m hpc_sweep.runner submit --sweep DIR --name JOB SCRIPT 0-9`` queues the tasks in the runner's spool
+- ``python -m hpc_sweep.local.runner submit --sweep DIR --name JOB SCRIPT 0-9`` queues the tasks in the runner's spool
   (``.hpc_sweep/runner/``), prints the submission id ``local-<n>`` and starts the runner when none is running;
 - ``... status --sweep DIR`` prints every task of the spool as JSON (queued, running, finished with exit code)
   and restarts a runner that died while work is left: poll calls it exactly once per poll;
@@ -34,8 +34,9 @@ from hpc_sweep.schedulers.base import (
     SubmitSpec,
     TaskRecord,
 )
+from hpc_sweep.schedulers.arrays import compress_indices
 
-RUNNER_MODULE = "hpc_sweep.runner"
+RUNNER_MODULE = "hpc_sweep.local.runner"
 # The runner's spool states and outcomes -> our normalised states.
 _STATES = {"queued": PENDING, "running": RUNNING, "completed": COMPLETED, "failed": FAILED, "timeout": TIMEOUT,
            "cancelled": CANCELLED}
@@ -98,8 +99,6 @@ class LocalScheduler(Scheduler):
 
     def array_spec(self, indices: Sequence[int], throttle: Optional[int]) -> str:
         """A compact index list ("0-9,12"); the runner has no throttle: the slots are the throttle."""
-        from hpc_sweep.schedulers.slurm import compress_indices
-
         return compress_indices(indices)
 
 

@@ -1,8 +1,8 @@
 """Slurm adapter: argv builders and pure parsers for sbatch, squeue, sacct, scancel, scontrol and sacctmgr.
 
-Nothing here runs a process (:mod:`hpc_sweep.shell` does) or touches a file. Each parser reads the column list back
-from the argv it is handed (``-o``/``--format=``/``format=``), so output captured with another column set, such as
-the fixtures, parses the same way as output of the argv built here.
+Nothing here runs a process (:mod:`hpc_sweep.common.shell` does) or touches a file. Each parser reads the column
+list back from the argv it is handed (``-o``/``--format=``/``format=``), so output captured with another column set,
+such as the fixtures, parses the same way as output of the argv built here.
 
 Facts the parsers rely on (Slurm 22.05 captures and Slurm's own source):
 
@@ -23,7 +23,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from hpc_sweep.schedulers.base import (
     CANCELLED,
@@ -44,6 +44,7 @@ from hpc_sweep.schedulers.base import (
     SubmitSpec,
     TaskRecord,
 )
+from hpc_sweep.schedulers.arrays import compress_indices, expand_array_spec
 
 # squeue columns: task id, own job id, array job id, array index, name, state, reason, elapsed, time limit, nodes.
 LIVE_FORMAT = "%i|%A|%F|%K|%j|%T|%r|%M|%l|%N"
@@ -74,11 +75,11 @@ _LIMIT = re.compile(
     r"resource temporarily unavailable", re.I)
 _PER_JOB_POLICY = re.compile(r"MaxWall|MaxTRES|MinTRES|MaxCpu|MaxNode|MaxGRES|MinGRES|PerJob", re.I)
 _POLICY = re.compile(r"violates accounting/QOS policy", re.I)
+_NO_ME = re.compile(r"unrecognized option '--me'|unrecognized option.*\bme\b|invalid option.*--me", re.I)
 _KILLED_RCS = {124, 137, 143}  # timeout(1) and shell.run's time-out, SIGKILL, SIGTERM
 
 _ID = re.compile(r"\d+(?:_(?:\d+|\[\d+(?:-\d+)?(?:,\d+(?:-\d+)?)*\]))?")
 _USER = re.compile(r"[\w.@-]+")
-_RANGE = re.compile(r"(\d+)(?:-(\d+)(?::(\d+))?)?")
 _FOLDED = re.compile(r"(\d+)_\[([^\]]*)(\]?)")
 _TASK = re.compile(r"(\d+)_(\d+)")
 _DURATION = re.compile(r"(?:(\d+)-)?(?:(\d+):)?(\d+):(\d+)(?:\.\d+)?")
@@ -95,8 +96,9 @@ class SlurmScheduler(Scheduler):
     task_id_env = "SLURM_JOB_ID"
     submission_env = "SLURM_ARRAY_JOB_ID"
 
-    def __init__(self, version: Optional[Tuple[int, ...]] = None):
+    def __init__(self, version: Optional[Tuple[int, ...]] = None, me_refused: bool = False):
         self.version = tuple(version) if version else None
+        self.me_refused = me_refused  # squeue refused --me although the version was not known to be older
 
     # -- submit ---------------------------------------------------------------------------------------------------
     def submit_argv(self, spec: SubmitSpec) -> List[str]:
@@ -121,9 +123,13 @@ class SlurmScheduler(Scheduler):
 
     @property
     def supports_me(self) -> bool:
-        return self.version is None or self.version[:2] >= ME_SINCE
+        return not self.me_refused and (self.version is None or self.version[:2] >= ME_SINCE)
 
     def parse_live(self, result: CommandResult) -> List[TaskRecord]:
+        if result.returncode != 0 and "--me" in result.argv and _NO_ME.search(result.stderr + result.stdout):
+            # Slurm before 20.11: a refusal, not an unreachable controller (asking again would fail the same way).
+            raise SchedulerError("rejected", "squeue does not know --me (Slurm before 20.11): "
+                                             + _error_summary(result, "squeue"))
         if result.returncode != 0 or _TRANSIENT.search(result.stderr):
             raise SchedulerError("transient", _error_summary(result, "squeue"))
         codes = _squeue_codes(_option_value(result.argv, "-o", "--format=") or LIVE_FORMAT)
@@ -214,8 +220,8 @@ class SlurmScheduler(Scheduler):
         qos_rows: List[Dict[str, str]] = []
         caps: List[int] = []
         for result in results:
-            kind = _limits_kind(result.argv)
-            if result.returncode != 0 or kind is None:
+            kind = query_kind(result.argv)
+            if result.returncode != 0 or kind not in ("config", "assoc", "qos", "assoc_mgr"):
                 continue
             if kind == "config":
                 config = _key_values(result.stdout)
@@ -242,63 +248,7 @@ class SlurmScheduler(Scheduler):
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# array syntax
-
-
-def compress_indices(indices: Iterable[int]) -> str:
-    """A short Slurm array list for these indices: runs ``0-15``, steps ``0-15:4``, singles ``0,4,8``.
-
-    Segments are consecutive in sorted order; from each position only the full arithmetic run starting there, the
-    run minus its last element (so that element can open the next run) and a single index are worth trying.
-    """
-    xs = sorted(set(int(i) for i in indices))
-    if not xs:
-        raise ValueError("an array needs at least one index")
-    if xs[0] < 0:
-        raise ValueError(f"array indices must be >= 0, got {xs[0]}")
-    n = len(xs)
-    run = [1] * n  # run[i]: length of the arithmetic run that starts at i with step xs[i+1]-xs[i]
-    for i in range(n - 2, -1, -1):
-        step = xs[i + 1] - xs[i]
-        run[i] = run[i + 1] + 1 if i + 2 < n and xs[i + 2] - xs[i + 1] == step else 2
-    best: List[Tuple[int, int]] = [(0, 0)] * (n + 1)  # best[i] = (cost of xs[i:], elements in first segment)
-    for i in range(n - 1, -1, -1):
-        options = [(len(str(xs[i])) + 1 + best[i + 1][0], 1)]
-        for length in {run[i], run[i] - 1}:
-            if length >= 2 and i + length <= n:
-                options.append((len(_segment(xs, i, length)) + 1 + best[i + length][0], length))
-        best[i] = min(options, key=lambda option: (option[0], option[1]))
-    parts, i = [], 0
-    while i < n:
-        length = best[i][1]
-        parts.append(_segment(xs, i, length))
-        i += length
-    return ",".join(parts)
-
-
-def _segment(xs: Sequence[int], start: int, length: int) -> str:
-    first, last = xs[start], xs[start + length - 1]
-    if length == 1:
-        return str(first)
-    step = xs[start + 1] - first
-    return f"{first}-{last}" if step == 1 else f"{first}-{last}:{step}"
-
-
-def expand_array_spec(spec: str) -> List[int]:
-    """``"0-15:4,20%8"`` -> ``[0, 4, 8, 12, 20]`` (sorted, unique). ValueError when malformed."""
-    body = spec.split("%", 1)[0]
-    out = set()
-    for part in body.split(","):
-        match = _RANGE.fullmatch(part.strip())
-        if not match:
-            raise ValueError(f"bad array range {part!r} in {spec!r}")
-        first = int(match.group(1))
-        last = int(match.group(2)) if match.group(2) else first
-        step = int(match.group(3)) if match.group(3) else 1
-        if last < first or step < 1:
-            raise ValueError(f"bad array range {part!r} in {spec!r}")
-        out.update(range(first, last + 1, step))
-    return sorted(out)
+# array syntax (compress_indices, expand_array_spec: hpc_sweep.schedulers.arrays)
 
 
 def _folded_indices(body: str, closed: bool = True) -> List[int]:
@@ -550,12 +500,14 @@ def _error_summary(result: CommandResult, command: str) -> str:
 # limits
 
 
-def _limits_kind(argv: Sequence[str]) -> Optional[str]:
+def query_kind(argv: Sequence[str]) -> Optional[str]:
+    """Which Slurm query an argv is (the limit and shape parsers are handed answers in any order): sinfo,
+    partition, config, assoc_mgr (scontrol), assoc or qos (sacctmgr); None for anything else."""
     words = [a.lower() for a in argv]
-    if words[:1] == ["scontrol"] and "config" in words:
-        return "config"
-    if words[:1] == ["scontrol"] and "assoc_mgr" in words:
-        return "assoc_mgr"
+    if words[:1] == ["sinfo"]:
+        return "sinfo"
+    if words[:1] == ["scontrol"]:
+        return next((kind for kind in ("partition", "config", "assoc_mgr") if kind in words), None)
     if words[:1] == ["sacctmgr"] and ("assoc" in words or "association" in words):
         return "assoc"
     if words[:1] == ["sacctmgr"] and "qos" in words:

@@ -36,24 +36,8 @@ from hpc_sweep.schedulers.base import (
     SubmitSpec,
     TaskRecord,
 )
-from hpc_sweep.schedulers.pbspro import (
-    JOB_ID_RE,
-    Attrs,
-    as_int,
-    first_host,
-    hms_to_seconds,
-    is_array_parent,
-    is_transient_message,
-    message_of,
-    parse_cancel_result,
-    parse_qstat_f_text,
-    parse_submitted_id,
-    pbs_time_to_iso,
-    pending_reason,
-    qdel_argv,
-    split_job_id,
-    submission_id_of,
-)
+from hpc_sweep.schedulers import pbs_family as pbs  # what PBS Pro and Torque share
+from hpc_sweep.schedulers.pbs_family import Attrs
 
 TORQUE_PENDING = frozenset("QHWTS")  # queued, held (also: over the %N slot limit), waiting, transit, suspended
 TORQUE_RUNNING = frozenset("RE")     # running, exiting
@@ -169,7 +153,7 @@ class TorqueScheduler(Scheduler):
         return ["qsub", spec.script]
 
     def parse_submit(self, result: CommandResult) -> str:
-        return parse_submitted_id(result)
+        return pbs.parse_submitted_id(result)
 
     def array_spec(self, indices: Sequence[int], throttle: Optional[int]) -> str:
         """``-t`` syntax: ranges and lists (``1,10,50-100``), no step; ``%N`` caps running subjobs."""
@@ -190,13 +174,13 @@ class TorqueScheduler(Scheduler):
 
     def live_argv(self, user: str, submission_ids: Sequence[str] = ()) -> List[str]:
         """ALL jobs the user can see, as XML with subjobs; the caller keeps ours by submission id
-        (compare with :func:`hpc_sweep.schedulers.pbspro.submission_key`: server spellings vary)."""
+        (compare with :func:`hpc_sweep.schedulers.pbs_family.submission_key`: server spellings vary)."""
         return ["qstat", "-x", "-t"]
 
     def parse_live(self, result: CommandResult) -> List[TaskRecord]:
         stdout, stderr = result.stdout or "", result.stderr or ""
-        if is_transient_message(stderr) or (not stdout.strip() and is_transient_message(stdout)):
-            raise SchedulerError("transient", message_of(result))
+        if pbs.is_transient_message(stderr) or (not stdout.strip() and pbs.is_transient_message(stdout)):
+            raise SchedulerError("transient", pbs.message_of(result))
         unexpected = [ln for ln in stderr.splitlines() if ln.strip() and not _UNKNOWN_JOB_RE.search(ln)]
         if unexpected and result.returncode != 0:
             raise SchedulerError("transient", "; ".join(unexpected))
@@ -216,52 +200,52 @@ class TorqueScheduler(Scheduler):
         if "<Data>" in stdout or "<Job>" in stdout:
             return parse_qstat_xml(stdout)
         if re.search(r"^Job Id:", stdout, re.MULTILINE):
-            return dict(parse_qstat_f_text(stdout))
+            return dict(pbs.parse_qstat_f_text(stdout))
         return None
 
     def records_from_jobs(self, jobs: Dict[str, Attrs]) -> List[TaskRecord]:
         """One record per subjob or plain job. Array parents are skipped: they say nothing per index."""
         records = []
         for jid, attrs in jobs.items():
-            if JOB_ID_RE.match(jid) and not is_array_parent(jid):
+            if pbs.JOB_ID_RE.match(jid) and not pbs.is_array_parent(jid):
                 records.append(self._task_record(jid, attrs))
         return records
 
     def _task_record(self, jid: str, a: Attrs) -> TaskRecord:
-        _seq, id_index, _server = split_job_id(jid)
-        index = as_int(a.get("job_array_id"))
+        _seq, id_index, _server = pbs.split_job_id(jid)
+        index = pbs.as_int(a.get("job_array_id"))
         if index is None and id_index:
             index = int(id_index)
         raw = str(a.get("job_state", "")).strip()
-        exit_code = as_int(a.get("exit_status"))
+        exit_code = pbs.as_int(a.get("exit_status"))
         state = torque_state(raw, exit_code)
         ran = bool(a.get("exec_host")) or a.get("start_time") is not None
-        elapsed = hms_to_seconds(a.get("resources_used.walltime"))
+        elapsed = pbs.hms_to_seconds(a.get("resources_used.walltime"))
         return TaskRecord(
             task_id=jid,
-            submission_id=submission_id_of(jid),
+            submission_id=pbs.submission_id_of(jid),
             index=index,
             # Torque names subjob i "<name>-i"; report the submission's name so reconciling by name works.
             name=submission_name(a.get("Job_Name"), index if id_index else None),
             state=state,
             raw_state=raw,
-            reason=pending_reason(a) if state == PENDING else None,  # Torque comments on others are chatter
+            reason=pbs.pending_reason(a) if state == PENDING else None,  # Torque comments on others are chatter
             # A running job may still carry the exit status of an earlier, requeued run (-3 = retry).
             exit_code=exit_code if state in FINAL_STATES else None,
             elapsed_s=elapsed if elapsed is not None else _float(a.get("total_runtime")),
-            start=pbs_time_to_iso(a.get("start_time")) if ran else None,
-            end=pbs_time_to_iso(a.get("comp_time")) if state in FINAL_STATES else None,
-            host=first_host(a.get("exec_host")),
+            start=pbs.pbs_time_to_iso(a.get("start_time")) if ran else None,
+            end=pbs.pbs_time_to_iso(a.get("comp_time")) if state in FINAL_STATES else None,
+            host=pbs.first_host(a.get("exec_host")),
         )
 
     # -- cancel ------------------------------------------------------------------------------------------
     def cancel_argv(self, task_or_submission_ids: Sequence[str]) -> List[str]:
         """``qdel`` with exact ids only: Torque's ``qdel all`` would delete every job the user may delete."""
-        return qdel_argv(task_or_submission_ids)
+        return pbs.qdel_argv(task_or_submission_ids)
 
     def parse_cancel(self, result: CommandResult) -> None:
         """Not in the base contract: OK for deleted or already-gone jobs, SchedulerError otherwise."""
-        parse_cancel_result(result)
+        pbs.parse_cancel_result(result)
 
     # -- limits ------------------------------------------------------------------------------------------
     def limits_argvs(self, user: str, queue: Optional[str] = None) -> List[List[str]]:
@@ -274,7 +258,7 @@ class TorqueScheduler(Scheduler):
         array_sizes: List[int] = []
         for result in results:
             for key, value in _limit_lines(result.stdout or ""):
-                number = as_int(value)
+                number = pbs.as_int(value)
                 if number is None:
                     continue
                 if key in ("max_user_queuable", "max_queuable"):

@@ -39,7 +39,7 @@ _STARTUP_KEY = pytest.StashKey[str]()
 # What hpc-sweep runs (schedulers/, hpc_sweep/cron.py) and what a test could reach on a login node.
 HOST_SCHEDULER_COMMANDS = (
     "sbatch", "squeue", "sacct", "sacctmgr", "scontrol", "scancel", "sinfo", "srun", "salloc",
-    "qsub", "qstat", "qselect", "qdel", "qmgr", "pbsnodes", "crontab",
+    "qsub", "qstat", "qselect", "qdel", "qmgr", "pbsnodes", "crontab", "scrontab",
 )
 HOST_CALLS_ENV = "HOST_SCHEDULER_GUARD_LOG"  # no HPC_SWEEP_ prefix: some tests drop those from the env
 _GUARD = """#!/bin/sh

@@ -62,7 +62,7 @@ def test_cron_install_twice_keeps_one_line_with_environment(tmp_path):
     table.write_text("0 1 * * * /usr/bin/backup.sh\n")
     slurm_bin = tmp_path / "opt-slurm-bin"  # a controller that answers at once: the line must find it via PATH
     slurm_bin.mkdir()
-    for name in ("squeue", "sacct", "scontrol", "sacctmgr", "sbatch"):
+    for name in ("squeue", "sacct", "scontrol", "sacctmgr", "sinfo", "sbatch"):
         (slurm_bin / name).write_text("#!/bin/sh\n" + ("echo 42\n" if name == "sbatch" else "exit 0\n"))
         (slurm_bin / name).chmod(0o755)
     env = dict(os.environ, HPC_SWEEP_CRONTAB=str(fake), FAKE_CRONTAB_FILE=str(table),
@@ -91,7 +91,7 @@ def test_two_polls_at_once_one_acts_other_exits_silently(tmp_path):
     root = make_sweep(tmp_path / "sweep")
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
-    for name in ("squeue", "sacct", "scontrol", "sacctmgr"):
+    for name in ("squeue", "sacct", "scontrol", "sacctmgr", "sinfo"):
         (bin_dir / name).write_text(FAKE_SQUEUE if name == "squeue" else "#!/bin/sh\nexit 0\n")
         (bin_dir / name).chmod(0o755)
     calls = tmp_path / "calls"
@@ -111,7 +111,7 @@ def test_poll_within_min_interval_reuses_last_answer(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     (bin_dir / "squeue").write_text('#!/bin/sh\necho "squeue $*" >> "$FAKE_CALLS"\n')
-    for name in ("squeue", "sacct", "scontrol", "sacctmgr"):
+    for name in ("squeue", "sacct", "scontrol", "sacctmgr", "sinfo"):
         path = bin_dir / name
         if not path.exists():
             path.write_text("#!/bin/sh\nexit 0\n")

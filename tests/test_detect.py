@@ -29,7 +29,7 @@ def result(argv, stdout="", stderr="", rc=0) -> CommandResult:
 SBATCH = result(DETECT_ARGVS["slurm"], captures.read(SLURM / "sbatch_version.txt"))
 PBSPRO = result(DETECT_ARGVS["pbs"],
                 captures.read(ELSEWHERE / "pbspro" / "issue_reframe2936_pbspro19_qstat_version.txt"))
-NOT_FOUND = result(DETECT_ARGVS["slurm"], "", "sbatch: command not found", 127)  # what hpc_sweep.shell.run returns
+NOT_FOUND = result(DETECT_ARGVS["slurm"], "", "sbatch: command not found", 127)  # what common.shell.run returns
 
 
 def test_argvs():

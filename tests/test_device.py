@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from hpc_sweep.device import (
+from hpc_sweep.sweep.device import (
     DEVICE_TYPES,
     Device,
     DeviceError,

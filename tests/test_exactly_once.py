@@ -24,7 +24,7 @@ sys.path.insert(0, str(Path(__file__).parent / "fakes"))
 
 import fakeslurm  # noqa: E402
 
-from hpc_sweep.render import parse_map  # noqa: E402
+from hpc_sweep.common.jobmap import parse_map  # noqa: E402
 
 
 class Sweep:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from hpc_sweep.failure import diagnose, failure_reason
+from hpc_sweep.track.failure import diagnose, failure_reason
 
 TRACEBACK = """\
 [ 11.20-11:55:40 ] [dataloader] Train size: `3000`. Val size: `1000`. Test size: `999`.

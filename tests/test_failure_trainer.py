@@ -5,10 +5,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from hpc_sweep.failure import diagnose
+from hpc_sweep.track.failure import diagnose
 
 REAL = (Path(__file__).parent / "fixtures" / "xequinet-real" / "resume-torch26-weights-only.out").read_text()
-TAIL = 40  # lines of each output file a poll reads (hpc_sweep.poll.task_output)
+TAIL = 40  # lines of each output file a poll reads (hpc_sweep.track.decide.task_output)
 
 
 def tail(text: str) -> str:

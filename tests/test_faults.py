@@ -22,7 +22,8 @@ from pathlib import Path
 import pytest
 import tomli_w
 
-from hpc_sweep.runner import Spool, signal_run
+from hpc_sweep.local.processes import signal_run
+from hpc_sweep.local.spool import Spool
 from slurm_cluster import wait_for  # tests/cluster, on sys.path through conftest.py
 
 TRAINER = textwrap.dedent('''\

@@ -10,27 +10,14 @@ the next command reconciles. Every wait is on a condition with a deadline.
 from __future__ import annotations
 
 import json
-import shutil
-import sqlite3
-import subprocess
-import textwrap
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
 
 import pytest
+from cluster_sweeps import TINY, hpc, make_user_sweep, poll_until_final, prefix_of, status, toml_body
 
 pytestmark = pytest.mark.slurm
-
-REPO = Path(__file__).resolve().parents[1]
-DEMO_BASE = (REPO / "examples" / "demo" / "base.toml").read_text()
-TINY = """
-"process.train.max_epoch" = 1
-"process.train.dataloader.train_size" = 40
-"process.train.dataloader.validate_size" = 16
-"process.train.dataloader.test_size" = 8
-"model.advanced.num_blocks" = 1
-"""
 
 RUNNER = """#!/bin/bash
 # One line per run that starts (duplicates show), then wait (at most 5 min) for the test's go-ahead.
@@ -42,50 +29,11 @@ exec {python} {train} "$1"
 
 
 def make_sweep(cluster, name: str, count: int = 3, fail: str = "none") -> Path:
-    root = cluster.make_user_dir(name)
-    (root / "configs").mkdir()
-    (root / "configs" / ".base_config.toml").write_text(DEMO_BASE)
-    shutil.copy(REPO / "examples" / "demo_trainer" / "train.py", root / "train.py")
-    (root / "run.sh").write_text(RUNNER.format(root=root, fail=fail, python=cluster.user_bin / "python",
-                                               train=root / "train.py"))
-    (root / "run.sh").chmod(0o755)
-    (root / "site.toml").write_text(textwrap.dedent("""\
-        scheduler = "slurm"
-        cpus_per_task = 1
-        mem = "50M"
-        poll_min_interval = "1s"
-        """))
-    lrs = ", ".join(str(round(0.01 * (i + 1), 3)) for i in range(count))
-    (root / "sweep.toml").write_text(textwrap.dedent(f"""\
-        [sweep]
-        name = "{name}"
-        program = "deeph"
-        base = "configs/.base_config.toml"
-        command = "{root}/run.sh {{config}}"
-        site = "site.toml"
-        walltime = "00:05:00"
-        max_retries = 0
-
-        [grid]
-        "process.train.optimizer.init_learning_rate" = [{lrs}]
-
-        [fixed]
-        """) + TINY)
-    subprocess.run(["chown", "-R", f"{cluster.user}:", str(root)], check=True)
-    result = hpc(cluster, root, "generate")
-    assert result.returncode == 0, result.stderr
-    return root
-
-
-def hpc(cluster, root: Path, command: str, *args: str, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return cluster.run_as_user([str(cluster.user_bin / "hpc-sweep"), command, str(root), *args], cwd=root, env=env,
-                               timeout=timeout)
-
-
-def status(cluster, root: Path) -> dict:
-    result = hpc(cluster, root, "status", "--format", "json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+    lrs = [round(0.01 * (i + 1), 3) for i in range(count)]
+    return make_user_sweep(cluster, name, "{root}/run.sh {{config}}",
+                           toml_body({"process.train.optimizer.init_learning_rate": lrs}, TINY),
+                           scripts={"run.sh": RUNNER}, fill={"fail": fail}, generate=True, walltime="00:05:00",
+                           max_retries=0)
 
 
 def states(snapshot: dict) -> dict:
@@ -99,11 +47,6 @@ def starts(root: Path) -> Counter:
 
 def exits(root: Path) -> int:
     return len(list((root / ".hpc_sweep" / "markers").glob("*.exit")))
-
-
-def prefix_of(root: Path) -> str:
-    with sqlite3.connect(f"file:{root / '.hpc_sweep' / 'state.db'}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT value FROM meta WHERE key = 'prefix'").fetchone()[0]
 
 
 def ours_in_queue(cluster, prefix: str) -> list:
@@ -131,17 +74,6 @@ def arrays_by_name(cluster, prefix: str, tasks: int) -> dict:
         return dict(found)
 
     return cluster.wait_for(settled, timeout=90, interval=1, what="sacct to settle")
-
-
-def poll_until_done(cluster, root: Path, timeout: float = 240) -> dict:
-    def done():
-        result = hpc(cluster, root, "poll", "--force")
-        assert result.returncode == 0, result.stderr
-        snap = status(cluster, root)
-        active = {"pending", "running", "waiting", "generated"}
-        return snap if not any(c["state"] in active for c in snap["configs"]) else None
-
-    return cluster.wait_for(done, timeout=timeout, interval=1, what="every config to finish")
 
 
 def polled_states(cluster, root: Path) -> dict:
@@ -198,7 +130,7 @@ def test_submit_killed_next_command_reconciles_no_duplicate_nothing_lost(slurm_c
     else:
         assert "found" in after.stdout and "submitted " not in after.stdout, after.stdout
     release(root)
-    final = poll_until_done(cluster, root)
+    final = poll_until_final(cluster, root, timeout=240)
     assert final["counts"] == {"completed": 3}, final["counts"]
     assert all(c["attempt"] == 1 for c in final["configs"])
     assert starts(root) == Counter({"config001": 1, "config002": 1, "config003": 1})
@@ -241,7 +173,7 @@ def test_slurmctld_down_poll_changes_nothing_says_so_and_recovers(slurm_cluster)
         assert all(c["epoch"] == c["max_epoch"] == 1 for c in ended["configs"])  # the trainer ran whole
     finally:
         cluster.start_slurmctld()
-    final = poll_until_done(cluster, root)
+    final = poll_until_final(cluster, root, timeout=240)
     assert final["counts"] == {"completed": 3}
     assert "scheduler_note" not in json.loads((root / "status.json").read_text())
     assert "could not be reached" not in hpc(cluster, root, "status").stdout

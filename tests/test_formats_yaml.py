@@ -13,9 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from xeq_standin import OmegaConfLoader
 
-from hpc_sweep.errors import UserError
-from hpc_sweep.formats import dump_structured, load_structured, parse_yaml
-from hpc_sweep.yamltext import same
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.common.formats import dump_structured, load_structured, parse_yaml
+from hpc_sweep.common.yamltext import same
 
 FIXTURES = Path(__file__).parent / "fixtures" / "xequinet-real"
 RUN1 = FIXTURES / "run1.config.yaml"

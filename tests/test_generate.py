@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpc_sweep.formats import tomllib
+from hpc_sweep.common.formats import tomllib
 
 DEEPH_BASE = """\
 [system]
@@ -241,9 +241,9 @@ def test_base_path_escaping_the_sweep_is_refused(tmp_path):
 
 
 def test_changing_a_submitted_config_needs_force(tmp_path):
-    from hpc_sweep.layout import SweepPaths
+    from hpc_sweep.common.layout import SweepPaths
     from hpc_sweep.session import Session
-    from hpc_sweep.state import open_store
+    from hpc_sweep.state.store import open_store
 
     sweep = make_sweep(tmp_path)
     hpc("generate", str(sweep))
@@ -259,7 +259,7 @@ def test_changing_a_submitted_config_needs_force(tmp_path):
     assert result.returncode == 0 and "1 rewritten with --force" in result.stdout
     assert "max_epoch = 50" in (sweep / "configs" / "config001.toml").read_text()
     store = open_store(SweepPaths.at(sweep))
-    assert [e["config"] for e in store.events("forced_regenerate")] == ["config001"]
+    assert [e.config for e in store.events("forced_regenerate")] == ["config001"]
     store.close()
 
 

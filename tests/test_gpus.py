@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep.gpus import (
+from hpc_sweep.local.placement import (
     DEFAULT_FIELDS,
     NVIDIA_SMI_ARGV,
     GpuStatus,

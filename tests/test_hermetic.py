@@ -10,11 +10,11 @@ import subprocess
 import sys
 from pathlib import Path
 
-from hpc_sweep import shell
+from hpc_sweep.sweep import sites
 
 # Every command hpc-sweep runs on a cluster (schedulers/, hpc_sweep/cron.py), plus the host's GPU query.
 HOST_COMMANDS = ["sbatch", "squeue", "sacct", "sacctmgr", "scontrol", "scancel", "sinfo", "qsub", "qstat", "qselect",
-                 "qdel", "qmgr", "pbsnodes", "crontab", "nvidia-smi"]
+                 "qdel", "qmgr", "pbsnodes", "crontab", "scrontab", "nvidia-smi"]
 
 
 def test_every_host_command_resolves_to_the_guard(host_guard_bin: Path) -> None:
@@ -25,8 +25,9 @@ def test_every_host_command_resolves_to_the_guard(host_guard_bin: Path) -> None:
 
 def test_detection_reaches_the_guard_in_process_and_in_children() -> None:
     calls = Path(os.environ["HOST_SCHEDULER_GUARD_LOG"])
-    assert shell.detect_scheduler() is None  # both answers are "not found"
-    child = subprocess.run([sys.executable, "-c", "from hpc_sweep.shell import detect_scheduler as d; print(d())"],
+    assert sites.detect_scheduler() is None  # both answers are "not found"
+    child = subprocess.run([sys.executable, "-c",
+                            "from hpc_sweep.sweep.sites import detect_scheduler as d; print(d())"],
                            capture_output=True, text=True, timeout=60)
     assert child.stdout.strip() == "None", child.stderr
     assert calls.read_text().splitlines() == ["sbatch --version", "qstat --version"] * 2

@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from hpc_sweep.formats import tomllib
+from hpc_sweep.common.formats import tomllib
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 

@@ -15,8 +15,9 @@ from typing import Optional
 
 import pytest
 
-from hpc_sweep.render import MapEntry, map_text, render_script, script_context
-from hpc_sweep.runner import proc_stat
+from hpc_sweep.common.jobmap import MapEntry, map_text
+from hpc_sweep.submit.scripts import render_script, script_context
+from hpc_sweep.local.processes import proc_stat
 from hpc_sweep.session import Session
 
 BASE = 'tag = "plain"\nlr = 0.1\n'
@@ -102,10 +103,10 @@ def render(root: Path) -> Job:
             folder.mkdir(parents=True, exist_ok=True)
         entries = []
         for index, row in enumerate(session.store.configs()):
-            outputs = paths.config_outputs(row["name"])
+            outputs = paths.config_outputs(row.name)
             outputs.mkdir(parents=True, exist_ok=True)
-            entries.append(MapEntry(index=index, name=row["name"], attempt=1, config_file=row["path"],
-                                    outputs_dir=str(outputs), device=row["device"], gpus=row["gpus"]))
+            entries.append(MapEntry(index=index, name=row.name, attempt=1, config_file=row.path,
+                                    outputs_dir=str(outputs), device=row.device, gpus=row.gpus))
         map_file = paths.script / "jobscript-test-1.map"
         context = script_context(session, "jobscript-test-1", f"0-{len(entries) - 1}", len(entries), 0, "cpu", 3600,
                                  map_file)

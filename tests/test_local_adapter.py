@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep.gpus import GpuStatus
-from hpc_sweep.runner import (WALLTIME_HEADER, Settings, _wait_reason, nvidia_smi_command, outcome, place,
-                              proc_stat)
+from hpc_sweep.local.placement import GpuStatus, Settings, _wait_reason, nvidia_smi_command, place
+from hpc_sweep.local.processes import proc_stat
+from hpc_sweep.local.runner import WALLTIME_HEADER
+from hpc_sweep.local.spool import outcome
 from hpc_sweep.schedulers import get_scheduler
 from hpc_sweep.schedulers.base import CommandResult, SchedulerError, SubmitSpec
 from hpc_sweep.schedulers.local import LocalScheduler
@@ -26,7 +27,7 @@ def test_argv_builders_name_the_sweep(tmp_path: Path) -> None:
     adapter = get_scheduler("local", sweep_dir=tmp_path)
     assert isinstance(adapter, LocalScheduler)
     spec = SubmitSpec(script="/s/script/j.sh", job_name="j", workdir=str(tmp_path), indices=(0, 1, 2, 5))
-    assert adapter.submit_argv(spec) == [sys.executable, "-m", "hpc_sweep.runner", "submit", "--sweep",
+    assert adapter.submit_argv(spec) == [sys.executable, "-m", "hpc_sweep.local.runner", "submit", "--sweep",
                                          str(tmp_path), "--name", "j", "/s/script/j.sh", "0-2,5"]
     assert adapter.live_argv("me", ["local-1"])[3:] == ["status", "--sweep", str(tmp_path)]
     assert adapter.cancel_argv(["local-1", "local-2_3"])[3:] == ["cancel", "--sweep", str(tmp_path), "local-1",

@@ -20,7 +20,8 @@ from typing import Any, Callable, Optional
 import pytest
 import tomli_w
 
-from hpc_sweep.runner import Spool, is_alive, proc_start, session_members, signal_run
+from hpc_sweep.local.processes import is_alive, proc_start, session_members, signal_run
+from hpc_sweep.local.spool import Spool
 
 ROOT = Path(__file__).resolve().parents[1]
 TRAIN = ROOT / "examples" / "demo_trainer" / "train.py"
@@ -165,7 +166,7 @@ def test_concurrency_never_exceeds_cpu_slots(tmp_path: Path, sweeps: list) -> No
     assert "as local-1 (5 tasks)" in out
     wait_until(lambda: sweep.spool.runner_alive(), 5, "the runner")
     # A second runner for the same sweep finds the lock taken and leaves: it would double the concurrency.
-    second = subprocess.run([sys.executable, "-m", "hpc_sweep.runner", "run", "--sweep", str(sweep.root)],
+    second = subprocess.run([sys.executable, "-m", "hpc_sweep.local.runner", "run", "--sweep", str(sweep.root)],
                             env=sweep.env, timeout=30)
     assert second.returncode == 0
     wait_until(lambda: all_finished(sweep, 5), 40, "all five runs to finish")
@@ -228,6 +229,8 @@ def test_cancel_signals_only_the_runners_own_process_groups(tmp_path: Path, swee
             stale.update(state="running", pid=reused.pid, pid_start=proc_start(reused.pid) - 100, outcome=None,
                          exit_code=None, ended_at=None)
             sweep.spool.save(data)
+        # Its exit marker goes too: with it in sight, cancel leaves the run to the poll and signals nothing.
+        (sweep.root / ".hpc_sweep" / "markers" / "config001.1.exit").unlink()
         victim = sweep.tasks()["config002"]
         assert is_alive(victim["pid"], victim["pid_start"])
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hpc_sweep.logtail import read_new, tail_lines
+from hpc_sweep.common.logtail import read_new, tail_lines
 from hpc_sweep.programs import get_program
 
 LOGS = Path(__file__).parent / "data" / "logs"

@@ -11,7 +11,7 @@ from pathlib import Path
 import hpc_sweep
 import hpc_sweep.job_templates
 import hpc_sweep.site_configs
-from hpc_sweep.sites import profile_files
+from hpc_sweep.sweep.sites import profile_files
 
 REPO = Path(__file__).resolve().parents[1]
 

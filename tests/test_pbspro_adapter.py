@@ -24,15 +24,8 @@ from hpc_sweep.schedulers.base import (
     SubmitSpec,
     TaskRecord,
 )
-from hpc_sweep.schedulers.pbspro import (
-    PbsProScheduler,
-    expand_indices,
-    parse_qstat_f_text,
-    pbs_exit_state,
-    pbs_state,
-    submission_key,
-    throttle_supported,
-)
+from hpc_sweep.schedulers.pbs_family import expand_indices, parse_qstat_f_text, submission_key
+from hpc_sweep.schedulers.pbspro import PbsProScheduler, pbs_exit_state, pbs_state, throttle_supported
 
 FAKES = Path(__file__).resolve().parent / "fakes"
 sys.path.insert(0, str(FAKES))
@@ -81,6 +74,12 @@ def check(*names: str) -> Callable[[Callable[[Path], None]], Callable[[Path], No
             CHECKS[name] = fn
         return fn
     return register
+
+
+# The cluster-shape captures are checked beside their parsers (issue #15).
+from test_cluster_shape import PBS_CAPTURE_CHECKS  # noqa: E402
+
+CHECKS.update(PBS_CAPTURE_CHECKS)
 
 
 def _table_twins(path: Path, twins: Sequence[str]) -> None:

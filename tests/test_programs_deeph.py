@@ -536,7 +536,7 @@ script_path = "./need/user/set/this"
 
 
 def test_a_deeph_1_2_config_from_the_documentation_passes_the_checks(tmp_path):
-    from hpc_sweep.formats import tomllib
+    from hpc_sweep.common.formats import tomllib
 
     config = tomllib.loads(DOCS_TRAIN_TOML)
     split = tmp_path / "dataset_split.json"
@@ -549,7 +549,7 @@ def test_generate_makes_both_spellings_of_the_split_file_absolute(tmp_path):
     import subprocess
     import sys
 
-    from hpc_sweep.formats import tomllib
+    from hpc_sweep.common.formats import tomllib
 
     base = tmp_path / "train.toml"
     base.write_text(DOCS_TRAIN_TOML.replace('dateset_split_json = "splits/dataset_split.json"',

@@ -359,7 +359,7 @@ REAL = Path(__file__).parent / "fixtures" / "xequinet-real"
 
 
 def real_parser():
-    from hpc_sweep.formats import load_structured
+    from hpc_sweep.common.formats import load_structured
 
     return XequiNet().log_parser(load_structured(REAL / "run1.config.yaml"), {})
 

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep import evidence, progress
+from hpc_sweep.track import evidence, progress
 from hpc_sweep.api import load
 from hpc_sweep.cli import main
-from hpc_sweep.formats import tomllib
-from hpc_sweep.poll import PollReport
+from hpc_sweep.common.formats import tomllib
+from hpc_sweep.track.poll import PollReport
 from hpc_sweep.session import Session
 
 REAL = Path(__file__).parent / "fixtures" / "xequinet-real"
@@ -277,7 +277,7 @@ def test_deeph_exit_0_without_its_log_is_failed(tmp_path):
 
 
 def test_deeph_status_shows_the_phase_before_the_first_epoch(tmp_path):
-    from hpc_sweep.status import table_rows
+    from hpc_sweep.results.status import table_rows
 
     root = make_sweep(tmp_path, "deeph")
     set_attempt(root, 1)

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep import progress
+from hpc_sweep.track import progress
 from hpc_sweep.cli import main
-from hpc_sweep.poll import PollReport
+from hpc_sweep.track.poll import PollReport
 from hpc_sweep.session import Session
 
 REPO = Path(__file__).resolve().parents[1]
@@ -55,13 +55,13 @@ def _running_sweep(where: Path) -> Path:
     try:
         with session.store.transaction() as conn:
             for cfg in session.store.configs():
-                i = cfg["idx"]
+                i = cfg.idx
                 conn.execute("INSERT INTO attempts (config, attempt, job_id, state, submitted_at, started_at) "
-                             "VALUES (?, 1, ?, 'running', ?, ?)", (cfg["name"], f"77_{i}", now - 60, now - 50))
-                session.store.set_config_state(cfg["name"], "running", attempt=1)
+                             "VALUES (?, 1, ?, 'running', ?, ?)", (cfg.name, f"77_{i}", now - 60, now - 50))
+                session.store.set_config_state(cfg.name, "running", attempt=1)
                 if i % 7 == 3:
                     continue  # no log yet
-                run = session.paths.config_outputs(cfg["name"]) / "2026-01-01_00-00-00"
+                run = session.paths.config_outputs(cfg.name) / "2026-01-01_00-00-00"
                 run.mkdir(parents=True, exist_ok=True)
                 text = _log_text(i, 3 + i % 5)
                 if i % 6 == 1:
@@ -240,9 +240,9 @@ def test_reading_started_before_the_answer_is_applied(twin_sweeps, monkeypatch):
 def test_the_poll_reads_only_what_it_needs_of_the_chunks_it_takes(monkeypatch):
     """Chunks hold every config a poll might read (pending ones too); the poll reads only those it needs."""
     calls = []
-    monkeypatch.setattr(progress, "scan_log", lambda program, cfg, outputs, contexts: calls.append(cfg["name"]) or
-                        cfg["name"])
-    configs = [dict(name=f"c{i}", attempt=1, p_attempt=None, p_cursor=None) for i in range(5)]
+    monkeypatch.setattr(progress, "scan_log", lambda program, cfg, outputs, contexts: calls.append(cfg.name) or
+                        cfg.name)
+    configs = [progress.LogTarget(name=f"c{i}", attempt=1, state="running", path="") for i in range(5)]
     chunks = [configs[0:2], configs[2:4], configs[4:5]]
     queue = progress._chunk_queue(len(chunks))
     try:

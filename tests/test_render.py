@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep.formats import tomllib
-from hpc_sweep.sites import profile_files
+from hpc_sweep.common.formats import tomllib
+from hpc_sweep.sweep.sites import profile_files
 
 sys.path.insert(0, str(Path(__file__).resolve().parent / "fakes"))
 

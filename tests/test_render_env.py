@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep.render import MapEntry, map_text, parse_map
+from hpc_sweep.common.jobmap import MapEntry, map_text, parse_map
 
 COMMAND = ("sh -c 'echo nprocs=$1 gpus=$2 torch=${{TORCH_FORCE_NO_WEIGHTS_ONLY_LOAD:-unset}} odd=${{ODD:-unset}}' "
            "x {nprocs} {gpus} {config}")

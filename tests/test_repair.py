@@ -12,7 +12,7 @@ import sqlite3
 from collections import Counter
 from pathlib import Path
 
-from hpc_sweep.layout import SweepPaths
+from hpc_sweep.common.layout import SweepPaths
 from slurm_cluster import wait_for  # tests/cluster, on sys.path through conftest.py
 from test_faults import LocalSweep, sweeps  # noqa: F401  (the fixture stops the runners the test started)
 from test_state_lock import SWEEP_TOML, StandInSweep, one_line

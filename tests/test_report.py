@@ -1,6 +1,7 @@
 """`hpc-sweep report` and hpc_sweep.api on a synthetic 200-config DeepH sweep built through the real code paths:
 `hpc-sweep generate`, attempts recorded in the state database, deepx.log files written where DeepH writes them
-and parsed by the real poll step (hpc_sweep.progress.update_progress), job logs diagnosed by hpc_sweep.failure.
+and parsed by the real poll step (hpc_sweep.track.progress.update_progress), job logs diagnosed by
+hpc_sweep.track.failure.
 
 The outcome is designed so the right answers are known: the learning rate matters most and is best at the top
 of its grid (1e-2), num_blocks matters less, dropout not at all; one (lr, blocks) cell fails with CUDA OOM, one
@@ -108,9 +109,9 @@ def _state_of(outcome: str) -> str:
 
 def _record_outcomes(root: Path) -> None:
     """What a poll would have recorded: attempts, job logs, trainer logs; then the real log parsing."""
-    from hpc_sweep.failure import failure_reason
-    from hpc_sweep.poll import PollReport
-    from hpc_sweep.progress import update_progress
+    from hpc_sweep.track.failure import failure_reason
+    from hpc_sweep.track.poll import PollReport
+    from hpc_sweep.track.progress import update_progress
     from hpc_sweep.session import Session
 
     session = Session.open(root, write=True)
@@ -119,12 +120,12 @@ def _record_outcomes(root: Path) -> None:
         store = session.store
         with store.transaction() as conn:
             for cfg in store.configs():
-                params = cfg["params"]
+                params = cfg.params
                 outcome = OUTCOMES.get((params[LR], params[BLOCKS]), "normal")
-                rng = random.Random(cfg["idx"])
+                rng = random.Random(cfg.idx)
                 rows = _curve(outcome, _score(params, rng))
                 state, reason = _state_of(outcome), None
-                started = None if outcome == "pending" else now - 3600 * 6 + cfg["idx"]
+                started = None if outcome == "pending" else now - 3600 * 6 + cfg.idx
                 ended = elapsed = None
                 if outcome not in ("pending", "running"):
                     elapsed = EPOCH_S * max(len(rows), 1)
@@ -133,16 +134,16 @@ def _record_outcomes(root: Path) -> None:
                     started = now - EPOCH_S * len(rows)
                 log = {"oom": OOM_LOG, "timeout": TIMEOUT_LOG}.get(outcome, "training ...\n")
                 if outcome != "pending":
-                    (session.paths.logs / f"{cfg['name']}.1.log").write_text(log)
-                    run = session.paths.config_outputs(cfg["name"]) / "2026-01-01_00-00-00"
+                    (session.paths.logs / f"{cfg.name}.1.log").write_text(log)
+                    run = session.paths.config_outputs(cfg.name) / "2026-01-01_00-00-00"
                     run.mkdir(parents=True, exist_ok=True)
                     (run / "deepx.log").write_text(_deepx_log(rows))
                     reason = failure_reason(log) if state in ("oom", "timeout") else None
                 conn.execute("INSERT INTO attempts (config, attempt, job_id, state, reason, submitted_at, started_at,"
                              " ended_at, elapsed, host) VALUES (?, 1, ?, ?, ?, ?, ?, ?, ?, 'gpu07')",
-                             (cfg["name"], f"4242_{cfg['idx']}", state, reason, now - 7 * 3600, started, ended,
+                             (cfg.name, f"4242_{cfg.idx}", state, reason, now - 7 * 3600, started, ended,
                               elapsed))
-                store.set_config_state(cfg["name"], state, reason, attempt=1)
+                store.set_config_state(cfg.name, state, reason, attempt=1)
         update_progress(session, PollReport())
     finally:
         session.close()
@@ -397,8 +398,8 @@ def test_bad_output_folder_or_format_is_a_one_line_error(sweep_dir, tmp_path, ca
     assert exit_info.value.code == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "does not exist" in err and "missing" in err
-    from hpc_sweep.errors import UserError
-    from hpc_sweep.report import write_report
+    from hpc_sweep.common.errors import UserError
+    from hpc_sweep.results.report import write_report
 
     with pytest.raises(UserError, match="unknown report format 'pdf'"):
         write_report(sweep_dir, fmt="pdf")

@@ -1,4 +1,5 @@
-"""The analysis helpers of hpc_sweep.api and the plot/markdown pieces of hpc_sweep.report, on hand-made records."""
+"""The analysis helpers of hpc_sweep.api (hpc_sweep.results.analysis) and the plot/markdown pieces of
+hpc_sweep.results.report, on hand-made records."""
 
 from __future__ import annotations
 
@@ -7,9 +8,9 @@ import random
 
 import pytest
 
-from hpc_sweep.api import (NO_INFLUENCE, _step_beyond, advise, convergence_flags, failure_groups, parameter_effects,
-                           rank, thin)
-from hpc_sweep.report import Code, Table, _md_block, make_plots, md_text
+from hpc_sweep.results.analysis import (NO_INFLUENCE, _step_beyond, advise, convergence_flags, failure_groups,
+                                        parameter_effects, rank, thin)
+from hpc_sweep.results.report import Code, Table, _md_block, make_plots, md_text
 
 
 def _record(name: str, params: dict, score, state: str = "completed", trend=None) -> dict:

@@ -1,4 +1,4 @@
-"""hpc_sweep.shell: a submit command dies with a killed hpc-sweep, so it cannot land after the next run
+"""hpc_sweep.common.shell: a submit command dies with a killed hpc-sweep, so it cannot land after the next run
 reconciled its intent; without the flag a child would outlive us. run_many/start_many run independent queries at
 once with the same safety: real processes, overlap read from the call log's start and seconds."""
 
@@ -14,11 +14,11 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep import shell
+from hpc_sweep.common import shell
 
 SCRIPT = """
 import sys
-from hpc_sweep import shell
+from hpc_sweep.common import shell
 shell.run(["bash", "-c", "echo $$ > {pidfile}; exec sleep 60"], die_with_us={flag})
 """
 
@@ -64,7 +64,7 @@ def test_child_dies_with_a_killed_parent_only_when_asked(tmp_path: Path, flag: b
 
 MANY_SCRIPT = """
 import sys
-from hpc_sweep import shell
+from hpc_sweep.common import shell
 shell.run_many([["bash", "-c", "echo $$ > {pidfile}; exec sleep 60"], ["sleep", "60"]], timeout=120)
 """
 

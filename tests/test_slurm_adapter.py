@@ -182,7 +182,7 @@ def test_a_per_job_policy_violation_is_rejected_not_a_limit(slurm):
 
 @pytest.mark.parametrize("result", [
     failed(["sbatch"], PROBE_SBATCH_CTLD_DOWN),
-    failed(["sbatch"], "sbatch: timed out after 120 s", 124),  # hpc_sweep.shell's time-out
+    failed(["sbatch"], "sbatch: timed out after 120 s", 124),  # hpc_sweep.common.shell's time-out
     failed(["sbatch"], "", -9),
     failed(["sbatch"], ""),
     ok(["sbatch", "--parsable"], ""),  # exit 0 without an id: the job may or may not exist

@@ -11,7 +11,6 @@ Every wait is on a condition with a deadline; only the daemons this session's cl
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import threading
@@ -20,23 +19,13 @@ from pathlib import Path
 from typing import Optional
 
 import pytest
-import tomli_w
+from cluster_sweeps import TINY, by_config, hpc, make_user_sweep, poll_until_final, prefix_of, status, toml_body
 from slurm_cluster import SYSTEM_PATH
 
-from hpc_sweep.render import parse_map
+from hpc_sweep.common.jobmap import parse_map
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_BASE = (REPO / "examples" / "demo" / "base.toml").read_text()
-TINY = {
-    "process.train.max_epoch": 1,
-    "process.train.dataloader.train_size": 40,
-    "process.train.dataloader.validate_size": 16,
-    "process.train.dataloader.test_size": 8,
-    "model.advanced.num_blocks": 1,
-}
-ACTIVE = {"pending", "running", "waiting", "generated"}
 GATE = """#!/bin/bash
 # Holds the chain (at most 5 min) until the test's go-ahead, so the test sees the runs before their last step.
 for _ in $(seq 1500); do [ -e {root}/go ] && exit 0; sleep 0.2; done
@@ -54,54 +43,20 @@ FROZEN_AT_MOST_S = 240
 
 
 def make_sweep(cluster, name: str, command: str, count: int = 3) -> Path:
-    root = cluster.make_user_dir(name)
-    (root / "configs").mkdir()
-    (root / "configs" / ".base_config.toml").write_text(DEMO_BASE)
-    shutil.copy(REPO / "examples" / "demo_trainer" / "train.py", root / "train.py")
-    (root / "gate.sh").write_text(GATE.format(root=root))
-    (root / "gate.sh").chmod(0o755)
-    (root / "site.toml").write_text(tomli_w.dumps({"scheduler": "slurm", "cpus_per_task": 1, "mem": "50M",
-                                                   "poll_min_interval": "1s"}))
-    command = command.format(root=root, python=cluster.user_bin / "python", train=root / "train.py")
     lrs = [round(0.01 * (i + 1), 3) for i in range(count)]
-    (root / "sweep.toml").write_text(tomli_w.dumps({
-        "sweep": {"name": name, "program": "deeph", "base": "configs/.base_config.toml", "command": command,
-                  "site": "site.toml", "walltime": "00:05:00", "max_retries": 0},
-        "grid": {"process.train.optimizer.init_learning_rate": lrs},
-        "fixed": TINY,
-    }))
-    subprocess.run(["chown", "-R", f"{cluster.user}:", str(root)], check=True)
-    generated = hpc(cluster, root, "generate")
-    assert generated.returncode == 0, generated.stderr
-    return root
-
-
-def hpc(cluster, root: Path, command: str, *args: str, env=None, timeout: float = 300) -> subprocess.CompletedProcess:
-    return cluster.run_as_user([str(cluster.user_bin / "hpc-sweep"), command, str(root), *args], cwd=root, env=env,
-                               timeout=timeout)
-
-
-def status(cluster, root: Path) -> dict:
-    result = hpc(cluster, root, "status", "--format", "json")
-    assert result.returncode == 0, result.stderr
-    return {c["config"]: c for c in json.loads(result.stdout)["configs"]}
+    return make_user_sweep(cluster, name, command, toml_body({"process.train.optimizer.init_learning_rate": lrs}, TINY),
+                           scripts={"gate.sh": GATE}, generate=True, walltime="00:05:00", max_retries=0)
 
 
 def polled(cluster, root: Path) -> dict:
     result = hpc(cluster, root, "poll", "--force")
     assert result.returncode == 0, result.stdout + result.stderr
-    return status(cluster, root)
+    return by_config(status(cluster, root))
 
 
-def until_final(cluster, root: Path, also_submit: bool = False, timeout: float = 300) -> dict:
-    """Poll (and submit) rounds until no config is active; the last status."""
-    def final() -> Optional[dict]:
-        configs = polled(cluster, root)
-        if also_submit and any(c["state"] in ACTIVE for c in configs.values()):
-            hpc(cluster, root, "submit")
-        return configs if not any(c["state"] in ACTIVE for c in configs.values()) else None
-
-    return cluster.wait_for(final, timeout=timeout, interval=1, what="every config to reach a final state")
+def until_final(cluster, root: Path, also_submit: bool = False) -> dict:
+    """Poll (and submit) rounds until no config is active; the last status, by config."""
+    return by_config(poll_until_final(cluster, root, also_submit=also_submit))
 
 
 def assert_ran_whole(root: Path, configs: dict) -> None:
@@ -174,13 +129,6 @@ def task_indices(job_id: str) -> list:
         low, _, high = part.partition("-")
         indices += range(int(low), int(high or low) + 1)
     return indices
-
-
-def prefix_of(root: Path) -> str:
-    import sqlite3
-
-    with sqlite3.connect(f"file:{root / '.hpc_sweep' / 'state.db'}?mode=ro", uri=True) as conn:
-        return conn.execute("SELECT value FROM meta WHERE key = 'prefix'").fetchone()[0]
 
 
 @pytest.mark.parametrize("capped", [False, True], ids=["room-in-the-queue", "cap-equal-to-the-sweep"])

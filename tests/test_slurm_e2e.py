@@ -4,18 +4,17 @@ under MaxArraySize, cancel of our jobs only, no duplicate after a crash, polling
 from __future__ import annotations
 
 import json
-import shutil
 import subprocess
-import textwrap
 from collections import Counter
 from pathlib import Path
 
 import pytest
+from cluster_sweeps import SLURM_SITE, hpc, make_user_sweep, poll_until_final, status
 
 pytestmark = pytest.mark.slurm
 
-REPO = Path(__file__).resolve().parents[1]
-DEMO_BASE = (REPO / "examples" / "demo" / "base.toml").read_text()
+# The test cluster's profile, with GPUs requested as gres (the cluster's node has 8).
+SITE = {**SLURM_SITE, "gpu_request": "gres", "cpus_per_gpu": 1, "mem_per_gpu": "50M"}
 
 RUNNER = """#!/bin/bash
 # Test wrapper around the demo trainer: some configs fail, one outlives its walltime on its first attempt.
@@ -28,61 +27,14 @@ exec {python} {train} "$1"
 
 
 def _sweep(cluster, name: str, grid: str, *, epochs: int = 3, walltime: str = "00:05:00", extra: str = "",
-           fail: str = "none", slow: str = "none", profile_extra: str = "") -> Path:
-    root = cluster.make_user_dir(name)
-    (root / "configs").mkdir(exist_ok=True)
-    (root / "configs" / ".base_config.toml").write_text(DEMO_BASE)
-    shutil.copy(REPO / "examples" / "demo_trainer" / "train.py", root / "train.py")
-    (root / "run.sh").write_text(RUNNER.format(fail=fail, slow=slow, python=cluster.user_bin / "python",
-                                               train=root / "train.py"))
-    (root / "run.sh").chmod(0o755)
-    (root / "site.toml").write_text(textwrap.dedent(f"""\
-        scheduler = "slurm"
-        gpu_request = "gres"
-        cpus_per_gpu = 1
-        mem_per_gpu = "50M"
-        cpus_per_task = 1
-        mem = "50M"
-        poll_min_interval = "1s"
-        {profile_extra}
-        """))
-    (root / "sweep.toml").write_text(textwrap.dedent(f"""\
-        [sweep]
-        name = "{name}"
-        program = "deeph"
-        base = "configs/.base_config.toml"
-        command = "{root}/run.sh {{config}}"
-        site = "site.toml"
-        walltime = "{walltime}"
-        max_retries = 1
-        """) + grid + f'\n[fixed]\n"process.train.max_epoch" = {epochs}\n' + extra)
-    subprocess.run(["chown", "-R", f"{cluster.user}:", str(root)], check=True)
-    return root
-
-
-def hpc(cluster, root: Path, *args: str, env=None) -> subprocess.CompletedProcess:
-    return cluster.run_as_user([str(cluster.user_bin / "hpc-sweep"), *args], cwd=root, env=env, timeout=300)
-
-
-def status(cluster, root: Path) -> dict:
-    result = hpc(cluster, root, "status", str(root), "--format", "json")
-    assert result.returncode == 0, result.stderr
-    return json.loads(result.stdout)
+           fail: str = "none", slow: str = "none") -> Path:
+    body = grid + f'\n[fixed]\n"process.train.max_epoch" = {epochs}\n' + extra
+    return make_user_sweep(cluster, name, "{root}/run.sh {{config}}", body, site=SITE, scripts={"run.sh": RUNNER},
+                           fill={"fail": fail, "slow": slow}, walltime=walltime, max_retries=1)
 
 
 def start_markers(root: Path) -> Counter:
     return Counter(p.name.split(".")[0] for p in (root / ".hpc_sweep" / "markers").glob("*.start"))
-
-
-def poll_until_done(cluster, root: Path, timeout: float = 300) -> dict:
-    def done():
-        result = hpc(cluster, root, "poll", str(root), "--force")
-        assert result.returncode == 0, result.stderr
-        snap = status(cluster, root)
-        active = {"pending", "running", "waiting", "generated"}
-        return snap if not any(c["state"] in active for c in snap["configs"]) else None
-
-    return cluster.wait_for(done, timeout=timeout, interval=2)
 
 
 TWO_SHAPES = """
@@ -99,13 +51,13 @@ TWO_SHAPES = """
 def test_cap_two_shapes_hand_job_counts_all_run_once(slurm_cluster):
     cluster = slurm_cluster
     root = _sweep(cluster, "caps", TWO_SHAPES)
-    assert hpc(cluster, root, "generate", str(root)).returncode == 0
+    assert hpc(cluster, root, "generate").returncode == 0
     cluster.set_user_limit(10)
     hand = cluster.run_as_user(["sbatch", "--parsable", "--hold", "--wrap", "sleep 600", "-J", "by-hand"], cwd=root)
     assert hand.returncode == 0, hand.stderr
     hand_id = hand.stdout.strip().split(";")[0]
 
-    first = hpc(cluster, root, "submit", str(root))
+    first = hpc(cluster, root, "submit")
     assert first.returncode == 0, first.stderr
     snap = status(cluster, root)
     submitted = [c for c in snap["configs"] if c["state"] in ("pending", "running", "completed")]
@@ -114,7 +66,7 @@ def test_cap_two_shapes_hand_job_counts_all_run_once(slurm_cluster):
     mine = [line for line in cluster.squeue_user() if "by-hand" not in line]
     assert len(mine) <= 9
 
-    final = poll_until_done(cluster, root)
+    final = poll_until_final(cluster, root, interval=2)
     assert final["counts"] == {"completed": 25}, final["counts"]
     assert all(c["attempt"] == 1 for c in final["configs"])
     assert set(start_markers(root).values()) == {1} and len(start_markers(root)) == 25
@@ -144,15 +96,15 @@ def test_max_array_size_chunks_numbered_from_zero(slurm_cluster):
     lrs = ", ".join(str(round(0.001 * (i + 1), 4)) for i in range(30))
     root = _sweep(cluster, "chunks", f'\n[grid]\n"process.train.optimizer.init_learning_rate" = [{lrs}]\n',
                   epochs=1)
-    assert hpc(cluster, root, "generate", str(root)).returncode == 0
-    result = hpc(cluster, root, "submit", str(root))
+    assert hpc(cluster, root, "generate").returncode == 0
+    result = hpc(cluster, root, "submit")
     assert result.returncode == 0, result.stderr
     assert result.stdout.count("submitted ") == 3, result.stdout
     maps = sorted((root / "script").glob("*.map"))
     indices = [[int(line.split("\t")[0]) for line in m.read_text().splitlines()] for m in maps]
     assert sorted(len(i) for i in indices) == [8, 11, 11]
     assert all(i == list(range(len(i))) for i in indices)
-    final = poll_until_done(cluster, root)
+    final = poll_until_final(cluster, root, interval=2)
     assert final["counts"] == {"completed": 30}
     assert set(start_markers(root).values()) == {1} and len(start_markers(root)) == 30
 
@@ -160,13 +112,13 @@ def test_max_array_size_chunks_numbered_from_zero(slurm_cluster):
 def test_cancel_only_this_sweeps_jobs(slurm_cluster):
     cluster = slurm_cluster
     root = _sweep(cluster, "cancel", '\n[grid]\n"process.train.optimizer.init_learning_rate" = [0.1, 0.01, 0.001]\n')
-    hpc(cluster, root, "generate", str(root))
+    hpc(cluster, root, "generate")
     other = cluster.run_as_user(["sbatch", "--parsable", "--hold", "--wrap", "sleep 600", "-J", "other"], cwd=root)
     other_id = other.stdout.strip()
     hold = cluster.run_as_user(["scontrol", "hold", "all"], cwd=root)  # harmless if it fails: we cancel quickly
     del hold
-    assert hpc(cluster, root, "submit", str(root)).returncode == 0
-    result = hpc(cluster, root, "cancel", str(root), "--yes")
+    assert hpc(cluster, root, "submit").returncode == 0
+    result = hpc(cluster, root, "cancel", "--yes")
     assert result.returncode == 0, result.stderr
     lines = cluster.squeue_user()
     assert any(line.startswith(other_id) for line in lines), lines
@@ -178,15 +130,15 @@ def test_cancel_only_this_sweeps_jobs(slurm_cluster):
 def test_kill_between_sbatch_and_recording_no_duplicate(slurm_cluster):
     cluster = slurm_cluster
     root = _sweep(cluster, "crash", '\n[grid]\n"process.train.optimizer.init_learning_rate" = [0.1, 0.01]\n')
-    hpc(cluster, root, "generate", str(root))
+    hpc(cluster, root, "generate")
     env = dict(cluster.env, HPC_SWEEP_FAULT="after_submit")
-    crashed = hpc(cluster, root, "submit", str(root), env=env)
+    crashed = hpc(cluster, root, "submit", env=env)
     assert crashed.returncode != 0
     assert len([l for l in cluster.squeue_user()]) >= 1 or start_markers(root)
-    again = hpc(cluster, root, "submit", str(root))
+    again = hpc(cluster, root, "submit")
     assert again.returncode == 0, again.stderr
     assert "found earlier submission" in again.stdout and "submitted " not in again.stdout
-    final = poll_until_done(cluster, root)
+    final = poll_until_final(cluster, root, interval=2)
     assert final["counts"] == {"completed": 2}
     assert set(start_markers(root).values()) == {1}
 
@@ -195,8 +147,8 @@ def test_poll_states_reasons_resume_and_one_query(slurm_cluster, tmp_path):
     cluster = slurm_cluster
     grid = '\n[grid]\n"process.train.optimizer.init_learning_rate" = [0.05, 0.02, 0.01, 0.005]\n'
     root = _sweep(cluster, "track", grid, epochs=20, walltime="00:01:00", fail="config002", slow="config003")
-    assert hpc(cluster, root, "generate", str(root)).returncode == 0
-    assert hpc(cluster, root, "submit", str(root)).returncode == 0
+    assert hpc(cluster, root, "generate").returncode == 0
+    assert hpc(cluster, root, "submit").returncode == 0
     calls = root / "calls.jsonl"
     subprocess.run(["chown", f"{cluster.user}:", str(root)], check=True)
     env = dict(cluster.env, HPC_SWEEP_CALL_LOG=str(calls))
@@ -204,7 +156,7 @@ def test_poll_states_reasons_resume_and_one_query(slurm_cluster, tmp_path):
 
     def settled():
         nonlocal polls
-        result = hpc(cluster, root, "poll", str(root), "--force", env=env)
+        result = hpc(cluster, root, "poll", "--force", env=env)
         polls += 1
         assert result.returncode == 0, result.stderr
         snap = status(cluster, root)
@@ -221,7 +173,7 @@ def test_poll_states_reasons_resume_and_one_query(slurm_cluster, tmp_path):
     assert states["config002"]["attempt"] == 1  # failures are not retried automatically
     resumed_cfg = (root / "script" / "run" / "config003.a2.toml").read_text()
     assert "enable = true" in resumed_cfg and "previous_output_dir" in resumed_cfg
-    events = hpc(cluster, root, "status", str(root), "--format", "csv").stdout
+    events = hpc(cluster, root, "status", "--format", "csv").stdout
     assert "config003" in events
     # Manners: each poll made exactly one squeue call and at most one sacct call.
     lines = [json.loads(l) for l in calls.read_text().splitlines()]
@@ -236,8 +188,8 @@ def test_smoke_reports_pass_and_fail_on_slurm(slurm_cluster):
     grid = '\n[grid]\n"process.train.optimizer.init_learning_rate" = [0.05, 0.02, 0.01]\n'
     extra = '\n[smoke]\ncount = 2\ntimeout = "4m"\nwalltime = "00:05:00"\n[smoke.overrides]\n"process.train.max_epoch" = 3\n'
     root = _sweep(cluster, "smoky", grid, epochs=50, extra=extra, fail="config002")
-    assert hpc(cluster, root, "generate", str(root)).returncode == 0
-    result = hpc(cluster, root, "smoke", str(root))
+    assert hpc(cluster, root, "generate").returncode == 0
+    result = hpc(cluster, root, "smoke")
     assert result.returncode == 1, result.stdout + result.stderr
     assert "PASS config001" in result.stdout and "FAIL config002" in result.stdout
     assert "RuntimeError" in result.stdout

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 from test_local_runner import Sweep, make_sweep, trainer_command, wait_until
 
-from hpc_sweep.runner import Spool, session_members
+from hpc_sweep.local.processes import session_members
+from hpc_sweep.local.spool import Spool
 
 
 @pytest.fixture

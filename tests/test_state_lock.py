@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep.errors import RuntimeFailure
-from hpc_sweep.layout import SweepPaths
+from hpc_sweep.common.errors import RuntimeFailure
+from hpc_sweep.common.layout import SweepPaths
 from hpc_sweep.session import Session
 
 SBATCH = """#!/bin/sh
@@ -56,7 +56,7 @@ class StandInSweep:
         (self.root / "sweep.toml").write_text(SWEEP_TOML)
         bin_dir = tmp_path / "bin"
         bin_dir.mkdir()
-        for name in ("sbatch", "squeue", "sacct", "scontrol", "sacctmgr", "scancel"):
+        for name in ("sbatch", "squeue", "sacct", "scontrol", "sacctmgr", "scancel", "sinfo"):
             (bin_dir / name).write_text({"sbatch": SBATCH, "squeue": SQUEUE}.get(name, QUIET))
             (bin_dir / name).chmod(0o755)
         self.calls = tmp_path / "calls"
@@ -186,7 +186,7 @@ def test_a_read_session_of_an_older_database_reads_it_without_writing(sweep):
     before = digest(sweep.paths.db)
     assert set(sweep.states().values()) == {"generated"}
     with Session.open(sweep.root) as session:
-        assert session.store.events() == [] and session.store.config("config001")["next_mode"] is None
+        assert session.store.events() == [] and session.store.config("config001").next_mode is None
     assert digest(sweep.paths.db) == before
     sweep.cli("submit", str(sweep.root))
     conn = sqlite3.connect(sweep.paths.db)
@@ -198,7 +198,7 @@ def test_a_read_session_of_an_older_database_reads_it_without_writing(sweep):
 
 
 def test_the_store_refuses_writes_without_the_lock(sweep):
-    from hpc_sweep.state import LockHeld
+    from hpc_sweep.state.lock import LockHeld
 
     with Session.open(sweep.root) as reader:
         with pytest.raises(RuntimeError, match="internal: write without the sweep lock"):
@@ -318,7 +318,7 @@ def _failing_lockf(code: int):
 def test_lockf_failing_for_another_reason_than_a_holder_is_an_error(sweep, monkeypatch):
     import fcntl
 
-    from hpc_sweep.state import LockHeld, acquire_lock
+    from hpc_sweep.state.lock import LockHeld, acquire_lock
 
     monkeypatch.setattr(fcntl, "lockf", _failing_lockf(errno.ENOLCK))
     with pytest.raises(RuntimeFailure) as failure:

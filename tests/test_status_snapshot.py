@@ -7,8 +7,8 @@ import re
 
 import pytest
 
-from hpc_sweep.poll import snapshot_json
-from hpc_sweep.status import markdown_table
+from hpc_sweep.track.snapshot import snapshot_json
+from hpc_sweep.results.status import markdown_table
 
 
 def _snapshot(values: list) -> dict:

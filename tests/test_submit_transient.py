@@ -52,7 +52,7 @@ def test_timed_out_sbatch_is_found_by_name_not_resubmitted(tmp_path):
     bin_dir = tmp_path / "bin"
     bin_dir.mkdir()
     for name, text in (("sbatch", FAKE_SBATCH), ("squeue", FAKE_SQUEUE), ("scontrol", "#!/bin/sh\nexit 0\n"),
-                       ("sacctmgr", "#!/bin/sh\nexit 0\n")):
+                       ("sacctmgr", "#!/bin/sh\nexit 0\n"), ("sinfo", "#!/bin/sh\nexit 0\n")):
         (bin_dir / name).write_text(text)
         (bin_dir / name).chmod(0o755)
     calls = tmp_path / "calls"

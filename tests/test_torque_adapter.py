@@ -25,7 +25,7 @@ from hpc_sweep.schedulers.base import (
     SubmitSpec,
     TaskRecord,
 )
-from hpc_sweep.schedulers.pbspro import parse_qstat_f_text, submission_key
+from hpc_sweep.schedulers.pbs_family import parse_qstat_f_text, submission_key
 from hpc_sweep.schedulers.torque import TorqueScheduler, parse_qstat_xml, submission_name, torque_state
 
 FAKES = Path(__file__).resolve().parent / "fakes"
@@ -69,6 +69,12 @@ def check(*names: str) -> Callable[[Callable[[Path], None]], Callable[[Path], No
             CHECKS[name] = fn
         return fn
     return register
+
+
+# The cluster-shape captures are checked beside their parsers (issue #15).
+from test_cluster_shape import TORQUE_CAPTURE_CHECKS  # noqa: E402
+
+CHECKS.update(TORQUE_CAPTURE_CHECKS)
 
 
 @check("qtop_ral_torque_qstat_default_excerpt_R_Q_W.txt", "issue_cbio278_qstat_u_R_altformat.txt",

@@ -1,6 +1,10 @@
 """Trainer plugins: ``get_program(name)`` returns the :class:`~hpc_sweep.programs.base.Program` for a sweep.
 
-Modules are imported on demand, so ``import hpc_sweep.programs`` costs nothing at CLI start-up.
+Modules are imported on demand, so ``import hpc_sweep.programs`` costs nothing at CLI start-up. A program says how
+its config is shaped and checked, where it logs and how the log is parsed, how a run resumes, and what counts as
+evidence of training.
+
+Room 4: may import common, schedulers and state.
 """
 
 from __future__ import annotations
@@ -33,6 +37,6 @@ def task_environment(program: "Program", mode: Optional[str], run_config: Option
     of a large submission costs nothing."""
     if mode != "resume" or run_config is None:
         return ()
-    from hpc_sweep.render import env_words
+    from hpc_sweep.common.jobmap import env_words
 
     return env_words(program.run_environment(run_config, Path(outputs)))

@@ -10,7 +10,7 @@ import difflib
 import math
 from typing import Any, Optional
 
-from hpc_sweep.dotted import get_dotted
+from hpc_sweep.common.dotted import get_dotted
 from hpc_sweep.programs.base import EpochRow, LogParser, LogSummary
 
 

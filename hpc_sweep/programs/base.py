@@ -1,7 +1,7 @@
 """What a trainer program plugin provides: config checks, where its log lives, how to read it, how to resume.
 
 One module per program (deeph.py, xequinet.py, generic.py) subclasses :class:`Program`. Log parsers are
-incremental: :meth:`LogParser.feed` receives only complete new lines (see :mod:`hpc_sweep.logtail`) and keeps
+incremental: :meth:`LogParser.feed` receives only complete new lines (see :mod:`hpc_sweep.common.logtail`) and keeps
 what it needs in a JSON-serialisable ``state`` dict, so a later poll continues where the last one stopped.
 """
 
@@ -74,6 +74,10 @@ class LogParser:
         raise NotImplementedError
 
 
+# The reason a run that exited 0 without training fails with (see :meth:`Program.training_evidence`).
+NO_TRAINING_LOG = "exited 0 without a training log"
+
+
 class Program:
     """A trainer: how its config is shaped, checked, pointed at its output folder, logged and resumed."""
 
@@ -130,7 +134,7 @@ class Program:
     def training_evidence(self, summary: Optional[LogSummary], logged: bool) -> tuple[bool, str]:
         """(trained, reason) for an attempt that exited 0. ``summary``: its log as the poll last read it (None
         when this attempt has no log read); ``logged``: whether this attempt logged an epoch row. The reason
-        says how the run ended, or why exit 0 is not enough (see :mod:`hpc_sweep.evidence`)."""
+        says how the run ended, or why exit 0 is not enough (see :mod:`hpc_sweep.track.evidence`)."""
         return True, "exited 0"
 
     def run_environment(self, config: dict, outputs_dir: Path) -> dict[str, str]:

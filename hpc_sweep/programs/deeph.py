@@ -15,11 +15,10 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_sweep.dotted import get_dotted, set_dotted
+from hpc_sweep.common.dotted import get_dotted, set_dotted
 from hpc_sweep.programs._common import (InfoParser, as_int, choice_problem, decode, encode, last_entry, number,
                                         record_row, summary_from)
-from hpc_sweep.evidence import NO_TRAINING_LOG
-from hpc_sweep.programs.base import EpochRow, LogSummary, Program, ended_reason
+from hpc_sweep.programs.base import NO_TRAINING_LOG, EpochRow, LogSummary, Program, ended_reason
 
 DEFAULT_MAX_EPOCH = 10000
 DEFAULT_MIN_LR_SCALE = 1e-4

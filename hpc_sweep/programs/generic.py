@@ -9,10 +9,9 @@ import re
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_sweep.dotted import get_dotted, set_dotted
+from hpc_sweep.common.dotted import get_dotted, set_dotted
 from hpc_sweep.programs._common import as_int, decode, encode, number, record_row, summary_from
-from hpc_sweep.evidence import NO_TRAINING_LOG
-from hpc_sweep.programs.base import EpochRow, LogParser, LogSummary, Program, ended_reason
+from hpc_sweep.programs.base import NO_TRAINING_LOG, EpochRow, LogParser, LogSummary, Program, ended_reason
 
 DEFAULT_LOG_GLOB = "*.log"
 METRICS = ("epoch", "train_loss", "val_loss")

@@ -2,7 +2,7 @@
 
 Facts used here are in ``reference/xequinet.md``. The log is truncated when a run starts fresh and appended when
 it resumes (``trainer.resume``), so one parser state covers every attempt of a config; the poller resets the state
-when :func:`hpc_sweep.logtail.read_new` reports the file was replaced.
+when :func:`hpc_sweep.common.logtail.read_new` reports the file was replaced.
 """
 
 from __future__ import annotations
@@ -16,10 +16,9 @@ import time
 from pathlib import Path
 from typing import Optional
 
-from hpc_sweep.dotted import get_dotted, set_dotted
+from hpc_sweep.common.dotted import get_dotted, set_dotted
 from hpc_sweep.programs._common import InfoParser, as_int, decode, encode, number, record_row, summary_from
-from hpc_sweep.evidence import NO_TRAINING_LOG
-from hpc_sweep.programs.base import EpochRow, LogSummary, Program, ended_reason
+from hpc_sweep.programs.base import NO_TRAINING_LOG, EpochRow, LogSummary, Program, ended_reason
 
 DEFAULT_MAX_EPOCHS = 300
 DEFAULT_RUN_NAME = "xequinet"

@@ -243,6 +243,7 @@ class SlurmCluster:
         self._overrides: Dict[str, Optional[str]] = {}
         self._user_limit: Optional[int] = None
         self._frozen: set = set()  # daemons stopped with SIGSTOP by freeze()
+        self._partitions: set = set()  # added by add_partition(), removed by reset()
         self._started = False
         self.startup_seconds: Optional[float] = None
         self.venv_dir: Optional[Path] = None
@@ -467,11 +468,41 @@ class SlurmCluster:
             self._start_slurmd()
         self._wait_node_ready()
 
+    def add_partition(self, name: str, **keys: str) -> None:
+        """A partition of this node made at run time (``scontrol create``), e.g. ``MaxTime="00:30:00"``;
+        :meth:`reset` removes it."""
+        options = [f"{key}={value}" for key, value in keys.items()]
+        self.run_as_root(["scontrol", "create", f"PartitionName={name}", f"Nodes={self.hostname}", *options],
+                         check=True)
+        self._partitions.add(name)
+
+    def update_partition(self, name: str, **keys: str) -> None:
+        self.run_as_root(["scontrol", "update", f"PartitionName={name}", *(f"{k}={v}" for k, v in keys.items())],
+                         check=True)
+
+    def remove_partition(self, name: str) -> None:
+        self.run_as_root(["scontrol", "delete", f"PartitionName={name}"], check=True)
+        self._partitions.discard(name)
+
+    def drain_node(self, reason: str = "test: drained") -> None:
+        """Drain the node (it takes no new job) and wait until sinfo says so; :meth:`reset` resumes it."""
+        self.run_as_root(["scontrol", "update", f"nodename={self.hostname}", "state=drain", f"reason={reason}"],
+                         check=True)
+        wait_for(lambda: "drain" in self._node_state(), 30, interval=0.2, what=f"node {self.hostname} drained")
+
+    def resume_node(self) -> None:
+        self.run_as_root(["scontrol", "update", f"nodename={self.hostname}", "state=resume"])
+        self._wait_node_ready()
+
     def reset(self) -> None:
-        """Test isolation: daemons running, no jobs of the test user, no user limit, base slurm.conf."""
+        """Test isolation: daemons running (the node resumed), no jobs of the test user, no user limit, no
+        partition a test added, base slurm.conf."""
         self.thaw()
         self.ensure_running()
         self.cancel_all_user_jobs()
+        for name in sorted(self._partitions):
+            self.run_as_root(["scontrol", "delete", f"PartitionName={name}"])
+        self._partitions.clear()
         if self._user_limit is not None:
             self.set_user_limit(None)
         self.reset_config()
@@ -896,7 +927,8 @@ class SlurmCluster:
 
     def _node_state(self) -> str:
         r = self.run_as_root(["sinfo", "-h", "-N", "-n", self.hostname, "-o", "%T"], timeout=30)
-        return r.stdout.strip().lower() if r.returncode == 0 else ""
+        lines = r.stdout.strip().lower().splitlines() if r.returncode == 0 else []
+        return lines[0] if lines else ""  # one line per partition of the node: the same state
 
     def _wait_node_ready(self) -> None:
         resumed = [False]
@@ -934,8 +966,14 @@ class SlurmCluster:
     def _copy_repo(self) -> Path:
         if self.src_copy.exists():
             shutil.rmtree(self.src_copy)
-        ignore = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".venv", ".pytest_cache",
-                                        ".hypothesis", "tests", "demo-sweep", "results", "*.pyc")
+        patterns = shutil.ignore_patterns(".git", "build", "dist", "*.egg-info", "__pycache__", ".venv",
+                                          ".pytest_cache", ".hypothesis", "tests", "demo-sweep", "*.pyc")
+        benchmarks = self.repo / "benchmarks"
+
+        def ignore(folder: str, names: List[str]) -> set:
+            # benchmarks/results only: hpc_sweep/results is a package
+            return set(patterns(folder, names)) | ({"results"} if Path(folder) == benchmarks else set())
+
         shutil.copytree(self.repo, self.src_copy, ignore=ignore, symlinks=True)
         return self.src_copy
 

@@ -1,4 +1,5 @@
-"""Stand-in PBS Pro / Torque commands for tests (``qsub``, ``qstat``, ``qdel``, ``qselect``, ``qmgr`` here).
+"""Stand-in PBS Pro / Torque commands for tests (``qsub``, ``qstat``, ``qdel``, ``qselect``, ``qmgr``, ``pbsnodes``
+here).
 
 Put this folder first on PATH (see :func:`environ`). The commands:
 
@@ -763,10 +764,21 @@ def qmgr(args: Sequence[str]) -> Output:
     return "\n".join(lines) + "\n", "", 0
 
 
+# ---------------------------------------------------------------------------------------------------------
+# pbsnodes: the stand-in keeps no nodes, so the cluster's shape stays unread (fit checks: tests/test_fit.py on the
+# captures of tests/fixtures)
+# ---------------------------------------------------------------------------------------------------------
+
+
+def pbsnodes(args: Sequence[str]) -> Output:
+    return "", "pbsnodes: Server has no node list\n", 1
+
+
 def main(command: str) -> int:
     """Entry point of the ``qsub``/``qstat``/``qdel``/``qselect``/``qmgr`` scripts in this folder."""
     log_call(sys.argv)
-    handler = {"qsub": qsub, "qstat": qstat, "qdel": qdel, "qselect": qselect, "qmgr": qmgr}[command]
+    handler = {"qsub": qsub, "qstat": qstat, "qdel": qdel, "qselect": qselect, "qmgr": qmgr,
+               "pbsnodes": pbsnodes}[command]
     stdout, stderr, rc = handler(sys.argv[1:])
     sys.stdout.write(stdout)
     sys.stderr.write(stderr)

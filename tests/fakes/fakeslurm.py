@@ -1,5 +1,5 @@
 """Stand-in Slurm commands for the exactly-once tests: ``sbatch``, ``squeue``, ``sacct``, ``scancel``, ``scontrol``,
-``sacctmgr`` (symlinks to this file, made by :func:`install`). State lives in ``$FAKE_SLURM_DIR``:
+``sacctmgr``, ``sinfo`` (symlinks to this file, made by :func:`install`). State lives in ``$FAKE_SLURM_DIR``:
 
 - ``queue.json``: every job accepted, with its name and each task's state;
 - ``calls.log``: one line per call (the argv);
@@ -19,7 +19,7 @@ import os
 import sys
 from pathlib import Path
 
-COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sacctmgr")
+COMMANDS = ("sbatch", "squeue", "sacct", "scancel", "scontrol", "sacctmgr", "sinfo")
 TIMEOUT_TEXT = "sbatch: error: Batch job submission failed: Socket timed out on send/recv operation\n"
 LIMIT_TEXT = ("sbatch: error: AssocMaxSubmitJobLimit\nsbatch: error: Batch job submission failed: Job violates "
               "accounting/QOS policy (job submit limit, user's size and/or time limits)\n")
@@ -71,6 +71,14 @@ class Cluster:
 
     def jobs(self, prefix: str = "") -> list:
         return [job for job in self.load()["jobs"] if job["name"].startswith(prefix)]
+
+    def set_reason(self, reason: str, job_id: str = "") -> None:
+        """The pending reason squeue shows for a job's pending tasks (default: Priority)."""
+        data = self.load()
+        for job in data["jobs"]:
+            if not job_id or job["id"] == job_id:
+                job["reason"] = reason
+        self.save(data)
 
     def set_task_states(self, state: str, job_id: str = "") -> None:
         data = self.load()
@@ -128,9 +136,10 @@ def squeue(cluster: Cluster, args: list) -> tuple:
         for index, state in job["tasks"].items():
             if state in FINAL:
                 continue
+            reason = job.get("reason", "Priority") if state == "PENDING" else "None"
             values = {"%i": _task_id(job, index), "%A": job["id"], "%F": job["id"],
                       "%K": index if job["array"] else "N/A", "%j": job["name"], "%T": state,
-                      "%r": "Priority" if state == "PENDING" else "None", "%M": "0:00", "%l": "1:00:00", "%N": ""}
+                      "%r": reason, "%M": "0:00", "%l": "1:00:00", "%N": ""}
             lines.append("|".join(values.get(code, "") for code in fmt))
     return 0, "".join(f"{line}\n" for line in lines), ""
 
@@ -175,7 +184,8 @@ def main(command: str, args: list) -> int:
     with open(cluster.folder / "calls.log", "a") as log:
         log.write(json.dumps([command, *args]) + "\n")
     handler = {"sbatch": sbatch, "squeue": squeue, "sacct": sacct, "scancel": scancel}.get(command)
-    code, out, err = handler(cluster, args) if handler else (0, "", "")  # scontrol/sacctmgr: no limits known
+    # scontrol/sacctmgr/sinfo: no limits and no partitions known (the cluster's shape stays unread)
+    code, out, err = handler(cluster, args) if handler else (0, "", "")
     sys.stdout.write(out)
     sys.stderr.write(err)
     return code

@@ -1,8 +1,9 @@
-"""Stand-in ``scontrol`` and ``sacctmgr`` for tests that render or submit a Slurm sweep without the test cluster.
+"""Stand-in ``scontrol``, ``sacctmgr`` and ``sinfo`` for tests that render or submit a Slurm sweep without the test cluster.
 
 They answer the Slurm adapter's limit queries (``scontrol show config``, ``scontrol show assoc_mgr ...``,
 ``sacctmgr ... show qos ...``) as the real Slurm 22.05 of tests/fixtures/slurm-22.05 did; the QOS list is the one
-of test_slurm_adapter's PROBE_QOS. Anything else they refuse (exit 2), so a test that needs more says so.
+of test_slurm_adapter's PROBE_QOS; ``sinfo`` knows no partitions (the cluster's shape stays unread). Anything else
+they refuse (exit 2), so a test that needs more says so.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ case "$1 $2" in
   "show assoc_mgr") cat "{_CAPTURES / 'scontrol_assoc_mgr.txt'}" ;;
   *) echo "stand-in scontrol: $* is not answered here" >&2; exit 2 ;;
 esac
+""",
+    "sinfo": """#!/bin/sh
+# no partitions known here: the cluster's shape stays unread and nothing is checked against it
+exit 0
 """,
     "sacctmgr": """#!/bin/sh
 case "$*" in
