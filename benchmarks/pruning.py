@@ -12,8 +12,8 @@
    validation loss was first logged.
 2. Replay: a simulated scheduler with N slots runs the recorded curves with their recorded epoch times and polls
    every ``poll-epochs`` median epoch durations, as cron would. At each poll it applies the rule with
-   hpc_sweep.early_stop.decide (freeing a stopped run's slot for the next config at once), or for TPE asks
-   hpc_sweep.search for as many configs as there are free slots (the study rebuilt from an SQLite trials table
+   hpc_sweep.track.early_stop.decide (freeing a stopped run's slot for the next config at once), or for TPE asks
+   hpc_sweep.sweep.search for as many configs as there are free slots (the study rebuilt from an SQLite trials table
    at every poll, exactly as the poll will) and tells it the runs that ended. Strategies: full grid, median,
    ASHA, TPE with ASHA (the search space: the grid's values as choices, budget = the grid's size, several seeds).
 
@@ -46,13 +46,13 @@ from typing import Optional
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from hpc_sweep import search  # noqa: E402
+from hpc_sweep.sweep import search  # noqa: E402
 from hpc_sweep.dotted import set_dotted  # noqa: E402
-from hpc_sweep.early_stop import Curve, decide  # noqa: E402
-from hpc_sweep.formats import load_structured  # noqa: E402
+from hpc_sweep.track.early_stop import Curve, decide  # noqa: E402
+from hpc_sweep.common.formats import load_structured  # noqa: E402
 from hpc_sweep.programs import get_program  # noqa: E402
-from hpc_sweep.sweep_options import EarlyStopSpec, SearchSpec  # noqa: E402
-from hpc_sweep.sweepfile import RandomParam  # noqa: E402
+from hpc_sweep.sweep.options import EarlyStopSpec, SearchSpec  # noqa: E402
+from hpc_sweep.sweep.sweepfile import RandomParam  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 CACHE = RESULTS / "pruning-curves.json"

@@ -1,4 +1,4 @@
-"""Early-stopping rules (hpc_sweep/early_stop.py): worked examples, then properties over simulated sweeps.
+"""Early-stopping rules (hpc_sweep/track/early_stop.py): worked examples, then properties over simulated sweeps.
 
 The simulation: runs with fixed full curves start at different times; a poll every few time units sees each
 run's curve up to then, asks the rule, freezes the curves of the runs it stops, and stores asha's ``passed`` for
@@ -14,8 +14,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hpc_sweep.early_stop import MEDIAN_MIN_RUNS, Curve, decide, rungs_for
-from hpc_sweep.sweep_options import EarlyStopSpec
+from hpc_sweep.track.early_stop import MEDIAN_MIN_RUNS, Curve, decide, rungs_for
+from hpc_sweep.sweep.options import EarlyStopSpec
 
 ASHA = EarlyStopSpec(rule="asha", metric="val_loss", min_epochs=10, reduction=3)
 MEDIAN = EarlyStopSpec(rule="median", metric="val_loss", min_epochs=5)

@@ -1,4 +1,4 @@
-"""Adaptive search (hpc_sweep/search.py): ask/tell with Optuna's TPE, rebuilt from the trials table at every poll."""
+"""Adaptive search (hpc_sweep/sweep/search.py): ask/tell with Optuna's TPE, rebuilt from the trials table at every poll."""
 
 from __future__ import annotations
 
@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep import search
-from hpc_sweep.errors import UserError
-from hpc_sweep.search import (COMPLETE, FAIL, PRUNED, RUNNING, TRIALS_DDL, Told, TrialRow, ask, outcome,
+from hpc_sweep.sweep import search
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.sweep.search import (COMPLETE, FAIL, PRUNED, RUNNING, TRIALS_DDL, Told, TrialRow, ask, outcome,
                               read_trials, rebuild_study, record_asked, record_told, sampler_seed)
-from hpc_sweep.sweep_options import SearchSpec
-from hpc_sweep.sweepfile import RandomParam
+from hpc_sweep.sweep.options import SearchSpec
+from hpc_sweep.sweep.sweepfile import RandomParam
 
 pytest.importorskip("optuna")  # the optional extra hpc-sweep[search]
 
@@ -70,7 +70,7 @@ def test_the_same_table_gives_the_same_suggestions_in_any_process():
     rows = read_trials(conn)
     here = [s.params for s in ask(SPEC, rows, 3)]
     assert here == [s.params for s in ask(SPEC, rows, 3)]
-    code = ("import json, sys; from tests.test_search import SPEC; from hpc_sweep.search import ask, TrialRow; "
+    code = ("import json, sys; from tests.test_search import SPEC; from hpc_sweep.sweep.search import ask, TrialRow; "
             "rows = [TrialRow(*r) for r in json.load(sys.stdin)]; print(json.dumps([s.params for s in ask(SPEC, rows, 3)]))")
     other = subprocess.run([sys.executable, "-c", code], input=json.dumps(rows), capture_output=True, text=True,
                            cwd=REPO, env={**os.environ, "PYTHONHASHSEED": "12345"}, check=True)

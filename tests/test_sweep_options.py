@@ -1,4 +1,4 @@
-"""sweep.toml's [early_stop] and [search] (hpc_sweep/sweep_options.py): what is accepted, and one-line errors naming
+"""sweep.toml's [early_stop] and [search] (hpc_sweep/sweep/options.py): what is accepted, and one-line errors naming
 file, key and fix for what is not, including combinations that cannot work."""
 
 from __future__ import annotations
@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from hpc_sweep.errors import UserError
-from hpc_sweep.formats import parse_toml
-from hpc_sweep.sweep_options import EarlyStopSpec, parse_sweep_and_options
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.common.formats import parse_toml
+from hpc_sweep.sweep.options import EarlyStopSpec, parse_sweep_and_options
 
 PATH = Path("/sweeps/demo/sweep.toml")
 HEAD = """

@@ -26,11 +26,11 @@ import warnings
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional
 
-from hpc_sweep.errors import UserError
-from hpc_sweep.expand import params_key
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.sweep.expand import params_key
 
 if TYPE_CHECKING:
-    from hpc_sweep.sweep_options import SearchSpec
+    from hpc_sweep.sweep.options import SearchSpec
 
 TRIALS_DDL = """
 CREATE TABLE IF NOT EXISTS search_trials (

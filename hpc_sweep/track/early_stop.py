@@ -31,7 +31,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Iterable, Mapping, Optional
 
 if TYPE_CHECKING:
-    from hpc_sweep.sweep_options import EarlyStopSpec
+    from hpc_sweep.sweep.options import EarlyStopSpec
 
 RUNNING, FINISHED, STOPPED = "running", "finished", "stopped"
 STATES = (RUNNING, FINISHED, STOPPED)

@@ -27,8 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from hpc_sweep.errors import UserError
-from hpc_sweep.sweepfile import MAX_CONFIGS, SweepSpec, _nearest, _parse_random, _Reader, parse_sweep
+from hpc_sweep.common.errors import UserError
+from hpc_sweep.sweep.sweepfile import MAX_CONFIGS, SweepSpec, _nearest, _parse_random, _Reader, parse_sweep
 
 RULES = ("asha", "median")
 METRICS = ("val_loss", "train_loss")
