@@ -100,6 +100,23 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL,
     detail TEXT
 );
+CREATE TABLE IF NOT EXISTS early_stops (
+    config TEXT PRIMARY KEY,
+    rung INTEGER,
+    stopped_epoch INTEGER,
+    max_epoch INTEGER,
+    exempt INTEGER NOT NULL DEFAULT 0
+);
+CREATE TABLE IF NOT EXISTS search_trials (
+    number INTEGER PRIMARY KEY,
+    config TEXT NOT NULL,
+    params TEXT NOT NULL,
+    state TEXT NOT NULL,
+    value REAL,
+    step INTEGER,
+    asked_at REAL NOT NULL,
+    told_at REAL
+);
 """
 
 

@@ -1,4 +1,5 @@
-"""`hpc-sweep resubmit`: run named configs again, from their checkpoint unless --fresh."""
+"""`hpc-sweep resubmit`: run named configs again, from their checkpoint unless --fresh. A config stopped by
+``[early_stop]`` comes back this way, and is never stopped again."""
 
 from __future__ import annotations
 
@@ -33,4 +34,6 @@ def resubmit(session: Session, names: Sequence[str], walltime: Optional[str], fr
                                "walltime_s = COALESCE(?, walltime_s) WHERE name = ?",
                                (mode, f"resubmitted by hand ({mode})", seconds, name))
             store.add_event("resubmit", f"{mode}" + (f", walltime {walltime}" if walltime else ""), name)
+        # Brought back by hand after an early stop: the rule must not stop it again (it would, at once).
+        store.set_early_stops(("exempt",), [(1, name) for name in names if configs[name].state == ConfigState.STOPPED])
     return submit(session, only=list(names))

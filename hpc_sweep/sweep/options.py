@@ -87,11 +87,9 @@ class _SearchReader(_Reader):
 
 
 def parse_sweep_and_options(data: dict, path: Path) -> tuple:
-    """The whole sweep.toml: (SweepSpec, SweepOptions). Until sweepfile knows these two sections, they are taken
-    out before it reads the rest."""
-    rest = {k: v for k, v in data.items() if k not in _KEYS}
-    spec = parse_sweep(rest, path)
-    return spec, parse_options(data, path, spec)
+    """The whole sweep.toml: (SweepSpec, SweepOptions); the spec also holds both as ``early_stop``/``search``."""
+    spec = parse_sweep(data, path)
+    return spec, SweepOptions(early_stop=spec.early_stop, search=spec.search)
 
 
 def parse_options(data: dict, path: Path, spec: SweepSpec) -> SweepOptions:

@@ -1,0 +1,123 @@
+"""The poll's early-stopping step (sweep.toml ``[early_stop]``): apply the rule to the curves the poll just read,
+and end the losers through the scheduler, each by its own task, as ``stopped``.
+
+It runs after the attempts are decided and the logs read, and before the top-up, so the room a stopped run frees
+goes to waiting configs in the same poll. The rule itself is pure (:mod:`hpc_sweep.track.early_stop`); this module
+gathers its input from the state and writes its outcome:
+
+- each config's curve of the rule's metric is one curve across its attempts (a resumed run's epochs continue its
+  curve; an epoch logged again by a later attempt takes the later value);
+- a running config (its current attempt running, with a job id) may be stopped; every other config with a curve is
+  evidence (finished); a config resubmitted by hand after a stop is never stopped again (``early_stops.exempt``);
+- asha's record of the rung each run was judged at and kept is stored (``early_stops.rung``) between polls, and so
+  are the epoch a run was stopped at and its planned last epoch (the epochs saved);
+- a loser is ended by :func:`hpc_sweep.submit.cancel.end_runs`, the one way this tool ends a run early: only its
+  own task is cancelled, and a run whose exit marker is already in sight is left to the next poll.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import TYPE_CHECKING
+
+from hpc_sweep.common.errors import RuntimeFailure
+from hpc_sweep.state.states import ConfigState
+from hpc_sweep.track.early_stop import FINISHED, RUNNING, STOPPED, Curve, decide
+
+if TYPE_CHECKING:
+    from hpc_sweep.session import Session
+    from hpc_sweep.track.poll import PollReport
+
+_METRIC_COLUMNS = {"val_loss": "val_loss", "train_loss": "train_loss"}  # a metric names the epochs column it reads
+
+
+def stop_losers(session: Session, report: PollReport) -> set:
+    """Apply ``[early_stop]`` once. Returns the job ids of the tasks it ended (their room is free now)."""
+    spec = session.spec.early_stop
+    store = session.store
+    if spec is None:
+        return set()
+    configs = {name: (state, attempt) for name, state, attempt in store.query("SELECT name, state, attempt FROM configs")}
+    if not any(state == ConfigState.RUNNING for state, _ in configs.values()):
+        return set()
+    kept = store.early_stops()
+    curves, lasts = _curves(session, configs, kept, _METRIC_COLUMNS[spec.metric])
+    max_epochs = _max_epochs(session)
+    passed = {name: row.rung for name, row in kept.items() if row.rung is not None}
+    decision = decide(curves, spec, passed, max(max_epochs.values(), default=None))
+    newly_passed = [(rung, name) for name, rung in decision.passed.items() if passed.get(name) != rung]
+    stops = {stop.name: stop for stop in decision.stops}
+    ended: list = []
+    if stops:
+        running = [a for a in store.attempts(states=[ConfigState.RUNNING])
+                   if a.config in stops and a.job_id and a.attempt == configs[a.config][1]]
+        try:
+            ended = _end_as_stopped(session, running)
+        except RuntimeFailure as exc:  # the scheduler refused: nothing was recorded; the next poll judges again
+            report.notes.append(f"early stop: could not end {', '.join(sorted(stops))}: {exc}")
+    if not ended and not newly_passed:
+        return set()
+    now = time.time()
+    with store.transaction():
+        store.set_early_stops(("rung",), newly_passed)
+        for att in ended:
+            stop = stops[att.config]
+            store.update_attempt(att.config, att.attempt, reason=stop.reason, ended_at=att.ended_at or now)
+            store.set_config_state(att.config, ConfigState.STOPPED, stop.reason)
+            store.add_event("early_stop", stop.reason, att.config)
+            report.changes.append((att.config, ConfigState.RUNNING, ConfigState.STOPPED, stop.reason))
+        store.set_early_stops(("stopped_epoch", "max_epoch"),
+                              [(lasts.get(a.config), max_epochs.get(a.config), a.config) for a in ended])
+    if ended:
+        saved = sum(max(0, max_epochs[a.config] - lasts[a.config]) for a in ended
+                    if a.config in max_epochs and a.config in lasts)
+        report.notes.append(f"early stop: {len(ended)} run(s) stopped, {saved} epochs not trained; "
+                            "their room goes to waiting configs (hpc-sweep resubmit NAME brings one back)")
+    return {att.job_id for att in ended}
+
+
+def _end_as_stopped(session: Session, attempts: list) -> list:
+    """End these attempts as stopped (one scheduler command for all); the attempts ended, those already ended on
+    their own left out."""
+    from hpc_sweep.submit.cancel import end_runs
+
+    if not attempts:
+        return []
+    return end_runs(session, attempts, ConfigState.STOPPED, "early stop").ended
+
+
+def _curves(session: Session, configs: dict, kept: dict, column: str) -> tuple:
+    """The rule's curves (one per config with any epoch) and each config's last epoch."""
+    points: dict = {}
+    for config, _attempt, epoch, value in session.store.query(
+            f"SELECT config, attempt, epoch, {column} FROM epochs ORDER BY config, attempt, epoch"):
+        points.setdefault(config, {})[epoch] = value   # a later attempt's epoch replaces an earlier one's
+    running = _running_with_job(session)
+    curves, lasts = [], {}
+    for name, (state, _) in configs.items():
+        curve = points.get(name)
+        if not curve:
+            continue
+        lasts[name] = max(curve)
+        if state == ConfigState.STOPPED:
+            kind = STOPPED
+        elif state == ConfigState.RUNNING and name in running:
+            kind = RUNNING
+        else:
+            kind = FINISHED
+        exempt = bool(kept[name].exempt) if name in kept else False
+        curves.append(Curve(name, kind, tuple(sorted(curve.items())), keep=exempt))
+    return curves, lasts
+
+
+def _running_with_job(session: Session) -> set:
+    """Configs whose current attempt is running with a job id (what can be stopped)."""
+    return {row[0] for row in session.store.query(
+        "SELECT c.name FROM configs c JOIN attempts a ON a.config = c.name AND a.attempt = c.attempt "
+        f"WHERE a.state = '{ConfigState.RUNNING}' AND a.job_id IS NOT NULL")}
+
+
+def _max_epochs(session: Session) -> dict:
+    """Config -> its planned last epoch, as its log or config said (progress.max_epoch)."""
+    return {row[0]: row[1] for row in session.store.query(
+        "SELECT config, max_epoch FROM progress WHERE max_epoch IS NOT NULL")}
