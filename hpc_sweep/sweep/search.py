@@ -27,23 +27,17 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Iterable, NamedTuple, Optional
 
 from hpc_sweep.common.errors import UserError
+from hpc_sweep.state.schema import SCHEMA, table_of
+from hpc_sweep.state.states import FINAL, ConfigState, sql_list
 from hpc_sweep.sweep.expand import params_key
 
 if TYPE_CHECKING:
+    from hpc_sweep.common.layout import SweepPaths
+    from hpc_sweep.state.store import Store
     from hpc_sweep.sweep.options import SearchSpec
+    from hpc_sweep.sweep.sweepfile import SweepSpec
 
-TRIALS_DDL = """
-CREATE TABLE IF NOT EXISTS search_trials (
-    number INTEGER PRIMARY KEY,   -- Optuna's trial number: 0, 1, 2 ... in the order asked
-    config TEXT NOT NULL,         -- the config that runs it (a repeated suggestion: the earlier trial's config)
-    params TEXT NOT NULL,         -- JSON object, dotted key -> value exactly as written into the config
-    state TEXT NOT NULL,          -- running | complete | pruned | fail
-    value REAL,                   -- complete: the best value; pruned: the best value by `step`
-    step INTEGER,                 -- the last epoch told
-    asked_at REAL NOT NULL,
-    told_at REAL
-)
-"""
+TRIALS_DDL = next(s for s in SCHEMA if table_of(s) == "search_trials")  # the state's schema holds the table
 RUNNING, COMPLETE, PRUNED, FAIL = "running", "complete", "pruned", "fail"
 TRIAL_STATES = (RUNNING, COMPLETE, PRUNED, FAIL)
 ENDINGS = ("completed", "stopped", "failed")   # how a config ended, as :func:`outcome` is asked
@@ -179,6 +173,11 @@ def _as_written(spec: "SearchSpec", params: dict) -> dict:
     return written
 
 
+def require_optuna() -> None:
+    """Raise the one-line UserError when Optuna is missing (checked before a search sweep writes anything)."""
+    _optuna()
+
+
 def _optuna():
     try:
         import optuna
@@ -220,3 +219,57 @@ def record_told(conn: sqlite3.Connection, config: str, told: Told) -> None:
     """Every running trial of ``config`` (its own and repeats of it) ends as ``told``."""
     conn.execute("UPDATE search_trials SET state = ?, value = ?, step = ?, told_at = ? "
                  "WHERE config = ? AND state = ?", (told.state, told.value, told.step, time.time(), config, RUNNING))
+
+
+# --- the sweep: configs asked, outcomes told -----------------------------------------------------------------
+
+def recorded_param_sets(store: Optional["Store"]) -> list:
+    """The parameter sets of the recorded trials, each once, in trial order: what a search sweep's configs are
+    (generate writes them as it writes a grid's)."""
+    if store is None:
+        return []
+    seen, sets = set(), []
+    for row in read_trials(store.conn):
+        key = params_key(row.params)
+        if key not in seen:
+            seen.add(key)
+            sets.append(row.params)
+    return sets
+
+
+def ask_configs(spec: "SweepSpec", store: "Store", paths: "SweepPaths", room: int) -> list:
+    """Ask the sampler for up to ``room`` new configs (never past the budget) and write them as the next
+    configNNN. Every new config is checked first (nothing written on a bad one); the trials are recorded before
+    the files, so a crash in between leaves trials that the next generate writes. Returns the configs written."""
+    from hpc_sweep.sweep.generate import config_name, generate, plan
+
+    suggestions = ask(spec.search, read_trials(store.conn), room)
+    new = [s for s in suggestions if s.same_as is None]
+    if not suggestions:
+        return []
+    plan(spec, store, paths, extra=[s.params for s in new])  # raises UserError before anything is written
+    next_idx = max((row.idx for row in store.configs()), default=0) + 1
+    names = {s.number: config_name(next_idx + i) for i, s in enumerate(new)}
+    with store.transaction() as conn:
+        record_asked(conn, suggestions, names)
+    return generate(spec, store, paths).written
+
+
+def tell_ended(spec: "SweepSpec", store: "Store") -> list:
+    """Tell the sampler how the configs of running trials ended, from their curves of the search's metric:
+    completed, stopped (pruned), or failed (any other final state). Returns (config, Told) of those told."""
+    column = {"val_loss": "val_loss", "train_loss": "train_loss"}[spec.search.metric]
+    ended = store.query("SELECT DISTINCT t.config, c.state FROM search_trials t JOIN configs c ON c.name = t.config "
+                        f"WHERE t.state = '{RUNNING}' AND c.state IN ({sql_list(FINAL)})")
+    if not ended:
+        return []
+    told = []
+    for config, state in ended:
+        ending = {ConfigState.COMPLETED: "completed", ConfigState.STOPPED: "stopped"}.get(state, "failed")
+        points = {epoch: value for epoch, value in store.query(
+            f"SELECT epoch, {column} FROM epochs WHERE config = ? ORDER BY attempt, epoch", (config,))}
+        told.append((config, outcome(ending, points.items())))
+    with store.transaction() as conn:
+        for config, result in told:
+            record_told(conn, config, result)
+    return told

@@ -89,6 +89,8 @@ class SweepSpec:
         for extra in self.explicit:
             keys += list(extra)
         keys += [p.key for p in self.random_params]
+        if self.search is not None:
+            keys += [p.key for p in self.search.params]
         return list(dict.fromkeys(keys))
 
 
