@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import getpass
 import re
-from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from hpc_sweep.common import shell
 from hpc_sweep.common.errors import RuntimeFailure
@@ -47,12 +47,15 @@ class EndedRuns(NamedTuple):
     left_to_poll: list   # attempts that had ended on their own first: the next poll records how
 
 
-def end_runs(session: Session, attempts: Sequence, state: str, reason: str) -> EndedRuns:
+def end_runs(session: Session, attempts: Sequence, state: str, reason: str,
+             reasons: Optional[Mapping[str, str]] = None,
+             also_record: Optional[Callable[[list], None]] = None) -> EndedRuns:
     """End these active attempts (recorded, with a job id) in the scheduler and record them, and their configs
-    where it is the config's current attempt, as ``state`` with ``reason``: the one way this tool stops a run
-    early (cancel, an early stop). A whole submission is cancelled by its id where all its active tasks end, its
-    tasks one by one otherwise. The caller holds the sweep lock. Raises RuntimeFailure, recording nothing, when
-    the scheduler refuses."""
+    where it is the config's current attempt, as ``state`` with ``reason`` (``reasons``: config -> its own reason,
+    where it has one): the one way this tool stops a run early (cancel, an early stop). A whole submission is
+    cancelled by its id where all its active tasks end, its tasks one by one otherwise. ``also_record(ended)`` runs
+    inside the same transaction (what the caller keeps of them is written with their state, or not at all). The
+    caller holds the sweep lock. Raises RuntimeFailure, recording nothing, when the scheduler refuses."""
     store, adapter = session.store, session.scheduler
     attempts = [a for a in attempts if a.job_id]
     # A task that ended on its own first is not ended by us: how it ended (completed whole, perhaps) is the next
@@ -71,11 +74,15 @@ def end_runs(session: Session, attempts: Sequence, state: str, reason: str) -> E
     left = [a for a in attempts if (a.config, a.attempt) in ended_first]
     ended = [a for a in attempts if (a.config, a.attempt) not in ended_first]
     current = {c.name: c.attempt for c in store.configs()}
+    reasons = reasons or {}
     with store.transaction():
         for att in ended:
-            store.update_attempt(att.config, att.attempt, state=state, reason=reason)
+            why = reasons.get(att.config, reason)
+            store.update_attempt(att.config, att.attempt, state=state, reason=why)
             if current.get(att.config) == att.attempt:
-                store.set_config_state(att.config, state, reason)
+                store.set_config_state(att.config, state, why)
+        if also_record is not None:
+            also_record(ended)
     return EndedRuns(ids, ended, left)
 
 

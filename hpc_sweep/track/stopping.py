@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from hpc_sweep.common.errors import RuntimeFailure
 from hpc_sweep.state.states import ConfigState
+from hpc_sweep.submit.cancel import end_runs
 from hpc_sweep.track.early_stop import FINISHED, RUNNING, STOPPED, Curve, decide
 
 if TYPE_CHECKING:
@@ -48,42 +49,36 @@ def stop_losers(session: Session, report: PollReport) -> set:
     newly_passed = [(rung, name) for name, rung in decision.passed.items() if passed.get(name) != rung]
     stops = {stop.name: stop for stop in decision.stops}
     ended: list = []
-    if stops:
-        running = [a for a in store.attempts(states=[ConfigState.RUNNING])
-                   if a.config in stops and a.job_id and a.attempt == configs[a.config][1]]
+    now = time.time()
+
+    def record(attempts: list) -> None:  # inside end_runs' transaction: kept with the stopped state, or not at all
+        for att in attempts:
+            store.update_attempt(att.config, att.attempt, ended_at=att.ended_at or now)
+            store.add_event("early_stop", stops[att.config].reason, att.config)
+        store.set_early_stops(("rung",), newly_passed)
+        store.set_early_stops(("stopped_epoch", "max_epoch"),
+                              [(lasts.get(a.config), max_epochs.get(a.config), a.config) for a in attempts])
+
+    running = [a for a in store.attempts(states=[ConfigState.RUNNING])
+               if a.config in stops and a.job_id and a.attempt == configs[a.config][1]]
+    if running:
         try:
-            ended = _end_as_stopped(session, running)
+            ended = end_runs(session, running, ConfigState.STOPPED, "early stop",
+                             reasons={name: stop.reason for name, stop in stops.items()}, also_record=record).ended
         except RuntimeFailure as exc:  # the scheduler refused: nothing was recorded; the next poll judges again
             report.notes.append(f"early stop: could not end {', '.join(sorted(stops))}: {exc}")
-    if not ended and not newly_passed:
-        return set()
-    now = time.time()
-    with store.transaction():
-        store.set_early_stops(("rung",), newly_passed)
-        for att in ended:
-            stop = stops[att.config]
-            store.update_attempt(att.config, att.attempt, reason=stop.reason, ended_at=att.ended_at or now)
-            store.set_config_state(att.config, ConfigState.STOPPED, stop.reason)
-            store.add_event("early_stop", stop.reason, att.config)
-            report.changes.append((att.config, ConfigState.RUNNING, ConfigState.STOPPED, stop.reason))
-        store.set_early_stops(("stopped_epoch", "max_epoch"),
-                              [(lasts.get(a.config), max_epochs.get(a.config), a.config) for a in ended])
+            return set()
+    if not running and newly_passed:
+        with store.transaction():
+            record([])
+    for att in ended:
+        report.changes.append((att.config, ConfigState.RUNNING, ConfigState.STOPPED, stops[att.config].reason))
     if ended:
         saved = sum(max(0, max_epochs[a.config] - lasts[a.config]) for a in ended
                     if a.config in max_epochs and a.config in lasts)
         report.notes.append(f"early stop: {len(ended)} run(s) stopped, {saved} epochs not trained; "
                             "their room goes to waiting configs (hpc-sweep resubmit NAME brings one back)")
     return {att.job_id for att in ended}
-
-
-def _end_as_stopped(session: Session, attempts: list) -> list:
-    """End these attempts as stopped (one scheduler command for all); the attempts ended, those already ended on
-    their own left out."""
-    from hpc_sweep.submit.cancel import end_runs
-
-    if not attempts:
-        return []
-    return end_runs(session, attempts, ConfigState.STOPPED, "early stop").ended
 
 
 def _curves(session: Session, configs: dict, kept: dict, column: str) -> tuple:
