@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Union
 
 from test_local_runner import Sweep, make_sweep, sweeps, trainer_command, wait_until  # noqa: F401 (fixture)
 
@@ -35,11 +36,12 @@ def poll_until_final(sweep: Sweep, timeout: float) -> dict:
     return wait_until(final, timeout, "every config to end", interval=0.2)
 
 
-def logged_epochs(sweep: Sweep, config: str) -> list:
-    """Every epoch the trainer logged for ``config``, over all its run folders (a resume starts a new one), in
-    the order of the folders' names (their start times)."""
+def logged_epochs(sweep: Union[Sweep, Path], config: str) -> list:
+    """Every epoch the demo trainer logged for ``config`` (of a sweep, or the sweep folder), over all its run
+    folders (a resume starts a new one), in the order of the folders' names (their start times)."""
+    root = sweep if isinstance(sweep, Path) else sweep.root
     epochs = []
-    for log in sorted((sweep.root / "outputs" / config).glob("*/deepx.log")):
+    for log in sorted((root / "outputs" / config).glob("*/deepx.log")):
         epochs += [int(n) for n in EPOCH_LINE.findall(log.read_text())]
     return epochs
 

@@ -5,10 +5,10 @@ goes to a waiting config in the same poll. Each run's own log is read, not only 
 from __future__ import annotations
 
 import re
-from pathlib import Path
 
 import pytest
 from cluster_sweeps import SLURM_SITE, by_config, hpc, make_user_sweep, status
+from test_early_stop_local import logged_epochs
 
 from hpc_sweep.state.states import UNFINISHED
 
@@ -36,16 +36,6 @@ rule = "asha"
 min_epochs = 3
 reduction = 3
 """
-EPOCH_LINE = re.compile(r"\[train\] Epoch (\d+) \|")
-
-
-def logged_epochs(root: Path, config: str) -> list:
-    epochs = []
-    for log in sorted((root / "outputs" / config).glob("*/deepx.log")):
-        epochs += [int(n) for n in EPOCH_LINE.findall(log.read_text())]
-    return epochs
-
-
 def test_a_losing_task_is_stopped_alone_and_its_room_used_in_the_same_poll(slurm_cluster):
     cluster = slurm_cluster
     root = make_user_sweep(cluster, "estop", "{root}/run.sh {{config}}", BODY, site=SLURM_SITE,

@@ -136,7 +136,8 @@ def _rungs(reader: _Reader, table: dict, min_epochs: int) -> Optional[tuple]:
     if rungs is None:
         return None
     if not rungs or not all(isinstance(r, int) and not isinstance(r, bool) for r in rungs):
-        raise reader.fail("early_stop.rungs", f"must be a list of epochs, not {rungs!r}", fix="e.g. rungs = [10, 30, 90]")
+        raise reader.fail("early_stop.rungs", f"must be a list of epochs, not {rungs!r}",
+                          fix="e.g. rungs = [10, 30, 90]")
     if any(b <= a for a, b in zip(rungs, rungs[1:])):
         raise reader.fail("early_stop.rungs", f"{rungs} must increase", fix="list each epoch once, in order")
     if rungs[0] < min_epochs:
@@ -208,4 +209,5 @@ def _refuse_other_spaces(reader: _Reader, spec: SweepSpec) -> None:
     for section, given in others:
         if given:
             raise reader.fail("search", f"cannot be combined with [{section}]: the search picks every config",
-                              fix=f"remove [{section}] (keep its values as [search.params] choices), or remove [search]")
+                              fix=f"remove [{section}] (keep its values as [search.params] choices), "
+                              "or remove [search]")

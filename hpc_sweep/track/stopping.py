@@ -38,7 +38,8 @@ def stop_losers(session: Session, report: PollReport) -> set:
     store = session.store
     if spec is None:
         return set()
-    configs = {name: (state, attempt) for name, state, attempt in store.query("SELECT name, state, attempt FROM configs")}
+    rows = store.query("SELECT name, state, attempt FROM configs")
+    configs = {name: (state, attempt) for name, state, attempt in rows}
     if not any(state == ConfigState.RUNNING for state, _ in configs.values()):
         return set()
     kept = store.early_stops()
