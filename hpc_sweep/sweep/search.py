@@ -224,12 +224,15 @@ def record_told(conn: sqlite3.Connection, config: str, told: Told) -> None:
 # --- the sweep: configs asked, outcomes told -----------------------------------------------------------------
 
 def recorded_param_sets(store: Optional["Store"]) -> list:
-    """The parameter sets of the recorded trials, each once, in trial order: what a search sweep's configs are
-    (generate writes them as it writes a grid's)."""
+    """What a search sweep's configs are (generate writes them as it writes a grid's): the configs it has, in
+    number order, then the parameter sets of recorded trials not written yet, each once, in trial order. (A state
+    rebuilt by ``hpc-sweep repair`` has the configs but no trials: they stay, and the search starts again.)"""
     if store is None:
         return []
-    seen, sets = set(), []
-    for row in read_trials(store.conn):
+    sets = [row.params for row in sorted(store.configs(), key=lambda row: row.idx)]
+    seen = {params_key(params) for params in sets}
+    conn = getattr(store, "conn", None)  # repair plans with a stand-in that only lists configs
+    for row in read_trials(conn) if conn is not None else ():
         key = params_key(row.params)
         if key not in seen:
             seen.add(key)
