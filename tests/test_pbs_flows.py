@@ -213,3 +213,26 @@ def test_early_stop_deletes_only_the_losing_task(tmp_path, flavor):
     snap = states(root, env)
     assert snap["config002"]["state"] == "stopped" and snap["config002"]["epochs_saved"] == 60 - 2  # the base: 60
     assert snap["config001"]["state"] == "running" and snap["config003"]["state"] == "pending"
+
+
+def test_early_stop_judges_a_run_once_per_rung_across_polls(tmp_path):
+    """asha's record of the rung each run passed lives in the state: config001, kept at rung 2 when it arrived
+    first, is not judged there again by a later poll in which a better run arrives (it would be stopped then)."""
+    root = make_sweep(tmp_path, "pbspro")
+    with open(root / "sweep.toml", "a") as handle:
+        handle.write('[early_stop]\nrule = "asha"\nmin_epochs = 2\nreduction = 2\nrungs = [2]\n')
+    env = fakepbs.environ(tmp_path, "pbspro")
+    assert hpc(root, env, "generate", str(root)).returncode == 0
+    assert hpc(root, env, "submit", str(root)).returncode == 0
+    submission = states(root, env)["config001"]["job_id"].replace("[0]", "[]")
+    fakepbs.set_state(submission, 0, "R", path=env["FAKE_PBS_STATE"])
+    fakepbs.set_state(submission, 1, "R", path=env["FAKE_PBS_STATE"])
+    fake_run_folder(root, "config001", epochs=(1, 2), val=1.0)
+    fake_run_folder(root, "config002", epochs=(1,), val=1.0)
+    assert hpc(root, env, "poll", str(root), "--force").returncode == 0
+    fake_run_folder(root, "config002", epochs=(1, 2), val=0.2)  # now the best at rung 2
+    polled = hpc(root, env, "poll", str(root), "--force")
+    assert polled.returncode == 0, polled.stderr
+    snap = states(root, env)
+    assert snap["config001"]["state"] == "running" and snap["config002"]["state"] == "running", polled.stdout
+    assert not [c for c in fakepbs.calls(env["FAKE_PBS_LOG"]) if c[0] == "qdel"]
