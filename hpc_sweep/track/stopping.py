@@ -38,6 +38,10 @@ def stop_losers(session: Session, report: PollReport) -> set:
     store = session.store
     if spec is None:
         return set()
+    # A decision changes only with new epochs: none read since the last one, nothing to judge (and no curve read).
+    read_at = store.query("SELECT MAX(updated_at) FROM progress")[0][0]
+    if read_at is None or str(read_at) == store.get_meta("early_stop_judged_at"):
+        return set()
     rows = store.query("SELECT name, state, attempt FROM configs")
     configs = {name: (state, attempt) for name, state, attempt in rows}
     if not any(state == ConfigState.RUNNING for state, _ in configs.values()):
@@ -59,6 +63,7 @@ def stop_losers(session: Session, report: PollReport) -> set:
         store.set_early_stops(("rung",), newly_passed)
         store.set_early_stops(("stopped_epoch", "max_epoch"),
                               [(lasts.get(a.config), max_epochs.get(a.config), a.config) for a in attempts])
+        store.set_meta("early_stop_judged_at", str(read_at))
 
     running = [a for a in store.attempts(states=[ConfigState.RUNNING])
                if a.config in stops and a.job_id and a.attempt == configs[a.config][1]]
@@ -69,7 +74,7 @@ def stop_losers(session: Session, report: PollReport) -> set:
         except RuntimeFailure as exc:  # the scheduler refused: nothing was recorded; the next poll judges again
             report.notes.append(f"early stop: could not end {', '.join(sorted(stops))}: {exc}")
             return set()
-    if not running and newly_passed:
+    if not running:
         with store.transaction():
             record([])
     for att in ended:
