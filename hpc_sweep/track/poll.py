@@ -31,8 +31,8 @@ from hpc_sweep.track.duplicates import check_duplicates
 from hpc_sweep.track.edited import check_edited
 from hpc_sweep.track.markers import read_markers
 from hpc_sweep.track.resume import resume_ended
-from hpc_sweep.track.snapshot import write_snapshots
 from hpc_sweep.track.searching import grow_search
+from hpc_sweep.track.snapshot import write_snapshots
 from hpc_sweep.track.stopping import stop_losers
 from hpc_sweep.track.stuck import mark_stuck
 
