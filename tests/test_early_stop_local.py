@@ -77,6 +77,9 @@ def test_losers_stop_early_the_winner_trains_whole_and_a_stopped_config_resubmit
     summary = json.loads(sweep.cli("status", str(sweep.root), "--format", "json").stdout)
     assert summary["counts"]["stopped"] == len(stopped) and summary["epochs_saved"] == saved
     assert "stopped" in (sweep.root / "status.md").read_text()
+    sweep.cli("report", str(sweep.root), "--out", str(sweep.root / "report.md"))
+    assert (f"Early stopping ended {len(stopped)} run(s) before their last epoch: {saved} epochs not trained"
+            in (sweep.root / "report.md").read_text())
 
     # resubmit brings one back from its checkpoint; it trains on to the end and is not stopped again.
     back = stopped[0]
