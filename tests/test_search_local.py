@@ -79,6 +79,16 @@ def test_a_search_asks_as_room_appears_and_learns_from_the_runs(tmp_path: Path, 
     sweep.cli("poll", str(sweep.root), "--force")
     assert len(trials(sweep.root)) == BUDGET and not (sweep.root / "configs" / "config007.toml").exists()
 
+    # A stopped config brought back by hand: its trial runs again and is told how the new run ended.
+    stopped = sorted(name for name, c in states.items() if c["state"] == "stopped")
+    assert stopped, states
+    sweep.cli("resubmit", str(sweep.root), stopped[0])
+    states = poll_until_final(sweep, 150)
+    assert states[stopped[0]]["state"] == "completed" and logged_epochs(sweep, stopped[0])[-1] == MAX_EPOCH
+    told = {config: (state, value) for _, config, _, state, value in trials(sweep.root)}
+    assert told[stopped[0]] == ("complete", pytest.approx(states[stopped[0]]["best_val_loss"], rel=1e-6))
+    assert len(trials(sweep.root)) == BUDGET
+
 
 def test_a_grid_beside_search_is_refused_in_one_line(tmp_path: Path) -> None:
     sweep = search_sweep(tmp_path, {**SEARCH, "grid": {"process.train.dataloader.batch_size": [8, 16]}}, base_env())

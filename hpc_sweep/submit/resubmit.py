@@ -9,6 +9,7 @@ from hpc_sweep.common.durations import parse_duration
 from hpc_sweep.common.errors import UserError
 from hpc_sweep.state.states import ACTIVE, ConfigState
 from hpc_sweep.submit.submitting import SubmitReport, submit
+from hpc_sweep.sweep.search import reopen
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
@@ -35,5 +36,7 @@ def resubmit(session: Session, names: Sequence[str], walltime: Optional[str], fr
                                (mode, f"resubmitted by hand ({mode})", seconds, name))
             store.add_event("resubmit", f"{mode}" + (f", walltime {walltime}" if walltime else ""), name)
         # Brought back by hand after an early stop: the rule must not stop it again (it would, at once).
-        store.set_early_stops(("exempt",), [(1, name) for name in names if configs[name].state == ConfigState.STOPPED])
+        store.set_early_stops(("exempt",), [(1, n) for n in names if configs[n].state == ConfigState.STOPPED])
+        if session.spec.search is not None:  # the sampler hears how the new run ends
+            reopen(store.conn, names)
     return submit(session, only=list(names))

@@ -215,6 +215,12 @@ def record_asked(conn: sqlite3.Connection, suggestions: list, configs: dict) -> 
                       for n, c, p, st, v, step in rows])
 
 
+def reopen(conn: sqlite3.Connection, configs: Iterable[str]) -> None:
+    """Configs run again (resubmit): their trials are running again, and told again when the new run ends."""
+    conn.executemany("UPDATE search_trials SET state = ?, told_at = NULL WHERE config = ?",
+                     [(RUNNING, config) for config in configs])
+
+
 def record_told(conn: sqlite3.Connection, config: str, told: Told) -> None:
     """Every running trial of ``config`` (its own and repeats of it) ends as ``told``."""
     conn.execute("UPDATE search_trials SET state = ?, value = ?, step = ?, told_at = ? "
