@@ -414,6 +414,8 @@ def check_settled(sweep: ModelSweep, cancelled_by_user: dict, still_saying: Opti
             allowed.add("cancelled")  # cancelled by the user after this task was accepted
         if last.state == "CANCELLED" and not whole and sweep.early_stop:
             allowed.add("stopped")  # [early_stop] cancelled its task (check_stops says it was a loser)
+            if name not in cancelled_by_user:  # only a stop cancels: a poll killed around it must still say so
+                allowed.discard("cancelled")
         assert shown["state"] in allowed, what
         if last.state in ("TIMEOUT", "NODE_FAIL") and shown["state"] not in ("cancelled", "lost"):
             assert last.attempt > MAX_RETRIES, what + f"; not resumed though max_retries is {MAX_RETRIES}"

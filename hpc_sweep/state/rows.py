@@ -117,6 +117,8 @@ class EarlyStopRow(NamedTuple):
     stopped_epoch: Optional[int]  # the last epoch it had logged when it was stopped (None: not stopped)
     max_epoch: Optional[int]      # its planned last epoch then (epochs saved = max_epoch - stopped_epoch)
     exempt: int                   # 1: resubmitted by hand after a stop, never stopped again
+    stopping_attempt: Optional[int]  # a stop sent (or about to be) for this attempt and not recorded yet
+    stopping_reason: Optional[str]
 
 
 def columns(row: type, alias: str = "") -> str:

@@ -105,7 +105,9 @@ CREATE TABLE IF NOT EXISTS early_stops (
     rung INTEGER,                 -- asha: the highest rung the run was judged at and kept
     stopped_epoch INTEGER,        -- the last epoch it had logged when stopped
     max_epoch INTEGER,            -- its planned last epoch then
-    exempt INTEGER NOT NULL DEFAULT 0  -- resubmitted by hand after a stop: never stopped again
+    exempt INTEGER NOT NULL DEFAULT 0,  -- resubmitted by hand after a stop: never stopped again
+    stopping_attempt INTEGER,     -- a stop sent (or about to be) for this attempt, not recorded yet
+    stopping_reason TEXT          -- its reason
 );
 CREATE TABLE IF NOT EXISTS search_trials (
     number INTEGER PRIMARY KEY,   -- [search] (hpc_sweep.sweep.search): Optuna's trial number, 0, 1, 2 ... as asked

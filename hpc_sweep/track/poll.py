@@ -33,7 +33,7 @@ from hpc_sweep.track.markers import read_markers
 from hpc_sweep.track.resume import resume_ended
 from hpc_sweep.track.searching import grow_search
 from hpc_sweep.track.snapshot import write_snapshots
-from hpc_sweep.track.stopping import stop_losers
+from hpc_sweep.track.stopping import settle_stops, stop_losers
 from hpc_sweep.track.stuck import mark_stuck
 
 if TYPE_CHECKING:
@@ -209,6 +209,7 @@ def _poll(session: Session, reading: LogReading, force: bool, submit_waiting: bo
         apply_markers_only(session, report, now)
     update_progress(session, report, reading)
     check_completed(session, report)  # "completed" needs evidence of training, from the logs just read
+    settle_stops(session, report)  # stops a killed poll sent but did not record: before any resume
     resume_ended(session, report)
     if records is not None:  # the scheduler answered: the states are fresh and a loser's task can be ended
         stopped = stop_losers(session, report)

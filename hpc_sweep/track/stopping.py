@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from hpc_sweep.common.errors import RuntimeFailure
-from hpc_sweep.state.states import ConfigState
+from hpc_sweep.state.states import ACTIVE, UNSUCCESSFUL, ConfigState
 from hpc_sweep.submit.cancel import end_runs
 from hpc_sweep.track.early_stop import FINISHED, RUNNING, STOPPED, Curve, decide
 
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from hpc_sweep.session import Session
     from hpc_sweep.track.poll import PollReport
 
+# How an attempt our stop ended may have been recorded by a poll that did not know of the stop.
+STOPPED_BY_US = (UNSUCCESSFUL | {ConfigState.CANCELLED}) - {ConfigState.STOPPED}
 _METRIC_COLUMNS = {"val_loss": "val_loss", "train_loss": "train_loss"}  # a metric names the epochs column it reads
 
 
@@ -63,16 +65,25 @@ def stop_losers(session: Session, report: PollReport) -> set:
         store.set_early_stops(("rung",), newly_passed)
         store.set_early_stops(("stopped_epoch", "max_epoch"),
                               [(lasts.get(a.config), max_epochs.get(a.config), a.config) for a in attempts])
+        store.set_early_stops(("stopping_attempt", "stopping_reason"), [(None, None, a.config) for a in running])
         store.set_meta("early_stop_judged_at", str(read_at))
 
     running = [a for a in store.attempts(states=[ConfigState.RUNNING])
                if a.config in stops and a.job_id and a.attempt == configs[a.config][1]]
     if running:
+        # The stops are written down before the scheduler is asked: a poll killed between the two leaves the
+        # cancelled tasks to settle_stops, which records them as stopped rather than cancelled.
+        with store.transaction():
+            store.set_early_stops(("stopping_attempt", "stopping_reason"),
+                                  [(a.attempt, stops[a.config].reason, a.config) for a in running])
         try:
             ended = end_runs(session, running, ConfigState.STOPPED, "early stop",
                              reasons={name: stop.reason for name, stop in stops.items()}, also_record=record).ended
         except RuntimeFailure as exc:  # the scheduler refused: nothing was recorded; the next poll judges again
             report.notes.append(f"early stop: could not end {', '.join(sorted(stops))}: {exc}")
+            with store.transaction():
+                store.set_early_stops(("stopping_attempt", "stopping_reason"),
+                                      [(None, None, a.config) for a in running])
             return set()
     if not running:
         with store.transaction():
@@ -85,6 +96,31 @@ def stop_losers(session: Session, report: PollReport) -> set:
         report.notes.append(f"early stop: {len(ended)} run(s) stopped, {saved} epochs not trained; "
                             "their room goes to waiting configs (hpc-sweep resubmit NAME brings one back)")
     return {att.job_id for att in ended}
+
+
+def settle_stops(session: Session, report: PollReport) -> None:
+    """Stops sent by a poll that did not live to record them: an attempt that ended without success since (the
+    scheduler's CANCELLED for our cancel, or what its exit marker says of the signal) was stopped, and is recorded
+    so; one still running or that completed never got the stop, and is judged again. Runs before resume_ended, so
+    a stopped run is never taken for one to resume."""
+    if session.spec.early_stop is None:
+        return
+    store = session.store
+    sent = store.query("SELECT e.config, e.stopping_attempt, e.stopping_reason, a.state, c.attempt FROM early_stops e "
+                       "JOIN attempts a ON a.config = e.config AND a.attempt = e.stopping_attempt "
+                       "JOIN configs c ON c.name = e.config WHERE e.stopping_attempt IS NOT NULL")
+    settled = [row for row in sent if row[3] not in ACTIVE]
+    if not settled:
+        return
+    with store.transaction():
+        for config, attempt, reason, state, current in settled:
+            if state in STOPPED_BY_US:
+                store.update_attempt(config, attempt, state=ConfigState.STOPPED, reason=reason)
+                if current == attempt:
+                    store.set_config_state(config, ConfigState.STOPPED, reason)
+                store.add_event("early_stop", reason, config)
+                report.changes.append((config, state, ConfigState.STOPPED, reason))
+        store.set_early_stops(("stopping_attempt", "stopping_reason"), [(None, None, row[0]) for row in settled])
 
 
 def _curves(session: Session, configs: dict, kept: dict, column: str) -> tuple:
