@@ -92,10 +92,18 @@ def generate(sweep_dir: Path, force: bool, dry_run: bool) -> None:
                 store.close()
         _say(f"{len(planned)} configs would be generated (nothing written)")
         return
+    if spec.search is not None:
+        from hpc_sweep.sweep.search import require_optuna
+
+        require_optuna()
     # A first generate checks everything before the state folder exists: bad input leaves no file behind.
     planned = None if paths.db.exists() else plan(spec, None, paths)
     with Session.for_spec(spec, create=True) as session:
         result = run_generate(spec, session.store, paths, force=force, planned=planned)
+        if spec.search is not None:  # [search]: the first configs are asked for now, the next ones by the polls
+            from hpc_sweep.track.searching import grow_search
+
+            result.written += grow_search(session, result.notes, fail=True)
     for line in result.notes:
         _say(f"note: {line}")
     for line in result.warnings:

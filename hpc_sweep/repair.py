@@ -269,7 +269,7 @@ def _retired_rows(spec: SweepSpec, paths: SweepPaths, known: list[_Found], retir
     from hpc_sweep.sweep.generate import plan
 
     only_these = dataclasses.replace(spec, grid={}, zips=[], explicit=[r.params for r in retired],
-                                     random_count=0, random_params=[])
+                                     random_count=0, random_params=[], search=None)
     try:
         planned = plan(only_these, _Known(known + retired), paths)
     except UserError as exc:

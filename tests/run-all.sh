@@ -53,7 +53,7 @@ wheel="${wheels[0]}"
 echo "installing $(basename "$wheel") with its test extras into a fresh virtual environment"
 "$python" -m venv "$work/venv"
 "$work/venv/bin/python" -m pip install -q --upgrade pip
-"$work/venv/bin/python" -m pip install -q "$wheel[test,plot]"
+"$work/venv/bin/python" -m pip install -q "$wheel[test,plot,search]"  # search: Optuna, for the [search] tests
 echo "built and installed in $((SECONDS - started)) s"
 
 args=()

@@ -56,7 +56,7 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from standin.harness import ModelSweep
 
-FINAL_STATES = {"completed", "failed", "timeout", "oom", "cancelled", "node_fail", "preempted", "lost"}
+FINAL_STATES = {"completed", "failed", "timeout", "oom", "cancelled", "node_fail", "preempted", "lost", "stopped"}
 OPEN_STATES = {"generated", "waiting", "pending", "running"}
 EXPECTED = {"COMPLETED": "completed", "FAILED": "failed", "TIMEOUT": "timeout", "NODE_FAIL": "node_fail",
             "CANCELLED": "cancelled"}
@@ -98,6 +98,7 @@ class BasicFaults(RuleBasedStateMachine):
     open show waiting or generated)."""
 
     KNOWN_EVERY_STEP = False
+    EARLY_STOP = False
 
     def __init__(self):
         super().__init__()
@@ -114,7 +115,7 @@ class BasicFaults(RuleBasedStateMachine):
     def site(self, configs, cap, accounting, throttle, foreign_job):
         self.tmp = Path(tempfile.mkdtemp(prefix="hpcs-model-"))
         self.sweep = ModelSweep(self.tmp, configs=configs, cap=cap, accounting=accounting, throttle=throttle,
-                                foreign_job=foreign_job, max_retries=MAX_RETRIES)
+                                foreign_job=foreign_job, max_retries=MAX_RETRIES, early_stop=self.EARLY_STOP)
 
     @property
     def slurm(self):
@@ -196,6 +197,8 @@ class BasicFaults(RuleBasedStateMachine):
             return
         self.broken = True
         check_every_step(self.sweep, self.KNOWN_EVERY_STEP)
+        if self.EARLY_STOP:
+            check_stops(self.sweep)
         if self.poll_finished:
             check_exit_markers_end_runs(self.sweep)
         self.poll_finished = False
@@ -308,6 +311,21 @@ def check_every_step(sweep: ModelSweep, known: bool = True) -> None:
         check_accepted_are_known(sweep)
 
 
+def check_stops(sweep: ModelSweep) -> None:
+    """[early_stop]: config001 (the best first epoch of all) is never stopped; a stopped config's last task was
+    cancelled by the stand-in (its own task only: no other config of that array ended with it) after its first
+    epoch, and its command did not run whole."""
+    status = sweep.status()
+    assert status["config001"]["state"] != "stopped", f"the best run was stopped: {status['config001']}"
+    for name, shown in status.items():
+        if shown["state"] != "stopped":
+            continue
+        assert shown["reason"].startswith("early stop: "), shown
+        assert not sweep.ran_whole(name, shown["attempt"]), f"{name} is stopped but its command ran whole"
+        task = [t for t in sweep.slurm.tasks() if t.task_id == shown["job_id"]]
+        assert task and task[0].state == "CANCELLED", f"{name} is stopped; the stand-in has {task}"
+
+
 def check_accepted_are_known(sweep: ModelSweep) -> None:
     slurm, status = sweep.slurm, sweep.status()
     for task in slurm.tasks():
@@ -394,6 +412,10 @@ def check_settled(sweep: ModelSweep, cancelled_by_user: dict, still_saying: Opti
             allowed.add("lost")  # no accounting, no exit marker: nobody can know more
         if cancelled_by_user.get(name, -1) >= _accepted_index(slurm, last) and not whole:
             allowed.add("cancelled")  # cancelled by the user after this task was accepted
+        if last.state == "CANCELLED" and not whole and sweep.early_stop:
+            allowed.add("stopped")  # [early_stop] cancelled its task (check_stops says it was a loser)
+            if name not in cancelled_by_user:  # only a stop cancels: a poll killed around it must still say so
+                allowed.discard("cancelled")
         assert shown["state"] in allowed, what
         if last.state in ("TIMEOUT", "NODE_FAIL") and shown["state"] not in ("cancelled", "lost"):
             assert last.attempt > MAX_RETRIES, what + f"; not resumed though max_retries is {MAX_RETRIES}"
@@ -430,6 +452,17 @@ TestBasicFaults.settings = _SETTINGS
 
 TestExactlyOnce = ExactlyOnce.TestCase
 TestExactlyOnce.settings = _SETTINGS
+
+
+class EarlyStops(BasicFaults):
+    """BasicFaults on a sweep with [early_stop] (asha at epoch 1): polls stop losing runs through scancel of their
+    own task while kills, refusals, resumes and resubmits go on; every invariant holds, and check_stops."""
+
+    EARLY_STOP = True
+
+
+TestEarlyStops = EarlyStops.TestCase
+TestEarlyStops.settings = _SETTINGS
 
 
 # ------------------------------------------------------------------------------------------------------------

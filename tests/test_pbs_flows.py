@@ -51,13 +51,14 @@ def make_sweep(tmp_path: Path, flavor: str) -> Path:
     return root
 
 
-def fake_run_folder(root: Path, config: str, stamp: str = "2026-11-23_10-00-00", epochs=(1, 2, 3)) -> None:
+def fake_run_folder(root: Path, config: str, stamp: str = "2026-11-23_10-00-00", epochs=(1, 2, 3),
+                    val: float = 1.2) -> None:
     """What a DeepH run leaves: a log and a saved model (before a walltime kill, or at its end). A run that exits
     0 counts as completed only with epochs in its log."""
     run = root / "outputs" / config / stamp
     (run / "model" / "params" / "latest.pytree" / f"epoch_{epochs[-1]}").mkdir(parents=True)
     lines = [f"[ 11.23-10:0{e}:00 ] [train] Epoch {e} | Time 1.0 s | Train-Loss {1.0 / e:.6e} | "
-             f"Val-Loss {1.2 / e:.6e} | Scale 1.0" for e in epochs]
+             f"Val-Loss {val / e:.6e} | Scale 1.0" for e in epochs]
     (run / "deepx.log").write_text("\n".join(lines) + "\n")
 
 
@@ -186,3 +187,52 @@ def test_manual_resubmit_with_new_walltime_and_fresh_start(tmp_path):
     last = [c for c in fakepbs.calls(env["FAKE_PBS_LOG"]) if c[0] == "qsub"][-1]
     script = Path(last[1]).read_text()
     assert "#PBS -l walltime=02:00:00" in script and "#PBS -J" not in script
+
+
+@pytest.mark.parametrize("flavor", ["pbspro", "torque"])
+def test_early_stop_deletes_only_the_losing_task(tmp_path, flavor):
+    """[early_stop] on PBS Pro and Torque: the poll judges two running configs at rung 2 and qdels only the worse
+    one's own array task (its exact id); the winner and the queued config are left alone."""
+    root = make_sweep(tmp_path, flavor)
+    with open(root / "sweep.toml", "a") as handle:
+        handle.write('[early_stop]\nrule = "asha"\nmin_epochs = 2\nreduction = 2\nrungs = [2]\n')
+    env = fakepbs.environ(tmp_path, flavor)
+    assert hpc(root, env, "generate", str(root)).returncode == 0
+    assert hpc(root, env, "submit", str(root)).returncode == 0
+    snap = states(root, env)
+    submission = snap["config001"]["job_id"].replace("[0]", "[]")
+    fakepbs.set_state(submission, 0, "R", path=env["FAKE_PBS_STATE"])
+    fakepbs.set_state(submission, 1, "R", path=env["FAKE_PBS_STATE"])
+    fake_run_folder(root, "config001", epochs=(1, 2), val=0.5)
+    fake_run_folder(root, "config002", epochs=(1, 2), val=1.5)
+    polled = hpc(root, env, "poll", str(root), "--force")
+    assert polled.returncode == 0, polled.stderr
+    assert "config002: running -> stopped (early stop: best val 0.75 at epoch 2; rung 2 keeps ≤ 0.25" in polled.stdout
+    qdels = [c for c in fakepbs.calls(env["FAKE_PBS_LOG"]) if c[0] == "qdel"]
+    assert qdels == [["qdel", snap["config002"]["job_id"]]], qdels
+    snap = states(root, env)
+    assert snap["config002"]["state"] == "stopped" and snap["config002"]["epochs_saved"] == 60 - 2  # the base: 60
+    assert snap["config001"]["state"] == "running" and snap["config003"]["state"] == "pending"
+
+
+def test_early_stop_judges_a_run_once_per_rung_across_polls(tmp_path):
+    """asha's record of the rung each run passed lives in the state: config001, kept at rung 2 when it arrived
+    first, is not judged there again by a later poll in which a better run arrives (it would be stopped then)."""
+    root = make_sweep(tmp_path, "pbspro")
+    with open(root / "sweep.toml", "a") as handle:
+        handle.write('[early_stop]\nrule = "asha"\nmin_epochs = 2\nreduction = 2\nrungs = [2]\n')
+    env = fakepbs.environ(tmp_path, "pbspro")
+    assert hpc(root, env, "generate", str(root)).returncode == 0
+    assert hpc(root, env, "submit", str(root)).returncode == 0
+    submission = states(root, env)["config001"]["job_id"].replace("[0]", "[]")
+    fakepbs.set_state(submission, 0, "R", path=env["FAKE_PBS_STATE"])
+    fakepbs.set_state(submission, 1, "R", path=env["FAKE_PBS_STATE"])
+    fake_run_folder(root, "config001", epochs=(1, 2), val=1.0)
+    fake_run_folder(root, "config002", epochs=(1,), val=1.0)
+    assert hpc(root, env, "poll", str(root), "--force").returncode == 0
+    fake_run_folder(root, "config002", epochs=(1, 2), val=0.2)  # now the best at rung 2
+    polled = hpc(root, env, "poll", str(root), "--force")
+    assert polled.returncode == 0, polled.stderr
+    snap = states(root, env)
+    assert snap["config001"]["state"] == "running" and snap["config002"]["state"] == "running", polled.stdout
+    assert not [c for c in fakepbs.calls(env["FAKE_PBS_LOG"]) if c[0] == "qdel"]

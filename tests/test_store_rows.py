@@ -16,7 +16,8 @@ from hpc_sweep.state.schema import ADDED_COLUMNS
 from hpc_sweep.state.store import open_store
 
 TABLES = {"configs": rows.ConfigRow, "submissions": rows.SubmissionRow, "attempts": rows.AttemptRow,
-          "progress": rows.ProgressRow, "epochs": rows.CurveRow, "events": rows.EventRow}
+          "progress": rows.ProgressRow, "epochs": rows.CurveRow, "events": rows.EventRow,
+          "early_stops": rows.EarlyStopRow}
 
 
 @pytest.fixture

@@ -258,7 +258,8 @@ def progress_summary(configs: list[dict], counts: dict) -> dict:
     """counts, total, gpu_hours/run_hours used (attempts with a known duration), unknown_durations, mean_run_s
     of completed configs, remaining (queued + running), remaining_run_s and remaining_gpu_hours (running configs'
     own ETA, mean_run_s for each queued one), and eta_s: wall time left if as many run at once as run now.
-    remaining_run_s/eta_s are None when they cannot be estimated (nothing completed yet)."""
+    remaining_run_s/eta_s are None when they cannot be estimated (nothing completed yet). stopped and
+    epochs_saved: the runs [early_stop] ended, and the epochs they did not train."""
     done = [c["run_s"] for c in configs if c["state"] == ConfigState.COMPLETED and c["run_s"]]
     mean = statistics.fmean(done) if done else None
     running = [c for c in configs if c["state"] == ConfigState.RUNNING]
@@ -277,6 +278,8 @@ def progress_summary(configs: list[dict], counts: dict) -> dict:
         "remaining_run_s": remaining,
         "remaining_gpu_hours": (sum(s * g for s, g in zip(left, gpus_left)) / 3600.0) if known else None,
         "eta_s": _wall_eta(left, len(running)) if known else None,
+        "stopped": sum(1 for c in configs if c["state"] == ConfigState.STOPPED),
+        "epochs_saved": sum(c.get("epochs_saved") or 0 for c in configs),
     }
 
 

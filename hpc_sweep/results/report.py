@@ -202,7 +202,12 @@ def _progress_blocks(prog: dict) -> list:
     used = f"GPU-hours used: {prog['gpu_hours']:.1f} ({prog['run_hours']:.1f} run-hours, all attempts)."
     if prog["unknown_durations"]:
         used += f" {prog['unknown_durations']} attempt(s) ran for an unknown time and are not counted."
-    return [Table(header, [counts], tuple(range(len(header)))), Para(used), Para(_eta_text(prog))]
+    blocks = [Table(header, [counts], tuple(range(len(header)))), Para(used), Para(_eta_text(prog))]
+    if prog.get("stopped"):
+        blocks.append(Para(f"Early stopping ended {prog['stopped']} run(s) before their last epoch: "
+                           f"{prog['epochs_saved']} epochs not trained. A stopped config is brought back from its "
+                           "checkpoint with hpc-sweep resubmit."))
+    return blocks
 
 
 def _eta_text(prog: dict) -> str:

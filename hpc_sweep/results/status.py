@@ -24,9 +24,11 @@ FORMATS = ("table", "json", "csv", "markdown")
 SORT_KEYS = ("config", "state", "best", "val", "epoch")
 _RUNNING = ConfigState.RUNNING  # bound once: read for each of 10,000 records
 _PENDING = ConfigState.PENDING
+_STOPPED = ConfigState.STOPPED
 _S = ConfigState
 _COLOURS = {_S.RUNNING: "36", _S.COMPLETED: "32", _S.FAILED: "31", _S.OOM: "31", _S.TIMEOUT: "33", _S.LOST: "35",
-            _S.NODE_FAIL: "31", _S.PREEMPTED: "33", _S.CANCELLED: "90", _S.WAITING: "90", "stuck": "31"}
+            _S.NODE_FAIL: "31", _S.PREEMPTED: "33", _S.CANCELLED: "90", _S.WAITING: "90", "stuck": "31",
+            _S.STOPPED: "90"}
 
 
 def _num(value: Any) -> Optional[float]:
@@ -67,6 +69,7 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
     for rec in records:
         counts[rec["state"]] = counts.get(rec["state"], 0) + 1
     stuck = sum(1 for rec in records if rec["stuck"])
+    saved = [rec["epochs_saved"] for rec in records if rec["epochs_saved"] is not None]
     polled = store.get_meta("polled_at")
     snapshot = {
         "sweep": sweep_name,
@@ -76,6 +79,9 @@ def collect(store: Store, sweep_name: str, scheduler: str) -> dict:
         "stuck": stuck,               # of the pending ones: waiting cannot start them (each record says why)
         "configs": records,
     }
+    if saved:  # [early_stop] stopped runs: the epochs they did not train, and the epochs the sweep plans in all
+        snapshot["epochs_saved"] = sum(saved)
+        snapshot["epochs_planned"] = sum(rec["max_epoch"] or 0 for rec in records)
     note = store.get_meta("scheduler_note")
     if note:
         snapshot["scheduler_note"] = note
@@ -123,7 +129,15 @@ def _record(row: tuple, outputs: str, now: float) -> dict:
         "device": device,
         "in_definition": bool(in_definition if in_definition is not None else 1),
         "stuck": stuck,
+        "epochs_saved": _epochs_saved(state, epoch, max_epoch),
     }
+
+
+def _epochs_saved(state: str, epoch: Optional[int], max_epoch: Optional[int]) -> Optional[int]:
+    """A run stopped early ([early_stop]): the epochs it did not train."""
+    if state != _STOPPED or epoch is None or max_epoch is None:
+        return None
+    return max(0, max_epoch - epoch)
 
 
 def _eta(state: str, elapsed: Optional[float], epoch: Optional[int], max_epoch: Optional[int],
@@ -223,6 +237,7 @@ def footer(snapshot: dict) -> str:
                        for state, n in snapshot["counts"].items())
     lines = [f"{len(snapshot['configs'])} configs: {counts}"]
     lines += stuck_lines(snapshot)
+    lines += saved_lines(snapshot)
     best = best_config(snapshot)
     if best:
         lines.append(f"best so far: {best['config']} val {best['best_val_loss']:.4g} at epoch {best['best_epoch']}")
@@ -231,6 +246,17 @@ def footer(snapshot: dict) -> str:
     if snapshot.get("scheduler_note"):
         lines.append(f"warning: {snapshot['scheduler_note']}")
     return "\n".join(lines)
+
+
+def saved_lines(snapshot: dict) -> list[str]:
+    """What early stopping saved: one line, when it stopped anything."""
+    saved = snapshot.get("epochs_saved")
+    if saved is None:
+        return []
+    stopped = snapshot["counts"].get(ConfigState.STOPPED.value, 0)
+    planned = snapshot.get("epochs_planned") or 0
+    share = f" ({100 * saved / planned:.0f} % of the {planned} planned)" if planned else ""
+    return [f"early stop: {stopped} run{'s' if stopped != 1 else ''} stopped, {saved} epochs not trained{share}"]
 
 
 def stuck_lines(snapshot: dict) -> list[str]:

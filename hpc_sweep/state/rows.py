@@ -109,6 +109,18 @@ class EventRow(NamedTuple):
     detail: Optional[str]
 
 
+class EarlyStopRow(NamedTuple):
+    """What the early-stopping rule (hpc_sweep.track.stopping) keeps of a config between polls."""
+
+    config: str
+    rung: Optional[int]           # asha: the highest rung it was judged at and kept
+    stopped_epoch: Optional[int]  # the last epoch it had logged when it was stopped (None: not stopped)
+    max_epoch: Optional[int]      # its planned last epoch then (epochs saved = max_epoch - stopped_epoch)
+    exempt: int                   # 1: resubmitted by hand after a stop, never stopped again
+    stopping_attempt: Optional[int]  # a stop sent (or about to be) for this attempt and not recorded yet
+    stopping_reason: Optional[str]
+
+
 def columns(row: type, alias: str = "") -> str:
     """The SELECT list of a row type: its fields by name (``c.name, c.idx, ...`` with an alias)."""
     prefix = f"{alias}." if alias else ""

@@ -100,6 +100,25 @@ CREATE TABLE IF NOT EXISTS events (
     kind TEXT NOT NULL,
     detail TEXT
 );
+CREATE TABLE IF NOT EXISTS early_stops (
+    config TEXT PRIMARY KEY,      -- [early_stop] (hpc_sweep.track.stopping): what the rule keeps between polls
+    rung INTEGER,                 -- asha: the highest rung the run was judged at and kept
+    stopped_epoch INTEGER,        -- the last epoch it had logged when stopped
+    max_epoch INTEGER,            -- its planned last epoch then
+    exempt INTEGER NOT NULL DEFAULT 0,  -- resubmitted by hand after a stop: never stopped again
+    stopping_attempt INTEGER,     -- a stop sent (or about to be) for this attempt, not recorded yet
+    stopping_reason TEXT          -- its reason
+);
+CREATE TABLE IF NOT EXISTS search_trials (
+    number INTEGER PRIMARY KEY,   -- [search] (hpc_sweep.sweep.search): Optuna's trial number, 0, 1, 2 ... as asked
+    config TEXT NOT NULL,         -- the config that runs it (a repeated suggestion: the earlier trial's config)
+    params TEXT NOT NULL,         -- JSON object, dotted key -> value exactly as written into the config
+    state TEXT NOT NULL,          -- running | complete | pruned | fail
+    value REAL,                   -- complete: the best value, pruned: the best value by `step`
+    step INTEGER,                 -- the last epoch told
+    asked_at REAL NOT NULL,
+    told_at REAL
+);
 """
 
 

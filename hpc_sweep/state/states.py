@@ -48,7 +48,7 @@ class ConfigState(_Name):
     NODE_FAIL = "node_fail"
     PREEMPTED = "preempted"
     LOST = "lost"             # left the queue with no word on how it ended (see hpc_sweep.track.decide)
-    # Room for STOPPED ("stopped", issue #16): add it here and to the groups it belongs to.
+    STOPPED = "stopped"       # ended early by the sweep's [early_stop] rule (hpc_sweep.track.stopping)
 
 
 class SubmissionStatus(_Name):
@@ -72,8 +72,11 @@ QUEUED = frozenset({S.GENERATED, S.WAITING, S.PENDING})      # not started yet
 UNFINISHED = SUBMITTABLE | ACTIVE                            # work left for the sweep
 FOLLOWED = ACTIVE | {S.LOST}                                 # attempts a poll decides (a lost one may turn up)
 FINAL = frozenset(S) - UNFINISHED                            # ended, one way or another
-UNSUCCESSFUL = FINAL - {S.COMPLETED, S.CANCELLED}            # ended without success, not by the user's hand
-RESUMABLE = UNSUCCESSFUL | {S.CANCELLED}                           # what sweep.resume_states may name
+# Ended without success, not by the user's hand nor by the early-stopping rule (a stopped run did what was asked).
+UNSUCCESSFUL = FINAL - {S.COMPLETED, S.CANCELLED, S.STOPPED}
+# What sweep.resume_states may name. Never stopped: a poll would bring back what the rule just stopped (a stopped
+# config comes back only by hand, with resubmit).
+RESUMABLE = UNSUCCESSFUL | {S.CANCELLED}
 RESUMABLE_DEFAULT = frozenset({S.TIMEOUT, S.PREEMPTED, S.NODE_FAIL})  # sweep.resume_states when it says nothing
 OPEN = frozenset({SubmissionStatus.INTENT, SubmissionStatus.UNKNOWN})  # submissions that hold their configs
 del S

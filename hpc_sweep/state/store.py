@@ -31,7 +31,8 @@ from hpc_sweep.state.health import (
     recover,
 )
 from hpc_sweep.state.lock import SweepLock
-from hpc_sweep.state.rows import AttemptRow, ConfigRow, CurveRow, EventRow, ProgressRow, SubmissionRow, columns
+from hpc_sweep.state.rows import (AttemptRow, ConfigRow, CurveRow, EarlyStopRow, EventRow, ProgressRow, SubmissionRow,
+                                  columns)
 from hpc_sweep.state.schema import bring_up_to_date, check_version, shadow_missing_schema
 from hpc_sweep.state.states import ConfigState
 
@@ -211,6 +212,20 @@ class Store:
         if config is None:
             return self.query(f"{select} ORDER BY config, attempt, epoch", row=CurveRow)
         return self.query(f"{select} WHERE config = ? ORDER BY attempt, epoch", (config,), CurveRow)
+
+    # -- early stopping -------------------------------------------------------------------------------------
+    def early_stops(self) -> dict[str, EarlyStopRow]:
+        """Config name -> what the early-stopping rule keeps of it (only configs it has judged or exempted)."""
+        return {row.config: row for row in self.query(f"SELECT {columns(EarlyStopRow)} FROM early_stops",
+                                                      row=EarlyStopRow)}
+
+    def set_early_stops(self, names: Sequence[str], rows: Iterable[tuple]) -> None:
+        """Set the columns ``names`` of configs' early-stop rows (made when missing): each row is the values, then
+        the config. (No UPSERT: the SQLite of older clusters' Pythons predates it.)"""
+        rows = list(rows)
+        self.conn.executemany("INSERT OR IGNORE INTO early_stops (config) VALUES (?)", [(row[-1],) for row in rows])
+        assignments = ", ".join(f"{name} = ?" for name in names)
+        self.conn.executemany(f"UPDATE early_stops SET {assignments} WHERE config = ?", rows)
 
     # -- events -------------------------------------------------------------------------------------------
     def add_event(self, kind: str, detail: str, config: Optional[str] = None) -> None:

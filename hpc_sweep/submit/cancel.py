@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import getpass
 import re
-from typing import TYPE_CHECKING, NamedTuple, Optional, Sequence
+from typing import TYPE_CHECKING, Callable, Mapping, NamedTuple, Optional, Sequence
 
 from hpc_sweep.common import shell
 from hpc_sweep.common.errors import RuntimeFailure
@@ -49,14 +49,17 @@ class EndedRuns(NamedTuple):
     asked: tuple = ()    # of ``ended``: the runs asked to stop inside a packed task that goes on
 
 
-def end_runs(session: Session, attempts: Sequence, state: str, reason: str) -> EndedRuns:
+def end_runs(session: Session, attempts: Sequence, state: str, reason: str,
+             reasons: Optional[Mapping[str, str]] = None,
+             also_record: Optional[Callable[[list], None]] = None) -> EndedRuns:
     """End these active attempts (recorded, with a job id) in the scheduler and record them, and their configs
-    where it is the config's current attempt, as ``state`` with ``reason``: the one way this tool stops a run
-    early (cancel, an early stop). A whole submission is cancelled by its id where all its active tasks end, its
-    tasks one by one otherwise. A run of a packed task whose other runs go on is asked to stop instead
-    (:mod:`hpc_sweep.submit.runcontrol`: that run's process group only); a packed task is cancelled only where
-    all its runs end. The caller holds the sweep lock. Raises RuntimeFailure, recording nothing, when
-    the scheduler refuses."""
+    where it is the config's current attempt, as ``state`` with ``reason`` (``reasons``: config -> its own reason,
+    where it has one): the one way this tool stops a run early (cancel, an early stop). A whole submission is
+    cancelled by its id where all its active tasks end, its tasks one by one otherwise. A run of a packed task whose
+    other runs go on is asked to stop instead (:mod:`hpc_sweep.submit.runcontrol`: that run's process group only);
+    a packed task is cancelled only where all its runs end. ``also_record(ended)`` runs inside the same
+    transaction (what the caller keeps of them is written with their state, or not at all). The caller holds the
+    sweep lock. Raises RuntimeFailure, recording nothing, when the scheduler refuses."""
     store, adapter = session.store, session.scheduler
     attempts = [a for a in attempts if a.job_id]
     # A task that ended on its own first is not ended by us: how it ended (completed whole, perhaps) is the next
@@ -64,9 +67,10 @@ def end_runs(session: Session, attempts: Sequence, state: str, reason: str) -> E
     ended_first = {(a.config, a.attempt) for a in attempts
                    if (session.paths.markers / f"{a.config}.{a.attempt}.exit").exists()}
     to_end = [a for a in attempts if (a.config, a.attempt) not in ended_first]
+    reasons = reasons or {}
     asked = _in_going_tasks(session, to_end)
     for att in asked:
-        request_stop(session.paths.markers, att.config, att.attempt, reason, state=state)
+        request_stop(session.paths.markers, att.config, att.attempt, reasons.get(att.config, reason), state=state)
     ids = _ids_to_cancel(session, [a for a in to_end if a not in asked])
     if ids:
         argv = adapter.cancel_argv(ids)
@@ -81,9 +85,12 @@ def end_runs(session: Session, attempts: Sequence, state: str, reason: str) -> E
     current = {c.name: c.attempt for c in store.configs()}
     with store.transaction():
         for att in ended:
-            store.update_attempt(att.config, att.attempt, state=state, reason=reason)
+            why = reasons.get(att.config, reason)
+            store.update_attempt(att.config, att.attempt, state=state, reason=why)
             if current.get(att.config) == att.attempt:
-                store.set_config_state(att.config, state, reason)
+                store.set_config_state(att.config, state, why)
+        if also_record is not None:
+            also_record(ended)
     return EndedRuns(ids, ended, left, tuple(asked))
 
 

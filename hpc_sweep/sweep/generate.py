@@ -119,8 +119,10 @@ def _resolve_paths(config: dict, program: str, base_dir: Path) -> None:
             set_dotted(config, key, str((base_dir / value).resolve()))
 
 
-def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths) -> list[PlannedConfig]:
-    """Build every config in memory and check it. Raises UserError on the first problem."""
+def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths, extra: list = ()) -> list[PlannedConfig]:
+    """Build every config in memory and check it. Raises UserError on the first problem. A ``[search]`` sweep's
+    parameter sets are its recorded trials' (:mod:`hpc_sweep.sweep.search`), then ``extra`` (the ones just
+    asked for, checked before they are recorded)."""
     from hpc_sweep.sweep.device import DeviceError, parse_device
     from hpc_sweep.programs import get_program
 
@@ -128,7 +130,12 @@ def plan(spec: SweepSpec, store: Optional[Store], paths: SweepPaths) -> list[Pla
     base = load_base(spec)
     fmt = format_of(spec.base)
     check_params_against_base(spec, base, spec.fixed, "fixed")
-    param_sets = expand(spec)
+    if spec.search is not None:
+        from hpc_sweep.sweep.search import recorded_param_sets
+
+        param_sets = recorded_param_sets(store) + list(extra)
+    else:
+        param_sets = expand(spec)
     known = {} if store is None else {row.params_key: row for row in store.configs()}
     next_idx = max([row.idx for row in known.values()] or [0]) + 1
     resolved_base = plain_copy(base)
@@ -181,6 +188,8 @@ def _where(spec: SweepSpec, params: dict) -> str:
             return f"zip[{number}]"
     if any(p.key == first for p in spec.random_params):
         return "random.params"
+    if spec.search is not None:
+        return "search.params"
     return "configs"
 
 

@@ -29,6 +29,7 @@ _SECTIONS = {
     "smoke": ("count", "timeout", "walltime", "overrides"),
     "log": ("path", "epoch", "train_loss", "val_loss", "finished", "outputs_key", "max_epoch_key"),
     "poll": ("min_interval",),
+    "early_stop": (), "search": (),  # their keys are checked by hpc_sweep.sweep.options
 }
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 _DOTTED = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*(\.[A-Za-z_][A-Za-z0-9_-]*)*$")
@@ -79,6 +80,8 @@ class SweepSpec:
     smoke: SmokeSpec = field(default_factory=SmokeSpec)
     log: dict = field(default_factory=dict)
     poll_min_interval_s: Optional[int] = None
+    early_stop: Optional[Any] = None                 # options.EarlyStopSpec: [early_stop]
+    search: Optional[Any] = None                     # options.SearchSpec: [search]
 
     @property
     def swept_keys(self) -> list[str]:
@@ -88,6 +91,8 @@ class SweepSpec:
         for extra in self.explicit:
             keys += list(extra)
         keys += [p.key for p in self.random_params]
+        if self.search is not None:
+            keys += [p.key for p in self.search.params]
         return list(dict.fromkeys(keys))
 
 
@@ -175,6 +180,10 @@ def parse_sweep(data: dict, path: Path) -> SweepSpec:
     spec = _parse_sweep_table(reader, sweep, root)
     _parse_space(reader, data, spec)
     _parse_extras(reader, data, spec)
+    from hpc_sweep.sweep.options import parse_options  # it reads [search.params] with this module's parsers
+
+    options = parse_options(data, path, spec)
+    spec.early_stop, spec.search = options.early_stop, options.search
     return spec
 
 

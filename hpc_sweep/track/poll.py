@@ -4,7 +4,9 @@ This module is the poll's order of work; each step has its own module: one attem
 (:mod:`~hpc_sweep.track.decide`), the markers (:mod:`~hpc_sweep.track.markers`), pending tasks that can never
 start (:mod:`~hpc_sweep.track.stuck`), the logs (:mod:`~hpc_sweep.track.progress`), evidence of training
 (:mod:`~hpc_sweep.track.evidence`), resuming (:mod:`~hpc_sweep.track.resume`), edited configs and duplicate tasks
-(:mod:`~hpc_sweep.track.edited`, :mod:`~hpc_sweep.track.duplicates`), status.json/status.md
+(:mod:`~hpc_sweep.track.edited`, :mod:`~hpc_sweep.track.duplicates`), early stopping
+(:mod:`~hpc_sweep.track.stopping`, before the top-up so the room it frees is used at once), adaptive search
+(:mod:`~hpc_sweep.track.searching`: new configs asked as room appears, before the top-up), status.json/status.md
 (:mod:`~hpc_sweep.track.snapshot`).
 
 Manners: ONE live-queue query and at most ONE batched accounting query per poll, whatever the number of jobs;
@@ -29,7 +31,9 @@ from hpc_sweep.track.duplicates import check_duplicates
 from hpc_sweep.track.edited import check_edited
 from hpc_sweep.track.markers import read_markers
 from hpc_sweep.track.resume import resume_ended
+from hpc_sweep.track.searching import grow_search
 from hpc_sweep.track.snapshot import write_snapshots
+from hpc_sweep.track.stopping import settle_stops, stop_losers
 from hpc_sweep.track.stuck import mark_stuck
 
 if TYPE_CHECKING:
@@ -225,7 +229,12 @@ def _poll(session: Session, reading: LogReading, force: bool, submit_waiting: bo
         apply_markers_only(session, report, now)
     update_progress(session, report, reading)
     check_completed(session, report)  # "completed" needs evidence of training, from the logs just read
+    settle_stops(session, report)  # stops a killed poll sent but did not record: before any resume
     resume_ended(session, report)
+    if records is not None:  # the scheduler answered: the states are fresh and a loser's task can be ended
+        stopped = stop_losers(session, report)
+        records = [r for r in records if r.task_id not in stopped]  # their room goes to waiting configs now
+        grow_search(session, report.notes)  # [search]: tell how runs ended, ask for configs as room appears
     if submit_waiting and records is not None:
         from hpc_sweep.submit.submitting import submit
 

@@ -93,7 +93,8 @@ class ModelSweep:
     """One sweep folder, its stand-in cluster and the in-process CLI."""
 
     def __init__(self, root: Path, configs: int = 3, cap: Optional[int] = None, accounting: bool = True,
-                 throttle: Optional[int] = None, foreign_job: bool = False, max_retries: int = 1):
+                 throttle: Optional[int] = None, foreign_job: bool = False, max_retries: int = 1,
+                 early_stop: bool = False):
         self.root = root / "sweep"
         self.ws = Workspace(root / "standin")
         self.clock = Clock(self.ws.clock_file)
@@ -103,11 +104,12 @@ class ModelSweep:
         self.audit = LockAudit(self.root / ".hpc_sweep" / "lock")
         self.outcomes: List[Outcome] = []
         self.names = [f"config{i:03d}" for i in range(1, configs + 1)]
-        self._write_sweep(configs, throttle, max_retries)
+        self.early_stop = early_stop
+        self._write_sweep(configs, throttle, max_retries, early_stop)
         done = self.cli("generate", str(self.root))
         assert done.rc == 0, done
 
-    def _write_sweep(self, configs: int, throttle: Optional[int], max_retries: int) -> None:
+    def _write_sweep(self, configs: int, throttle: Optional[int], max_retries: int, early_stop: bool) -> None:
         (self.root / "configs").mkdir(parents=True)
         (self.root / "configs" / ".base_config.toml").write_text(tomli_w.dumps(BASE_CONFIG))
         site = {"scheduler": "slurm", "poll_min_interval": "1s", "walltime": "1:00:00", "cpus_per_task": 1,
@@ -122,6 +124,8 @@ class ModelSweep:
             "grid": {"lr": [round(0.1 * (i + 1), 2) for i in range(configs)]},
             "log": {"path": "train.log", "epoch": "epoch (\\d+)", "train_loss": "train_loss ([0-9.]+)",
                     "val_loss": "val_loss ([0-9.]+)", "outputs_key": "output_dir"},
+            # The trainer's first epoch ranks the configs (config001 best): asha judges each run at epoch 1.
+            **({"early_stop": {"rule": "asha", "min_epochs": 1, "reduction": 2, "rungs": [1]}} if early_stop else {}),
         }))
 
     # -- one simulated hpc-sweep process ---------------------------------------------------------------------

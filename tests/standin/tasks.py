@@ -17,11 +17,12 @@ _monotonic = time.monotonic
 
 TRAINER = """#!/bin/sh
 # The user's command in the model tests. It says it started (one ledger line per run: a duplicate shows), writes an
-# epoch, waits at its gate (a FIFO; the stand-in writes the exit code into it), writes a second epoch and, only on
-# exit code 0, the file it writes last: its presence proves the command ran whole.
+# epoch (its validation loss ranks the configs: configNNN has 2.NNN), waits at its gate (a FIFO; the stand-in writes
+# the exit code into it), writes a second epoch and, only on exit code 0, the file it writes last: its presence
+# proves the command ran whole.
 name=$1 out=$2 attempt=${{HPCS_ATTEMPT:?}} task=${{SLURM_JOB_ID:?}}
 echo "$name $attempt $task" >> {ledger}
-echo "epoch 1 train_loss 1.0 val_loss 2.0" >> "$out/train.log"
+echo "epoch 1 train_loss 1.0 val_loss 2.${{name#config}}" >> "$out/train.log"
 read code < {gates}/"$task"
 echo "epoch 2 train_loss 0.5 val_loss 1.0" >> "$out/train.log"
 if [ "$code" = 0 ]; then echo "$task" > "$out/finished.$attempt"; fi
