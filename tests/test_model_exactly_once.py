@@ -56,6 +56,8 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 
 from standin.harness import ModelSweep
 
+from hpc_sweep.submit.queries import LIMITS_CACHE_S
+
 FINAL_STATES = {"completed", "failed", "timeout", "oom", "cancelled", "node_fail", "preempted", "lost", "stopped"}
 OPEN_STATES = {"generated", "waiting", "pending", "running"}
 EXPECTED = {"COMPLETED": "completed", "FAILED": "failed", "TIMEOUT": "timeout", "NODE_FAIL": "node_fail",
@@ -369,6 +371,9 @@ def settle(sweep: ModelSweep) -> Optional[str]:
     slurm.sbatch_mode = slurm.squeue_mode = slurm.sacct_mode = "ok"
     slurm.hide_exit_markers = False
     slurm.reveal_markers()
+    # hpc-sweep keeps the limits it read for LIMITS_CACHE_S: a cap lowered during the faults holds configs back
+    # until then (polite to the scheduler, by design); the settling starts once that copy has expired.
+    sweep.clock.advance(LIMITS_CACHE_S)
     quiet = 0
     for _ in range(SETTLE_ROUNDS):
         sweep.clock.advance(120)
@@ -625,3 +630,13 @@ def test_cancel_of_a_task_that_already_completed_leaves_it_completed():
         state.tasks_start(count=1)
         state.task_ends(pick=0, outcome="exit0")
         state.cancel(kill=None, which={0})
+
+
+def test_a_cap_lowered_by_the_site_holds_configs_back_only_while_the_limits_are_cached():
+    """Found by the deep profile: with the user's own job filling a cap lowered to 1, the poll keeps the configs
+    waiting; once the site's cap is back they run after the cached limits expire (an hour, by design). The
+    settling used to give up before that and report config003 pending for ever."""
+    with Schedule(BasicFaults) as state:
+        state.site(configs=3, cap=None, accounting=False, throttle=1, foreign_job=True)
+        state.cap_changes(cap=1)
+        state.cron_poll(kill=None, force=False)
