@@ -356,11 +356,35 @@ def cancel(args: tuple, yes: bool) -> None:
     if not names and not yes and sys.stdin.isatty():
         click.confirm("Cancel every job of this sweep?", abort=True)
     with _write_session(sweep_dir) as session:
-        ids, marked = run_cancel(session, names or None)
+        done = run_cancel(session, names or None)
+        going = _tasks_going_on(session, done.asked)
         from hpc_sweep.track.snapshot import write_snapshots
 
         write_snapshots(session)
-    _say(f"cancelled {len(marked)} config(s)" + (f"; scheduler ids: {' '.join(ids)}" if ids else ""))
+    _say(f"cancelled {len(done.marked)} config(s)" + (f"; scheduler ids: {' '.join(done.ids)}" if done.ids else ""))
+    for line in going:
+        _say(line)
+
+
+def _tasks_going_on(session, asked: tuple) -> list:
+    """One line per packed task whose runs were asked to stop while its other runs go on (no scheduler command
+    was sent for it): 'config001: asked its run to stop (its task goes on with 2 other runs)'."""
+    from hpc_sweep.state.states import ACTIVE
+
+    by_task: dict = {}
+    for att in asked:
+        by_task.setdefault(att.job_id, []).append(att.config)
+    others: dict = {}
+    for att in session.store.attempts(states=ACTIVE):
+        if att.job_id in by_task:
+            others[att.job_id] = others.get(att.job_id, 0) + 1
+    lines = []
+    for job_id, configs in by_task.items():
+        n = others.get(job_id, 0)
+        runs = f"{n} other run{'s' if n != 1 else ''}"
+        whose = "its run" if len(configs) == 1 else "their runs"
+        lines.append(f"{', '.join(configs)}: asked {whose} to stop (task {job_id} goes on with {runs})")
+    return lines
 
 
 @cli.command()

@@ -172,7 +172,7 @@ def _cancel_leftovers(test_dir: Path, echo: Callable[[str], None]) -> None:
     try:
         if not [c for c in session.store.configs() if c.state in ACTIVE]:
             return
-        ids, _ = cancel(session)
+        ids = cancel(session).ids
         echo(f"cancelled an earlier smoke test still running ({' '.join(ids)})")
         # Its jobs must be gone before their markers' folder is reused.
         if not _wait_gone(session, time.monotonic() + LEFTOVER_WAIT_S):

@@ -139,3 +139,31 @@ def test_bad_packing_keys_are_one_line_naming_file_and_key(tmp_path, line, named
     assert len(message.splitlines()) == 1 and "Traceback" not in message, message
     assert "sweep.toml" in message and named in message, message
     assert not [c for c in fakepbs.calls(env["FAKE_PBS_LOG"]) if c[0] == "qsub"]
+
+
+@pytest.mark.parametrize("flavor", ["pbspro", "torque"])
+def test_cancelling_one_config_of_a_packed_task_asks_its_run_to_stop_and_never_qdels_the_task(tmp_path, flavor):
+    root = make_sweep(tmp_path, flavor, "runs_per_gpu = 2")
+    env = fakepbs.environ(tmp_path, flavor)
+    assert hpc(root, env, "generate", str(root)).returncode == 0
+    assert hpc(root, env, "submit", str(root)).returncode == 0
+    snap = states(root, env)
+    task = snap["config001"]["job_id"]
+    submission = task.replace("[0]", "[]")
+    for config in ("config001", "config002"):  # task 0 runs both of its configs
+        put_marker(root, config, 1, "start", host="node07", job_id=snap[config]["job_id"])
+    fakepbs.set_state(submission, 0, "R", path=env["FAKE_PBS_STATE"])
+    assert hpc(root, env, "poll", str(root), "--force").returncode == 0
+    assert states(root, env)["config001"]["state"] == "running"
+
+    result = hpc(root, env, "cancel", str(root), "config001")
+    assert result.returncode == 0, result.stderr
+    assert not [c for c in fakepbs.calls(env["FAKE_PBS_LOG"]) if c[0] == "qdel"]  # the task goes on
+    markers = root / ".hpc_sweep" / "markers"
+    assert sorted(p.name for p in markers.glob("*.stop")) == ["config001.1.stop"]
+    assert json.loads((markers / "config001.1.stop").read_text())["state"] == "cancelled"
+    # The user is told the run was asked to stop and its task goes on, not that nothing reached the scheduler.
+    assert f"config001: asked its run to stop (task {task} goes on with 1 other run)" in result.stdout, result.stdout
+    snap = states(root, env)
+    assert snap["config001"]["state"] == "cancelled" and snap["config002"]["state"] == "running"
+    assert snap["config003"]["state"] == snap["config004"]["state"] == "pending"

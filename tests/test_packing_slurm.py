@@ -96,6 +96,8 @@ def test_cancelling_one_config_of_a_packed_task_ends_only_its_run(slurm_cluster)
     result = hpc(cluster, root, "cancel", "config002")
     assert result.returncode == 0, result.stderr
     assert "scheduler ids" not in result.stdout, result.stdout  # the task was not scancel'ed
+    assert "config002: asked its run to stop (task " in result.stdout, result.stdout
+    assert "goes on with 2 other runs)" in result.stdout, result.stdout
     assert len(cluster.squeue_user()) == 1  # the task goes on with its two other runs
     stop = _marker(root, "config002", 1, "stop")
     assert stop and stop["state"] == "cancelled"

@@ -18,8 +18,14 @@ if TYPE_CHECKING:
     from hpc_sweep.session import Session
 
 
-def cancel(session: Session, names: Optional[Sequence[str]] = None) -> tuple[list, list]:
-    """Returns (ids or job names passed to the scheduler, configs marked cancelled). The caller holds the sweep
+class Cancelled(NamedTuple):
+    ids: list        # ids or job names passed to the scheduler
+    marked: list     # configs marked cancelled
+    asked: tuple     # attempts (AttemptRow) asked to stop inside a packed task that goes on (EndedRuns.asked)
+
+
+def cancel(session: Session, names: Optional[Sequence[str]] = None) -> Cancelled:
+    """Returns what was passed to the scheduler, cancelled and asked to stop. The caller holds the sweep
     lock. Submissions whose outcome is unknown are settled first, and cancelled by name where they stay unknown:
     a job that may be queued is never left behind."""
     store = session.store
@@ -39,7 +45,7 @@ def cancel(session: Session, names: Optional[Sequence[str]] = None) -> tuple[lis
                 marked.append(name)
         store.add_event("cancel", f"{len(ended.ids)} id(s): {' '.join(ended.ids)[:500]}")
     store.backup()  # a restored older copy must not bring cancelled configs back to the queue
-    return ended.ids + [f"name={sub}" for sub in cancelled.values()], marked
+    return Cancelled(ended.ids + [f"name={sub}" for sub in cancelled.values()], marked, tuple(ended.asked))
 
 
 class EndedRuns(NamedTuple):
