@@ -98,3 +98,29 @@ def test_torque_node_comment_is_stuck_only_when_the_nodes_cannot_hold_the_job() 
     assert stuck("torque", comment, fits=False) is not None
     offline = Partition(name="batch", nodes=(NodeGroup(count=2, cpus=8, memory_mb=1, state=DRAINED),))
     assert stuck("torque", comment, offline) is not None
+
+
+def test_a_packed_task_is_judged_by_its_own_request_not_one_configs() -> None:
+    """The captured node has 2 CPUs and 8 GPUs. One 1-GPU config with 1 CPU per GPU fits; a task packing three of
+    them on its GPU asks for 3 CPUs, a node task (8 GPUs, one run each) for 8: no node can ever hold either, so
+    Torque's node comment on such a pending task is stuck, as the fit check refused it at submit."""
+    from hpc_sweep.submit.fit import Ask
+    from hpc_sweep.submit.packing import Packing
+    from hpc_sweep.track.stuck import task_fits
+
+    asked = []
+
+    def ask(gpus: int, device_type: str, walltime_s: int, runs_per_gpu: int) -> Ask:
+        asked.append((gpus, device_type, walltime_s, runs_per_gpu))
+        return Ask(gpus=gpus, walltime_s=walltime_s, runs_per_gpu=runs_per_gpu, cpus_per_gpu=1, mem_per_gpu_mb=1024)
+
+    comment = "Not Running: Not enough of the right type of nodes are available"
+    single = task_fits(slurm_shape(), ask, Packing(), 3600)
+    assert single(1, "cuda:1", None) is True and stuck("torque", comment, fits=True) is None
+    per_gpu = task_fits(slurm_shape(), ask, Packing(runs_per_gpu=3), 3600)
+    assert per_gpu(1, "cuda:1", None) is False
+    node = task_fits(slurm_shape(), ask, Packing(node=True, gpus_per_node=8), 3600)
+    assert node(1, "cuda:1", 1800) is False
+    assert stuck("torque", comment, fits=per_gpu(1, "cuda:1", None)) is not None
+    assert asked == [(1, "cuda", 3600, 1), (1, "cuda", 3600, 3), (8, "cuda", 1800, 1)]
+    assert per_gpu(0, "cpu:0", None) is True  # CPU configs are never packed: their own request

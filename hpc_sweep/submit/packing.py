@@ -125,6 +125,14 @@ def allocation_gpus(gpus: int, packing: Packing) -> int:
     return packing.gpus_per_node if packs(gpus, packing) and packing.node else gpus
 
 
+def task_request(gpus: int, packing: Packing) -> tuple[int, int]:
+    """(GPUs, runs per GPU) one task of configs of this many GPUs asks for: a packed task's whole shape, as
+    submitted (:class:`hpc_sweep.submit.planning.Chunk`) and judged by the fit check."""
+    if not packs(gpus, packing):
+        return gpus, 1
+    return allocation_gpus(gpus, packing), packing.runs_per_gpu
+
+
 def runs_at_once(gpus: int, packing: Packing) -> int:
     """Runs one task holds at a time: its CPUs and memory are this many configs' (each run keeps its own data
     loader workers and host memory; only GPUs are shared)."""

@@ -14,15 +14,19 @@ stored.
 
 from __future__ import annotations
 
+import functools
 import re
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple
 
 from hpc_sweep.schedulers.cluster import ClusterShape, Partition
 from hpc_sweep.state.states import ConfigState
+from hpc_sweep.submit.fit import check
+from hpc_sweep.submit.packing import Packing, session_packing, task_request
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
+    from hpc_sweep.submit.fit import Ask
 
 _DOCTOR = "run 'hpc-sweep doctor' to see what the nodes have, then cancel and resubmit"
 _WALLTIME = "lower walltime in sweep.toml or the site profile, then cancel and resubmit"
@@ -187,20 +191,29 @@ def _partition_and_fits(session: Session, scheduler: str, rows: list):
         return None, None
     from hpc_sweep.submit.queries import cached_shape, shape_now
     from hpc_sweep.submit.resources import session_ask
-    from hpc_sweep.submit.fit import check
 
     shape: Optional[ClusterShape] = cached_shape(session) or shape_now(session)
     profile = session.profile
     partition = shape.partition(profile.partition or profile.queue) if shape.partitions else None
     walltime_default = session.spec.walltime_s or profile.walltime_s
+    ask = functools.partial(session_ask, session)
+    return partition, task_fits(shape, ask, session_packing(session), walltime_default)
+
+
+def task_fits(shape: ClusterShape, ask: Callable[..., "Ask"], packing: Packing, walltime_default: int):
+    """A verdict per pending config (its GPUs, shape and walltime): whether the task it waits in can ever be
+    held here, judged by that task's own request, as the fit check judged it at submit: a packed task asks for
+    its GPUs (a node's with pack = "node") and all its runs' CPUs and memory. ``ask(gpus, device_type,
+    walltime_s, runs_per_gpu)`` builds the request. None where the shape has no partitions."""
     verdicts: Dict[tuple, bool] = {}
 
-    def fits(gpus: int, task_shape: str, walltime_s: Optional[int]) -> Optional[bool]:
+    def fits(gpus: int, config_shape: str, walltime_s: Optional[int]) -> Optional[bool]:
         if not shape.partitions:
             return None
-        key = (gpus, task_shape.split(":")[0], walltime_s or walltime_default)
+        task_gpus, runs_per_gpu = task_request(gpus, packing)
+        key = (task_gpus, config_shape.split(":")[0], walltime_s or walltime_default, runs_per_gpu)
         if key not in verdicts:
-            verdicts[key] = check(session_ask(session, *key), shape).ok
+            verdicts[key] = check(ask(*key), shape).ok
         return verdicts[key]
 
-    return partition, fits
+    return fits
