@@ -71,6 +71,45 @@ def test_plan_tasks_never_exceeds_room_lanes_or_configs(count, lanes, room, wave
         assert max(sizes) - min(sizes) <= 1
 
 
+HOUR = 3600
+NODE = Packing(node=True, gpus_per_node=8)
+
+
+def test_a_node_task_holds_more_configs_than_gpus_by_default_so_a_freed_gpu_starts_the_next():
+    """#16: with pack = "node" and no pack_waves, a capped node task holds the chunk's next configs (one more per
+    GPU when no run was seen), so a GPU that frees starts one; runs_per_gpu alone keeps one per lane."""
+    waves = packing.waves_for(NODE, 4 * HOUR, None)
+    assert waves == packing.NODE_WAVES_UNSEEN == 2
+    assert packing.plan_tasks(40, 8, room=2, waves=waves) == [16, 16]
+    assert packing.waves_for(Packing(runs_per_gpu=3), 4 * HOUR, None) == 1
+    assert packing.waves_for(Packing(node=True, gpus_per_node=8, waves=5), 4 * HOUR, 3 * HOUR) == 5  # as set
+
+
+@pytest.mark.parametrize("longest,want", [
+    (1 * HOUR, 3),      # the third starts 2 h in with 2 h left (>= 1.1 h + 2 min); a fourth would have 1 h
+    (1.8 * HOUR, 2),    # the second starts 1.8 h in with 2.2 h left (>= 1.98 h + 2 min)
+    (1.95 * HOUR, 1),   # a second would have 2.05 h left, less than 2.145 h + 2 min
+    (3 * HOUR, 1),      # no later run fits: one per GPU
+    (10 * 60, packing.NODE_WAVES_MAX),  # short runs: never more than the most
+])
+def test_node_waves_are_what_the_walltime_holds_from_the_runs_seen(longest, want):
+    assert packing.waves_for(NODE, 4 * HOUR, longest) == want
+
+
+@given(st.integers(60, 7 * 24 * HOUR), st.floats(1, 7 * 24 * HOUR))
+def test_node_waves_follow_the_tasks_own_rule_for_a_later_start(walltime, longest):
+    """Each wave planned past the first would start by the rule the task applies (packed.sh.j2: time left >= 1.1 x
+    the longest run + the reserve, runs lasting ``longest``), and one more would not, unless capped."""
+    waves = packing.waves_for(NODE, walltime, longest)
+    assert 1 <= waves <= packing.NODE_WAVES_MAX
+
+    def starts(wave: int) -> bool:  # wave 1 always starts; wave k + 1 about k runs in
+        return wave == 1 or walltime - (wave - 1) * longest >= 1.1 * longest + packing.reserve_for(walltime)
+
+    assert all(starts(wave) for wave in range(1, waves + 1))
+    assert waves == packing.NODE_WAVES_MAX or not starts(waves + 1)
+
+
 def test_a_packed_map_is_several_lines_per_index():
     sizes = packing.plan_tasks(5, 2, room=None)
     names = [f"config{i:03d}" for i in range(5)]

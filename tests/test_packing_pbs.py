@@ -167,3 +167,34 @@ def test_cancelling_one_config_of_a_packed_task_asks_its_run_to_stop_and_never_q
     snap = states(root, env)
     assert snap["config001"]["state"] == "cancelled" and snap["config002"]["state"] == "running"
     assert snap["config003"]["state"] == snap["config004"]["state"] == "pending"
+
+
+def test_a_capped_node_task_holds_the_next_configs_while_the_runs_seen_fit_its_walltime(tmp_path):
+    """pack = "node" without pack_waves: under a cap of one task, the node task (two 2-GPU lanes) holds two configs
+    per lane while no run was seen, so a freed GPU starts the next; once runs of 40 minutes were seen, a second
+    would not end within the hour's walltime and the next task holds one per lane."""
+    root = make_sweep(tmp_path, "pbspro", 'pack = "node"\ngpus_per_node = 4')
+    sweep = root / "sweep.toml"
+    sweep.write_text(sweep.read_text().replace("[0.1, 0.01, 0.001, 0.0001]", "[0.1, 0.01, 0.001, 0.0001, 2e-5, 1e-5]"))
+    (root / "site.toml").write_text((root / "site.toml").read_text() + "max_queued = 1\n")
+    env = fakepbs.environ(tmp_path, "pbspro")
+    assert hpc(root, env, "generate", str(root)).returncode == 0
+    result = hpc(root, env, "submit", str(root))
+    assert result.returncode == 0, result.stderr
+    assert map_indices(root) == [[0, 0, 0, 0]]  # one task, two lanes, two configs each
+
+    snap = states(root, env)
+    now = time.time()
+    for config in ("config001", "config002"):  # the first wave ran 40 minutes and ended whole
+        put_marker(root, config, 1, "start", host="node07", job_id="x", time=now - 2400)
+        fake_run_folder(root, config)
+        put_marker(root, config, 1, "exit", exit_code=0, time=now)
+    for config in ("config003", "config004"):  # the task's own rule left them unstarted
+        put_marker(root, config, 1, "skipped", job_id="x", reason="the time left cannot hold the longest run")
+    fakepbs.set_state(snap["config001"]["job_id"].replace("[0]", "[]"), None, "done", 0,
+                      path=env["FAKE_PBS_STATE"])
+    polled = hpc(root, env, "poll", str(root), "--force")
+    assert polled.returncode == 0, polled.stderr
+    snap = states(root, env)
+    assert snap["config001"]["state"] == snap["config002"]["state"] == "completed"
+    assert map_indices(root)[1] == [0, 0], polled.stdout  # one config per lane: a second could not end in time

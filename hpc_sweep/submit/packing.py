@@ -28,6 +28,10 @@ if TYPE_CHECKING:
 PACK_MODES = ("node",)
 RESERVE_S = 120   # a config started later must leave this much of the walltime spare (its TERM, a checkpoint);
                   # a tenth of the walltime where that is less (a short test or debug queue)
+LATER_FACTOR = 1.1  # ... and 1.1 x the longest run seen (packed.sh.j2 says the same rule)
+NODE_WAVES_UNSEEN = 2  # pack = "node" without pack_waves, no run of the shape seen yet: the walltime rule guards
+NODE_WAVES_MAX = 4     # pack = "node" without pack_waves: never more per lane than this, whatever the runs seen
+                       # (a task that dies takes at most this many configs per GPU; the next submit plans again)
 GRACE_S = 60      # a run stopped on request gets this long after its TERM before its process group is killed
 TICK_S = 1        # how often the task's launcher looks at its runs and their stop requests
 
@@ -39,7 +43,8 @@ class Packing:
     runs_per_gpu: int = 1
     node: bool = False          # pack = "node"
     gpus_per_node: int = 0
-    waves: int = 1              # at most this many configs per lane in one task
+    waves: Optional[int] = None  # at most this many configs per lane in one task (pack_waves); None: the
+                                 # default, see :func:`waves_for`
 
     @property
     def enabled(self) -> bool:
@@ -69,10 +74,10 @@ def packing_from(values: Mapping, file: object = None, where: Optional[Mapping[s
     if gpus_per_node and not node:
         raise UserError('gpus_per_node is used only with pack = "node"', **source("gpus_per_node"),
                         fix='add pack = "node", or remove gpus_per_node')
-    return Packing(runs, node, gpus_per_node, _positive(values, "pack_waves", 1, source))
+    return Packing(runs, node, gpus_per_node, _positive(values, "pack_waves", None, source))
 
 
-def _positive(values: Mapping, key: str, default: int, source) -> int:
+def _positive(values: Mapping, key: str, default: Optional[int], source) -> Optional[int]:
     if values.get(key) is None:
         return default
     value = values[key]
@@ -156,6 +161,32 @@ def plan_tasks(count: int, lane_count: int, room: Optional[int], waves: int = 1)
     return [base + (1 if task < extra else 0) for task in range(tasks)]
 
 
+def reserve_for(walltime_s: Optional[int]) -> int:
+    """What a config started later must leave of the walltime: :data:`RESERVE_S`, or a tenth of the walltime where
+    that is less."""
+    return min(RESERVE_S, walltime_s // 10) if walltime_s else RESERVE_S
+
+
+def waves_for(packing: Packing, walltime_s: int, longest_s: Optional[float]) -> int:
+    """Configs per lane a task of this packing may hold. ``pack_waves`` where set; otherwise 1 for
+    ``runs_per_gpu``, and for ``pack = "node"`` as many as the walltime holds by the task's own rule for a later
+    start (time left >= 1.1 x the longest run + the reserve), the runs lasting ``longest_s`` (the longest run of
+    the shape seen: ended whole, timed out or still running); :data:`NODE_WAVES_UNSEEN` when none was seen, at
+    least 1 and at most :data:`NODE_WAVES_MAX`. A GPU that frees then starts the task's next config; one that
+    could not end in time is left unstarted by the task and queued again."""
+    if packing.waves:
+        return packing.waves
+    if not packing.node:
+        return 1
+    if not longest_s or longest_s <= 0:
+        return NODE_WAVES_UNSEEN
+    need = LATER_FACTOR * longest_s + reserve_for(walltime_s)
+    waves = 1
+    while waves < NODE_WAVES_MAX and walltime_s - waves * longest_s >= need:  # wave k + 1 starts k runs in
+        waves += 1
+    return waves
+
+
 def task_indices(sizes: Sequence[int]) -> list[int]:
     """The array index of each config placed by :func:`plan_tasks`, in order."""
     return [task for task, size in enumerate(sizes) for _ in range(size)]
@@ -189,7 +220,7 @@ def template_context(gpus: int, device_type: str, packing: Packing, per_task: in
     if not layout:
         return {"packed": False}
     if reserve_s is None:
-        reserve_s = min(RESERVE_S, walltime_s // 10) if walltime_s else RESERVE_S
+        reserve_s = reserve_for(walltime_s)
     return {"packed": True, "pack_lanes": len(layout), "pack_lane_devices": layout, "pack_per_task": per_task,
             "pack_device_env": device_env(device_type), "pack_reserve_s": reserve_s, "pack_grace_s": grace_s,
             "pack_tick_s": tick_s}

@@ -5,14 +5,15 @@ under the user's queue cap.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Optional, Sequence
 
 from hpc_sweep.schedulers.base import QueueLimits
 from hpc_sweep.state.rows import ConfigRow
-from hpc_sweep.state.states import SUBMITTABLE, SUBMITTING, sql_list
+from hpc_sweep.state.states import SUBMITTABLE, SUBMITTING, ConfigState, sql_list
 from hpc_sweep.submit import intents
-from hpc_sweep.submit.packing import Packing, allocation_gpus, lanes, plan_tasks, session_packing
+from hpc_sweep.submit.packing import Packing, allocation_gpus, lanes, plan_tasks, session_packing, waves_for
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
@@ -65,6 +66,7 @@ def plan_chunks(session: Session, rows: list[ConfigRow], limits: QueueLimits, ro
     (a packed task holds several configs but counts once)."""
     walltime_default = session.spec.walltime_s or session.profile.walltime_s
     packing = session_packing(session)
+    longest = longest_runs(session) if packing.node and not packing.waves else {}
     groups: dict = {}
     for row in rows:
         key = (row.shape, row.walltime_s or walltime_default)
@@ -80,7 +82,8 @@ def plan_chunks(session: Session, rows: list[ConfigRow], limits: QueueLimits, ro
         while start < len(members) and (left is None or left > 0):
             tasks_allowed = min(max_size, left) if left is not None else max_size
             if lane_count:
-                sizes = plan_tasks(len(members) - start, lane_count, tasks_allowed, packing.waves)
+                waves = waves_for(packing, walltime, longest.get(shape))
+                sizes = plan_tasks(len(members) - start, lane_count, tasks_allowed, waves)
                 size, used = sum(sizes), len(sizes)
                 chunks.append(Chunk(shape, walltime, members[start:start + size], sizes, packing))
             else:
@@ -90,6 +93,16 @@ def plan_chunks(session: Session, rows: list[ConfigRow], limits: QueueLimits, ro
             if left is not None:
                 left -= used
     return chunks
+
+
+def longest_runs(session: Session) -> dict:
+    """Shape -> the longest run of it seen, in seconds: ended whole, timed out (at least that long) or still
+    running (so far). What a node task's default waves are planned from (:func:`~hpc_sweep.submit.packing.waves_for`)."""
+    rows = session.store.conn.execute(
+        "SELECT c.shape, MAX(COALESCE(a.ended_at, ?) - a.started_at) FROM attempts a JOIN configs c "
+        "ON c.name = a.config WHERE a.started_at IS NOT NULL AND a.state IN (?, ?, ?) GROUP BY c.shape",
+        (time.time(), ConfigState.COMPLETED, ConfigState.TIMEOUT, ConfigState.RUNNING)).fetchall()
+    return {shape: seconds for shape, seconds in rows if seconds is not None and seconds > 0}
 
 
 def submittable_names(session: Session, only: Optional[Sequence[str]]) -> list[str]:
