@@ -5,12 +5,15 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional
+from typing import TYPE_CHECKING, Optional
 
 import click
 
 from hpc_sweep import __version__
 from hpc_sweep.common.errors import RuntimeFailure, UserError, one_line
+
+if TYPE_CHECKING:
+    from hpc_sweep.session import Session
 
 SWEEP_DIR = click.argument("sweep_dir", required=False, default=".",
                            type=click.Path(file_okay=False, path_type=Path))
@@ -366,9 +369,9 @@ def cancel(args: tuple, yes: bool) -> None:
         _say(line)
 
 
-def _tasks_going_on(session, asked: tuple) -> list:
+def _tasks_going_on(session: Session, asked: tuple) -> list:
     """One line per packed task whose runs were asked to stop while its other runs go on (no scheduler command
-    was sent for it): 'config001: asked its run to stop (its task goes on with 2 other runs)'."""
+    was sent for it): 'config001: asked its run to stop (task 5123_0 goes on with 2 other runs)'."""
     from hpc_sweep.state.states import ACTIVE
 
     by_task: dict = {}

@@ -97,7 +97,7 @@ def plan_chunks(session: Session, rows: list[ConfigRow], limits: QueueLimits, ro
 
 def longest_runs(session: Session) -> dict:
     """Shape -> the longest run of it seen, in seconds: ended whole, timed out (at least that long) or still
-    running (so far). What a node task's default waves are planned from (:func:`~hpc_sweep.submit.packing.waves_for`)."""
+    running (so far). A node task's default waves are planned from it (:func:`hpc_sweep.submit.packing.waves_for`)."""
     rows = session.store.conn.execute(
         "SELECT c.shape, MAX(COALESCE(a.ended_at, ?) - a.started_at) FROM attempts a JOIN configs c "
         "ON c.name = a.config WHERE a.started_at IS NOT NULL AND a.state IN (?, ?, ?) GROUP BY c.shape",
