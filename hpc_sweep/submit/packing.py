@@ -10,9 +10,9 @@ config at a time, on the GPUs it was given:
   has K lanes (K = runs_per_gpu, 1 unless set), so one config per group, or K sharing it. Lanes take groups in
   turn (lane l -> group l mod groups): fewer configs than lanes spread over the GPUs first.
 
-A task may hold more configs than lanes (up to ``waves`` per lane): when a lane frees, the task's next config
-starts on it if it can still end before the walltime (the rule is in packed.sh.j2). CPU configs are never
-packed. The map format is unchanged: a packed task is several lines with the same index.
+A task may hold more configs than lanes (up to ``waves`` per lane, :func:`waves_for`): when a lane frees, the
+task's next config starts on it if it can still end before the walltime (the rule is in packed.sh.j2). CPU configs
+are never packed. The map format is unchanged: a packed task is several lines with the same index.
 """
 
 from __future__ import annotations
