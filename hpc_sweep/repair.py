@@ -8,13 +8,21 @@ What is on disk says almost everything the state knew:
 - script/<job>.map (and .sh): every submission: its job name, and per task the index, config, attempt, run config,
   outputs folder, device and GPUs. The job names give back the job-name prefix and the last sequence number;
 - .hpc_sweep/markers/<config>.<attempt>.start|exit: which tasks started (job id, submission id, host, time) and
-  how they ended (exit code, time).
+  how they ended (exit code, time);
+- .hpc_sweep/markers/<config>.<attempt>.stop: the runs this tool ended (cancel, an early stop), with the state and
+  reason they were ended with (:func:`hpc_sweep.submit.cancel.end_runs` writes it before the scheduler is asked).
 
 A submission a start marker names gets that scheduler id (``submitted``); any other is an ``intent``: the next
 submit or poll looks it up by its job name before anything is submitted again. Attempts that ended are decided
-from their exit markers as a poll decides them; the rest are pending or running until the next poll asks the
-scheduler. Nothing is submitted by repair itself. The new database is built beside state.db and moved into place
-at the end, under the writers' lock; what it replaces is kept (state.db.corrupt-<time>).
+from their exit markers as a poll decides them, except a run that ended without success after its stop record,
+or never started: it is restored as it was ended (stopped, cancelled) with its reason. The rest are pending or
+running until the next poll asks the scheduler (a stopped run still running then is settled by that poll, as a
+stop a killed poll sent). The logs are read as a poll reads them; from them and the stop records, what
+[early_stop] keeps of the stopped runs (the epochs they did not train; a stopped config brought back by hand is
+never stopped again), and for [search] its trials: one per config, in config order, with the parameters its file
+holds, told as ended (completed: the metric's best; stopped: pruned) or running. Nothing is submitted by repair
+itself. The new database is built beside state.db and moved into place at the end, under the writers' lock; what
+it replaces is kept (state.db.corrupt-<time>).
 """
 
 from __future__ import annotations
@@ -43,7 +51,10 @@ if TYPE_CHECKING:
 
 CONFIG_FILE = re.compile(r"config(\d+)")
 JOB_NAME = re.compile(r"(?P<prefix>.+)-(?P<tag>[A-Za-z0-9_.]+)-(?P<seq>\d+)")
-MARKER = re.compile(r"(?P<config>.+)\.(?P<attempt>\d+)\.(?P<kind>start|exit)")
+MARKER = re.compile(r"(?P<config>.+)\.(?P<attempt>\d+)\.(?P<kind>start|exit|stop)")
+# A run's exit marker holds whole seconds of the node's clock; its stop record the controller's time.
+STOP_CLOCK_SLACK_S = 2.0
+ENDED_BY_US = (ConfigState.STOPPED, ConfigState.CANCELLED)
 CONFIG_SUFFIXES = (".toml", ".yaml", ".yml")
 
 
@@ -158,6 +169,9 @@ def _build(spec: SweepSpec, paths: SweepPaths, lock: SweepLock, building: Path, 
                                         f"{sum(report.submissions.values())} submissions, {report.attempts} attempts")
         # Attempts whose exit marker is there end as a poll ends them between scheduler queries.
         apply_markers_only(session, PollReport(), time.time())
+        _read_logs(session)
+        _rebuild_early_stops(session, markers)
+        _rebuild_trials(spec, session, rows)
         report.states = Counter(row[0] for row in store.conn.execute("SELECT state FROM configs"))
         report.configs = len(rows)
         report.prefix = prefix
@@ -173,7 +187,7 @@ class _Found(NamedTuple):
     idx: int
     name: str
     path: Path
-    params: Optional[dict] = None   # read from the file: retired configs only
+    params: Optional[dict] = None   # the parameters it was matched to (retired configs: read from the file)
 
 
 class _Rebuilt(NamedTuple):
@@ -220,7 +234,9 @@ def _config_rows(spec: SweepSpec, paths: SweepPaths, report: RepairReport) -> li
     from hpc_sweep.common.formats import load_structured
     from hpc_sweep.sweep.generate import plan
 
-    wanted = {p.key: p.params for p in plan(spec, None, paths)}
+    # A search's definition is the configs it asked for: their files are its record of them (its trials are
+    # rebuilt from the same files, _rebuild_trials).
+    wanted = {p.key: p.params for p in plan(spec, _searched(spec, paths) if spec.search else None, paths)}
     key_sets = list(dict.fromkeys(tuple(params) for params in wanted.values()))
     known, retired, claimed = [], [], set()
     for idx, path in _config_files(paths):
@@ -239,7 +255,7 @@ def _config_rows(spec: SweepSpec, paths: SweepPaths, report: RepairReport) -> li
         name = path.stem
         if match is not None:
             claimed.add(match)
-            known.append(_Found(match, idx, name, path))
+            known.append(_Found(match, idx, name, path, wanted[match]))
         else:
             params = {k: get_dotted(data, k) for k in spec.swept_keys if has_dotted(data, k)}
             retired.append(_Found(params_key(params), idx, name, path, params))
@@ -250,6 +266,28 @@ def _config_rows(spec: SweepSpec, paths: SweepPaths, report: RepairReport) -> li
     if retired:
         rows += _retired_rows(spec, paths, known, retired, report)
     return sorted(rows, key=lambda row: row.idx)
+
+
+def _searched(spec: SweepSpec, paths: SweepPaths) -> _Known:
+    """The configs a [search] asked for, as its plan takes them: each file holding every searched key, with the
+    values it holds."""
+    from hpc_sweep.common.dotted import get_dotted, has_dotted
+    from hpc_sweep.common.formats import load_structured
+    from hpc_sweep.sweep.expand import params_key
+
+    keys = [param.key for param in spec.search.params]
+    found, seen = [], set()
+    for idx, path in _config_files(paths):
+        try:
+            data = load_structured(path)
+        except UserError:
+            continue  # said where the files are matched
+        if all(has_dotted(data, key) for key in keys):
+            params = {key: get_dotted(data, key) for key in keys}
+            if params_key(params) not in seen:
+                seen.add(params_key(params))
+                found.append(_Found(params_key(params), idx, path.stem, path, params))
+    return _Known(found)
 
 
 def _unique_retired(retired: list, claimed: set, report: RepairReport) -> list:
@@ -411,9 +449,8 @@ def _insert_history(session: Session, rows: list[_Rebuilt], maps: dict, markers:
                            (config, attempt, owner, entry.index if entry else None, state, *fields.values()))
         report.attempts += 1
         if attempt >= latest.get(config, (0, ""))[0]:
-            latest[config] = (attempt, state, owner)
-    for config, (attempt, state, owner) in latest.items():
-        reason = None
+            latest[config] = (attempt, state, owner, fields.get("reason"))
+    for config, (attempt, state, owner, reason) in latest.items():
         if state == SUBMITTING:
             state = ConfigState.PENDING
             reason = (f"state rebuilt by hpc-sweep repair: submission {owner} is looked up by name before anything "
@@ -424,7 +461,9 @@ def _insert_history(session: Session, rows: list[_Rebuilt], maps: dict, markers:
 def _attempt(session: Session, owner: Optional[str], entry, sid: Optional[str], maps: dict, marks: dict) -> tuple:
     """(state, other columns) of one rebuilt attempt: ``submitting`` under a submission no task of which is known
     to have started (an intent), else running where it started and pending where not; an exit marker is left
-    for :func:`hpc_sweep.track.poll.apply_markers_only` to decide, as a poll does."""
+    for :func:`hpc_sweep.track.poll.apply_markers_only` to decide, as a poll does, but a run this tool ended (its
+    stop record, :func:`_ended_by_us`) is recorded as it was ended. (Under an intent, a stop record is not read:
+    the lookup by name settles that submission first.)"""
     start, end = marks.get("start") or {}, marks.get("exit") or {}
     fields: dict = {}
     if entry is not None:
@@ -441,4 +480,92 @@ def _attempt(session: Session, owner: Optional[str], entry, sid: Optional[str], 
         return SUBMITTING, fields
     if owner is None and not start:
         return None, fields  # an exit marker alone: nothing says which job it was
+    ended_as = _ended_by_us(marks)
+    if ended_as is not None:
+        fields["reason"] = ended_as[1]
+        return ended_as[0], fields
     return (ConfigState.RUNNING if start else ConfigState.PENDING), fields
+
+
+def _ended_by_us(marks: dict) -> Optional[tuple]:
+    """(state, reason) of a run this tool ended: its exit marker says it ended without success, after its stop
+    record was written (a run that failed on its own first keeps its own ending), or it never started (a queued
+    task cancelled, a packed run stopped before its launcher started it: never to be queued again); None
+    otherwise."""
+    stop, end = marks.get("stop") or {}, marks.get("exit") or {}
+    if not stop or stop.get("state") not in ENDED_BY_US:
+        return None
+    if not end:
+        return (ConfigState(stop["state"]), stop.get("why")) if not marks.get("start") else None
+    if end.get("exit_code") == 0:
+        return None
+    ended_at, asked_at = end.get("time"), stop.get("time")
+    if isinstance(ended_at, (int, float)) and isinstance(asked_at, (int, float)) and \
+            ended_at < asked_at - STOP_CLOCK_SLACK_S:
+        return None
+    return ConfigState(stop["state"]), stop.get("why")
+
+
+# -- logs, early stopping and search ----------------------------------------------------------------------------
+def _read_logs(session: Session) -> None:
+    """The curves, read from the logs as a poll reads them. (The verdict on runs that exited 0 without a training
+    log stays the next poll's, as for any run that ended between polls.)"""
+    from hpc_sweep.track.poll import PollReport
+    from hpc_sweep.track.progress import update_progress
+
+    update_progress(session, PollReport())
+
+
+def _rebuild_early_stops(session: Session, markers: dict) -> None:
+    """What [early_stop] keeps of the runs it stopped: the last epoch each logged and its planned last epoch (the
+    epochs saved); a stopped config run again since (resubmit: the poll never resumes a stopped run) is exempt.
+    A stop record of a run not known to have ended yet is left to the next poll's settle_stops: stopped if its
+    run ended without success by then, judged again if it still runs. (The rungs runs passed are not on disk:
+    running runs are judged again at the rungs they reach.)"""
+    store = session.store
+    if session.spec.early_stop is None:
+        return
+    current = {name: (state, attempt) for name, state, attempt in
+               store.query("SELECT name, state, attempt FROM configs")}
+    stopped: dict = {}
+    for config, attempt in store.query("SELECT config, attempt FROM attempts WHERE state = ? ORDER BY attempt",
+                                       (ConfigState.STOPPED,)):
+        stopped[config] = attempt  # the latest stopped attempt of each
+    last_epochs = {config: store.query("SELECT MAX(epoch) FROM epochs WHERE config = ? AND attempt <= ?",
+                                       (config, attempt))[0][0] for config, attempt in stopped.items()}
+    max_epochs = dict(store.query("SELECT config, max_epoch FROM progress WHERE max_epoch IS NOT NULL"))
+    sent = [(attempt, found["stop"].get("why"), config) for (config, attempt), found in markers.items()
+            if (found.get("stop") or {}).get("state") == ConfigState.STOPPED and config in current
+            and current[config][1] == attempt and current[config][0] in (ConfigState.RUNNING, ConfigState.PENDING)]
+    with store.transaction():
+        store.set_early_stops(("stopped_epoch", "max_epoch"),
+                              [(last_epochs.get(c), max_epochs.get(c), c) for c in stopped])
+        store.set_early_stops(("exempt",), [(1, c) for c, attempt in stopped.items() if current[c][1] > attempt])
+        store.set_early_stops(("stopping_attempt", "stopping_reason"), sent)
+
+
+def _rebuild_trials(spec: SweepSpec, session: Session, rows: list) -> None:
+    """[search]: one trial per config, numbered in config order, with the [search.params] values its file holds;
+    completed and stopped configs told from their curves as a poll tells them, the rest running (a config that
+    failed may yet be resumed: the next poll tells it once it is final). Repeated suggestions (a trial that shares
+    an earlier config) left no file and are not rebuilt."""
+    from hpc_sweep.common.dotted import get_dotted, has_dotted
+    from hpc_sweep.common.formats import load_structured
+    from hpc_sweep.sweep.search import RUNNING, tell_ended
+
+    if spec.search is None:
+        return
+    keys = [param.key for param in spec.search.params]
+    trials = []
+    for row in sorted(rows, key=lambda r: r.idx):
+        data = load_structured(Path(row.path))
+        if not all(has_dotted(data, key) for key in keys):
+            continue  # not one of the search's configs
+        params = {key: get_dotted(data, key) for key in keys}
+        trials.append((len(trials), row.name, json.dumps(params, sort_keys=True), RUNNING,
+                       os.stat(row.path).st_mtime))
+    store = session.store
+    with store.transaction() as conn:
+        conn.executemany("INSERT INTO search_trials (number, config, params, state, asked_at) VALUES (?, ?, ?, ?, ?)",
+                         trials)
+    tell_ended(spec, store, states=(ConfigState.COMPLETED, ConfigState.STOPPED))

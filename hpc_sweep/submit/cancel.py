@@ -12,7 +12,7 @@ from hpc_sweep.common.errors import RuntimeFailure
 from hpc_sweep.state.states import ACTIVE, UNFINISHED, ConfigState, SubmissionStatus, sql_list
 from hpc_sweep.submit import intents
 from hpc_sweep.submit.queries import live_records_or_none
-from hpc_sweep.submit.runcontrol import request_stop
+from hpc_sweep.submit.runcontrol import STOP, control_path, request_stop
 
 if TYPE_CHECKING:
     from hpc_sweep.session import Session
@@ -75,17 +75,25 @@ def end_runs(session: Session, attempts: Sequence, state: str, reason: str,
     to_end = [a for a in attempts if (a.config, a.attempt) not in ended_first]
     reasons = reasons or {}
     asked = _in_going_tasks(session, to_end)
-    for att in asked:
-        request_stop(session.paths.markers, att.config, att.attempt, reasons.get(att.config, reason), state=state)
+    # Every run ended here gets its stop record (state, reason) among the markers before the scheduler is asked:
+    # for a run of a packed task that goes on it is the request its launcher acts on; for the others, only a
+    # record, which hpc-sweep repair reads to tell a run we ended from one killed by something else.
+    recorded = [att for att in to_end if request_stop(session.paths.markers, att.config, att.attempt,
+                                                      reasons.get(att.config, reason), state=state)]
     ids = _ids_to_cancel(session, [a for a in to_end if a not in asked])
     if ids:
         argv = adapter.cancel_argv(ids)
         result = shell.run(argv, timeout=120)
         if result.returncode != 0 and not _only_finished_jobs(result):
+            # Nothing was cancelled: no record may say otherwise. A packed task's launcher may have acted on its
+            # runs' records already; those stay, and the poll records such a run as it was asked to end.
+            packed = _packed_job_ids(session, recorded)
+            _withdraw(session, [a for a in recorded if a not in asked and a.job_id not in packed])
             raise RuntimeFailure(f"{' '.join(argv)[:200]} failed: {(result.stderr or result.stdout).strip()[:300]}")
         finished_ids = set(_FINISHED_ID.findall(result.stderr + result.stdout))
         ended_first |= {(a.config, a.attempt) for a in attempts if a.job_id in finished_ids or
                         _submission_id(session, a) in finished_ids}
+        _withdraw(session, [a for a in recorded if a not in asked and (a.config, a.attempt) in ended_first])
     left = [a for a in attempts if (a.config, a.attempt) in ended_first]
     ended = [a for a in attempts if (a.config, a.attempt) not in ended_first]
     current = {c.name: c.attempt for c in store.configs()}
@@ -98,6 +106,23 @@ def end_runs(session: Session, attempts: Sequence, state: str, reason: str,
         if also_record is not None:
             also_record(ended)
     return EndedRuns(ids, ended, left, tuple(asked))
+
+
+def _withdraw(session: Session, attempts: list) -> None:
+    """Remove the stop records just written for runs this call did not end after all (the scheduler refused, or
+    they had ended on their own): they ended however they ended, which the poll records."""
+    for att in attempts:
+        try:
+            control_path(session.paths.markers, att.config, att.attempt, STOP).unlink()
+        except FileNotFoundError:
+            pass
+
+
+def _packed_job_ids(session: Session, attempts: list) -> set:
+    """The job ids among these attempts' that several attempts share: packed tasks, whose launcher reads .stop."""
+    shared = session.store.query("SELECT job_id FROM attempts WHERE job_id IS NOT NULL GROUP BY job_id "
+                                 "HAVING COUNT(*) > 1")  # only after a refusal: no need to be quick
+    return {row[0] for row in shared} & {a.job_id for a in attempts}
 
 
 def _in_going_tasks(session: Session, attempts: list) -> list:

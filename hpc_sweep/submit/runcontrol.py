@@ -12,7 +12,12 @@ would end all of them. One run is stopped instead by a request file the task's l
   not enough of the walltime left, or the task was ended first) and holds no claim; the poll queues it again
   unless it was stopped for good.
 
-A task holding only that config is still cancelled by its scheduler id: nothing else runs in it.
+A task holding only that config is still cancelled by its scheduler id: nothing else runs in it. Its ``.stop``
+is written all the same, before the cancel is sent (:func:`hpc_sweep.submit.cancel.end_runs` writes one for every
+run it ends): there it is only a record of the state and reason the run was ended with, which no job script
+reads (the one-config script never looks for it; a packed launcher acts only on the ``.stop`` of a
+``<config>.<attempt>`` of its own map lines) and which ``hpc-sweep repair`` reads to restore a run ended by this
+tool as ``stopped`` or ``cancelled`` rather than as killed by a signal.
 """
 
 from __future__ import annotations
@@ -32,17 +37,18 @@ def control_path(markers: Path, config: str, attempt: int, kind: str) -> Path:
 
 
 def request_stop(markers: Path, config: str, attempt: int, why: str, now: Optional[float] = None,
-                 state: Optional[str] = None) -> None:
+                 state: Optional[str] = None) -> bool:
     """Ask the task running (config, attempt) to stop that run only. A repeated request keeps the first.
     ``state``: what the run is recorded as (cancelled, stopped), for a poll that finds it ended before the
-    controller recorded it."""
+    controller recorded it, and for ``hpc-sweep repair``. Returns whether this call wrote it."""
     path = control_path(markers, config, attempt, STOP)
     if path.exists():
-        return
+        return False
     request = {"why": why, "time": now if now is not None else time.time()}
     if state is not None:
         request["state"] = str(state)
     write_atomic(path, json.dumps(request) + "\n")
+    return True
 
 
 def read_control(markers: Path, config: str, attempt: int, kind: str) -> Optional[dict]:

@@ -232,7 +232,7 @@ def record_told(conn: sqlite3.Connection, config: str, told: Told) -> None:
 def recorded_param_sets(store: Optional["Store"]) -> list:
     """What a search sweep's configs are (generate writes them as it writes a grid's): the configs it has, in
     number order, then the parameter sets of recorded trials not written yet, each once, in trial order. (A state
-    rebuilt by ``hpc-sweep repair`` has the configs but no trials: they stay, and the search starts again.)"""
+    rebuilt by ``hpc-sweep repair`` gets one trial per config back, from the files.)"""
     if store is None:
         return []
     sets = [row.params for row in sorted(store.configs(), key=lambda row: row.idx)]
@@ -264,12 +264,13 @@ def ask_configs(spec: "SweepSpec", store: "Store", paths: "SweepPaths", room: in
     return generate(spec, store, paths).written
 
 
-def tell_ended(spec: "SweepSpec", store: "Store") -> list:
+def tell_ended(spec: "SweepSpec", store: "Store", states: Iterable[str] = FINAL) -> list:
     """Tell the sampler how the configs of running trials ended, from their curves of the search's metric:
-    completed, stopped (pruned), or failed (any other final state). Returns (config, Told) of those told."""
+    completed, stopped (pruned), or failed (any other final state). ``states``: only configs in these states.
+    Returns (config, Told) of those told."""
     column = {"val_loss": "val_loss", "train_loss": "train_loss"}[spec.search.metric]
     ended = store.query("SELECT DISTINCT t.config, c.state FROM search_trials t JOIN configs c ON c.name = t.config "
-                        f"WHERE t.state = '{RUNNING}' AND c.state IN ({sql_list(FINAL)})")
+                        f"WHERE t.state = '{RUNNING}' AND c.state IN ({sql_list(set(states) & set(FINAL))})")
     if not ended:
         return []
     told = []
