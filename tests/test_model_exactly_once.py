@@ -640,3 +640,19 @@ def test_a_cap_lowered_by_the_site_holds_configs_back_only_while_the_limits_are_
         state.site(configs=3, cap=None, accounting=False, throttle=1, foreign_job=True)
         state.cap_changes(cap=1)
         state.cron_poll(kill=None, force=False)
+
+
+def test_a_loser_that_times_out_before_its_stop_was_sent_is_not_called_stopped():
+    """Found by the deep profile (EarlyStops): a poll decides config002 is a loser, writes the stop down and is
+    killed before its scancel; the task then hits its time limit on its own. The next poll called the timeout
+    stopped (no scancel was ever sent). Failed at: config002 is stopped; the stand-in has its task TIMEOUT."""
+    with Schedule(EarlyStops) as state:
+        state.site(configs=2, cap=None, accounting=False, throttle=None, foreign_job=False)
+        state.submit(kill=None)
+        state.tasks_start(count=1)
+        state.task_ends(outcome="exit0", pick=0)
+        state.tasks_start(count=1)
+        state.cron_poll(force=False, kill=10)
+        state.resubmit(fresh=False, kill=None, which=0)
+        state.task_ends(outcome="timeout", pick=0)
+        state.cron_poll(force=False, kill=None)

@@ -21,7 +21,7 @@ import time
 from typing import TYPE_CHECKING
 
 from hpc_sweep.common.errors import RuntimeFailure
-from hpc_sweep.state.states import ACTIVE, UNSUCCESSFUL, ConfigState
+from hpc_sweep.state.states import ACTIVE, ConfigState
 from hpc_sweep.submit.cancel import end_runs
 from hpc_sweep.track.early_stop import FINISHED, RUNNING, STOPPED, Curve, decide
 
@@ -30,7 +30,9 @@ if TYPE_CHECKING:
     from hpc_sweep.track.poll import PollReport
 
 # How an attempt our stop ended may have been recorded by a poll that did not know of the stop.
-STOPPED_BY_US = (UNSUCCESSFUL | {ConfigState.CANCELLED}) - {ConfigState.STOPPED}
+# How a run our stop ended looks to a poll: cancelled (the scheduler's word), or, without accounting, its exit
+# marker's TERM. A timeout, an OOM, a node failure or another exit code is the run's own end, not our stop.
+_TERM = "killed by signal 15"
 _METRIC_COLUMNS = {"val_loss": "val_loss", "train_loss": "train_loss"}  # a metric names the epochs column it reads
 
 
@@ -102,22 +104,24 @@ def stop_losers(session: Session, report: PollReport) -> set:
 
 
 def settle_stops(session: Session, report: PollReport) -> None:
-    """Stops sent by a poll that did not live to record them: an attempt that ended without success since (the
-    scheduler's CANCELLED for our cancel, or what its exit marker says of the signal) was stopped, and is recorded
-    so; one still running or that completed never got the stop, and is judged again. Runs before resume_ended, so
+    """Stops sent by a poll that did not live to record them: an attempt that ended as our stop ends a run since
+    (the scheduler's CANCELLED for our cancel, or its exit marker's TERM) was stopped, and is recorded so; one
+    still running, or that ended its own way (completed, timed out, out of memory...; the poll may have died before
+    its scancel), never got the stop and keeps its own end or is judged again. Runs before resume_ended, so
     a stopped run is never taken for one to resume."""
     if session.spec.early_stop is None:
         return
     store = session.store
-    sent = store.query("SELECT e.config, e.stopping_attempt, e.stopping_reason, a.state, c.attempt FROM early_stops e "
+    sent = store.query("SELECT e.config, e.stopping_attempt, e.stopping_reason, a.state, c.attempt, a.reason "
+                       "FROM early_stops e "
                        "JOIN attempts a ON a.config = e.config AND a.attempt = e.stopping_attempt "
                        "JOIN configs c ON c.name = e.config WHERE e.stopping_attempt IS NOT NULL")
     settled = [row for row in sent if row[3] not in ACTIVE]
     if not settled:
         return
     with store.transaction():
-        for config, attempt, reason, state, current in settled:
-            if state in STOPPED_BY_US:
+        for config, attempt, reason, state, current, why in settled:
+            if state == ConfigState.CANCELLED or (state == ConfigState.FAILED and _TERM in (why or "")):
                 store.update_attempt(config, attempt, state=ConfigState.STOPPED, reason=reason)
                 if current == attempt:
                     store.set_config_state(config, ConfigState.STOPPED, reason)
