@@ -9,7 +9,9 @@ Queries (one set per submit, cached like the limits):
 
 - Slurm: ``sinfo -h -e -o <SINFO_FORMAT>`` (nodes grouped by identical CPUs, memory, GRES and state per partition:
   ``-e`` keeps unlike nodes apart instead of printing ``16+``), ``scontrol show partition`` (limits, allowed
-  accounts/QOS), ``sacctmgr show assoc``/``show qos`` (the user's accounts and QOS, their per-job limits),
+  accounts/QOS), ``sacctmgr show qos`` (per-job limits of each QOS), the user's associations (accounts and
+  per-job limits) from ``scontrol show assoc_mgr`` (a limits query) or, where a QOS is asked for,
+  ``sacctmgr show assoc`` (which also lists the QOS each may use),
   ``scontrol show config`` (version, cluster name, accounting enforcement; the limit queries ask it too).
 - PBS Pro/OpenPBS: ``pbsnodes -a -F json``, ``qstat -Qf -F json``, ``qstat -Bf -F json`` (server default queue and
   server-wide ``resources_max``).
@@ -198,13 +200,17 @@ def _built(cls, data: Mapping):
 # argv builders
 
 
-def slurm_shape_argvs(user: str) -> List[List[str]]:
+def slurm_shape_argvs(user: str, associations: bool = True) -> List[List[str]]:
+    """``associations``: ask sacctmgr for the user's associations with the QOS each may use (~0.3 s through
+    slurmdbd). Without it their accounts and per-job limits come from ``scontrol show assoc_mgr`` (a limits query,
+    ~7 ms), which lists no QOS: enough where no QOS is asked for."""
     if not re.fullmatch(r"[\w.@-]+", user or ""):
         raise ValueError(f"not a user name: {user!r}")
+    assoc = ["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}", "format=" + ",".join(ASSOC_FIELDS)]
     return [
         ["sinfo", "-h", "-e", "-o", SINFO_FORMAT],
         ["scontrol", "show", "partition"],
-        ["sacctmgr", "-n", "-P", "show", "assoc", "where", f"user={user}", "format=" + ",".join(ASSOC_FIELDS)],
+        *([assoc] if associations else []),
         ["sacctmgr", "-n", "-P", "show", "qos", "format=" + ",".join(QOS_FIELDS)],
         ["scontrol", "show", "config"],  # version, cluster name, whether accounts are enforced (a limits query too)
     ]
@@ -219,9 +225,9 @@ def torque_shape_argvs() -> List[List[str]]:
     return [["pbsnodes", "-x"], ["qstat", "-Q", "-f", "-1"], ["qstat", "-B", "-f", "-1"]]
 
 
-def shape_argvs(scheduler: str, user: str) -> List[List[str]]:
+def shape_argvs(scheduler: str, user: str, associations: bool = True) -> List[List[str]]:
     if scheduler == "slurm":
-        return slurm_shape_argvs(user)
+        return slurm_shape_argvs(user, associations)
     if scheduler == "pbspro":
         return pbs_shape_argvs()
     if scheduler == "torque":
@@ -430,6 +436,22 @@ def _association(row: Mapping[str, str]) -> Association:
                        max_per_job=parse_tres(row.get("maxtres")))
 
 
+def parse_assoc_mgr_associations(text: str) -> List[Association]:
+    """The user's associations from ``scontrol show assoc_mgr users=U flags=assoc``: account, partition and the
+    per-job limits (``MaxWallPJ`` in minutes, ``MaxTRESPJ``); it lists no QOS. Account-level records (no
+    UserName) hold shared or inherited limits and are skipped."""
+    found = []
+    for block in re.split(r"(?m)^(?=ClusterName=)", text):
+        fields = dict(re.findall(r"(\w+)=(\S*)", block))
+        if not fields.get("UserName") or "Account" not in fields:
+            continue
+        wall = re.match(r"\d+", fields.get("MaxWallPJ", ""))
+        found.append(Association(account=fields["Account"], partition=fields.get("Partition") or None,
+                                 max_walltime_s=int(wall.group(0)) * 60 if wall else None,
+                                 max_per_job=parse_tres(fields.get("MaxTRESPJ"))))
+    return found
+
+
 def _qos(row: Mapping[str, str]) -> Qos:
     return Qos(name=row.get("name", ""), max_walltime_s=slurm_time_s(row.get("maxwall")),
                max_per_job=parse_tres(row.get("maxtres")), max_per_node=parse_tres(row.get("maxtrespernode")),
@@ -444,10 +466,11 @@ def parse_slurm_shape(results: Sequence[CommandResult]) -> ClusterShape:
     assoc_rows: Optional[List[Dict[str, str]]] = None
     qos_rows: Optional[List[Dict[str, str]]] = None
     config: Dict[str, str] = {}
+    from_mgr: Optional[List[Association]] = None
     errors: List[str] = []
     for result in results:
         kind = query_kind(result.argv)
-        if kind not in ("sinfo", "partition", "config", "assoc", "qos"):
+        if kind not in ("sinfo", "partition", "config", "assoc", "qos", "assoc_mgr"):
             continue
         if result.returncode != 0:
             errors.append(_failed(result))
@@ -460,6 +483,8 @@ def parse_slurm_shape(results: Sequence[CommandResult]) -> ClusterShape:
                       (line.partition("=") for line in result.stdout.splitlines()) if v}
         elif kind == "assoc":
             assoc_rows = _pipe_rows(result, ASSOC_FIELDS)
+        elif kind == "assoc_mgr":
+            from_mgr = parse_assoc_mgr_associations(result.stdout)
         else:
             qos_rows = _pipe_rows(result, QOS_FIELDS)
     cluster = config.get("ClusterName")
@@ -470,7 +495,8 @@ def parse_slurm_shape(results: Sequence[CommandResult]) -> ClusterShape:
     return ClusterShape(
         scheduler="slurm",
         partitions={name: _slurm_partition(name, sinfo.get(name), records.get(name, {})) for name in names},
-        associations=None if assoc_rows is None else tuple(_association(row) for row in assoc_rows),
+        associations=(tuple(_association(row) for row in assoc_rows) if assoc_rows is not None
+                      else None if from_mgr is None else tuple(from_mgr)),
         qos=None if qos_rows is None else {row.get("name", ""): _qos(row) for row in qos_rows},
         accounts_enforced="associations" in config.get("AccountingStorageEnforce", "associations"),
         version=version, errors=tuple(errors))

@@ -95,6 +95,28 @@ def test_slurm_associations_qos_and_config() -> None:
     assert shape.errors == ()
 
 
+def test_slurm_associations_from_assoc_mgr_where_sacctmgr_was_not_asked() -> None:
+    """Without a QOS in the profile the shape skips sacctmgr's association listing (0.3 s) and reads the
+    associations from the limits' assoc_mgr answer: the same account and per-job limits as sacctmgr's listing of
+    the same cluster (captured together), no QOS list."""
+    mgr = ["scontrol", "show", "assoc_mgr", f"users={USER}", "flags=assoc"]
+    assert ASSOC not in slurm_shape_argvs(USER, associations=False)
+    shape = parse_slurm_shape([stdout_of(SINFO, SLURM / "sinfo_shape.txt"),
+                               stdout_of(mgr, SLURM / "scontrol_assoc_mgr_limits.txt"),
+                               stdout_of(CONFIG, SLURM / "scontrol_show_config.txt")])
+    listed = parse_slurm_shape([stdout_of(ASSOC, SLURM / "sacctmgr_assoc_limits.txt")]).associations
+    (assoc,) = shape.associations
+    (same,) = listed
+    assert (assoc.account, assoc.partition, assoc.max_walltime_s, dict(assoc.max_per_job)) == \
+        (same.account, same.partition, same.max_walltime_s, dict(same.max_per_job)) == \
+        ("sweepers", None, 5400, {"cpu": 8, "gres/gpu": 4})
+    assert assoc.qos == frozenset() and same.qos == {"normal"}
+    # sacctmgr's listing, where asked, wins over assoc_mgr's
+    both = parse_slurm_shape([stdout_of(mgr, SLURM / "scontrol_assoc_mgr_limits.txt"),
+                              stdout_of(ASSOC, SLURM / "sacctmgr_assoc_limits.txt")])
+    assert both.associations[0].qos == {"normal"}
+
+
 def test_slurm_drained_node_takes_no_jobs() -> None:
     shape = slurm_shape("sinfo_shape_drained.txt")
     debug = shape.partitions["debug"]

@@ -150,3 +150,21 @@ def test_doctor_passes_on_a_good_profile_and_fails_with_fixes_on_a_bad_one(slurm
     assert any(line.startswith("FAIL  partition    partition nosuch does not exist") for line in failed), failed
     assert any("module: command not found" in line for line in failed), failed
     assert not (root / ".hpc_sweep").exists()  # doctor wrote nothing
+
+
+def test_an_account_that_is_not_yours_and_an_association_limit_are_refused(slurm_cluster):
+    """Without a QOS in the profile the user's associations come from slurmctld's assoc_mgr (no sacctmgr call at
+    submit): an account the user has no association with is refused naming theirs, and a request above the
+    association's per-job GPU limit is refused naming it."""
+    cluster = slurm_cluster
+    root = sweep(cluster, "acct", site={"account": "nosuch"})
+    line = refused(cluster, root)
+    assert "account nosuch is not yours" in line and "sweepers" in line, line
+    cluster.run_as_root(["sacctmgr", "-i", "modify", "user", cluster.user, "set", "MaxTRES=gres/gpu=2"], check=True)
+    try:
+        root = sweep(cluster, "assoc-gpus", device="gpu*4")
+        line = refused(cluster, root)
+        assert "your association (account sweepers) allows at most 2 gres/gpu per job (asked 4)" in line, line
+    finally:
+        cluster.run_as_root(["sacctmgr", "-i", "modify", "user", cluster.user, "set", "MaxTRES=gres/gpu=-1"],
+                            check=True)

@@ -137,9 +137,10 @@ def test_first_submit_asks_everything_at_once(sweep):
     assert result.returncode == 0, result.stderr
     asked = [c for c in _calls(calls) if c["argv"][0] != "sbatch"]
     # The live query, the limits (scontrol show config and assoc_mgr, sacctmgr show qos) and the cluster's shape
-    # (sinfo, scontrol show partition, sacctmgr show assoc; the config and QOS queries are shared): once each.
+    # (sinfo, scontrol show partition; the config, QOS and assoc_mgr queries are shared; with no QOS in the
+    # profile the associations are assoc_mgr's, not sacctmgr's): once each.
     assert sorted(" ".join(c["argv"][:3]) for c in asked) == [
-        "sacctmgr -n -P", "sacctmgr -n -P", "scontrol show assoc_mgr", "scontrol show config",
+        "sacctmgr -n -P", "scontrol show assoc_mgr", "scontrol show config",
         "scontrol show partition", "sinfo -h -e", "squeue --me -r"]
     # All of them were running together: each started before any of them had ended.
     assert max(c["start"] for c in asked) < min(c["start"] + c["seconds"] for c in asked), asked
@@ -163,7 +164,7 @@ def test_a_failed_limit_query_leaves_its_limit_to_the_others(sweep):
     result = run("submit", str(root), FAKE_CAP="3", FAKE_SACCTMGR_DOWN="1", FAKE_SLEEP="0.1")
     assert result.returncode == 0, result.stderr
     failed = [c for c in _calls(calls) if c["argv"][0] == "sacctmgr"]
-    assert [c["rc"] for c in failed] == [1, 1]  # the QOS (limits and shape) and the associations (shape)
+    assert [c["rc"] for c in failed] == [1]  # the QOS (limits and shape; the associations are assoc_mgr's)
     limits = json.loads(_meta(root, "limits"))
     assert (limits["max_queued"], limits["max_array_size"], limits["max_job_count"]) == (3, 1001, 10000)
     states = _states(root)

@@ -106,7 +106,12 @@ def _site_key(session: Session) -> str:
 
 
 def _shape_argvs(session: Session) -> list:
-    return shape_argvs(session.profile.scheduler, getpass.getuser())
+    return _profile_shape_argvs(session.profile, getpass.getuser())
+
+
+def _profile_shape_argvs(profile, user: str) -> list:
+    # The QOS each association may use only sacctmgr lists (0.3 s through slurmdbd): asked where a QOS is.
+    return shape_argvs(profile.scheduler, user, associations=bool(profile.qos))
 
 
 def limits_argvs(session: Session) -> list:
@@ -119,7 +124,7 @@ def fact_argvs(adapter, profile, user: str) -> tuple[list, int]:
     already make (Slurm's ``scontrol show config`` is both; its ``sacctmgr show qos`` is asked once, with the
     columns both read)."""
     limits = adapter.limits_argvs(user, profile.partition or profile.queue)
-    shape = shape_argvs(profile.scheduler, user)
+    shape = _profile_shape_argvs(profile, user)
     merged = [next((s for s in shape if argv[0] == "sacctmgr" and s[:5] == argv[:5]), argv) for argv in limits]
     return merged + [argv for argv in shape if argv not in merged], len(limits)
 
@@ -130,8 +135,10 @@ def read_facts(adapter, profile, user: str, results: Sequence[CommandResult]
     :func:`fact_argvs`, in its order."""
     count = fact_argvs(adapter, profile, user)[1]
     found = adapter.parse_limits(results[:count]) if results[:count] else QueueLimits()
-    asked = shape_argvs(profile.scheduler, user)
-    shape = parse_shape(profile.scheduler, [r for r in results if list(r.argv) in asked]) if asked else None
+    asked = _profile_shape_argvs(profile, user)
+    # The limits' assoc_mgr answer is read too: the user's associations where sacctmgr was not asked for them.
+    shape = parse_shape(profile.scheduler, [r for r in results if list(r.argv) in asked
+                                            or list(r.argv[:3]) == ["scontrol", "show", "assoc_mgr"]]) if asked else None
     return found, shape
 
 
