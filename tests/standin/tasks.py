@@ -135,8 +135,14 @@ class TaskProcess:
             return self.proc.wait()
 
     def kill(self) -> None:
-        """SIGKILL to the whole group (node failure, clean-up) and reap bash."""
+        """SIGKILL to every process of the task's session (node failure, clean-up: as slurmstepd kills the job's
+        cgroup; the job script runs the command in a process group of its own) and reap bash."""
         self.signal(signal.SIGKILL)
+        for pid in _session_members(self.proc.pid):
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
         self.proc.wait()
 
     def remove_gate(self) -> None:
@@ -144,3 +150,19 @@ class TaskProcess:
             self.gate.unlink()
         except FileNotFoundError:
             pass
+
+
+def _session_members(sid: int) -> list:
+    """Pids of the processes in session ``sid`` (field 6 of /proc/PID/stat, after the command's parentheses)."""
+    members = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat", encoding="utf-8", errors="replace") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[3]) == sid:
+            members.append(int(entry))
+    return members
