@@ -1020,7 +1020,7 @@ class SlurmCluster:
         """A cached venv (Debian python) holding the repository's dependencies but not the package itself.
 
         Keyed by pyproject.toml: built once per machine (needs the package registry), reused by later sessions."""
-        key = hashlib.sha256((self.repo / "pyproject.toml").read_bytes()
+        key = hashlib.sha256((self.repo / "pyproject.toml").read_bytes() + b"[search]"
                              + os.path.realpath(DEBIAN_PYTHON).encode()).hexdigest()[:16]
         VENV_CACHE_ROOT.mkdir(parents=True, exist_ok=True)
         VENV_CACHE_ROOT.chmod(0o755)
@@ -1038,7 +1038,8 @@ class SlurmCluster:
                 self._pip(venv, "install", "--upgrade", *self._build_requirements(), "wheel")
                 # the package with its dependencies, then without the package itself: each session's venv
                 # installs the package under test on top
-                self._pip(venv, "install", *self._no_build_isolation(), str(src))
+                # with the search extra (Optuna): the [search] test runs hpc-sweep as this user too
+                self._pip(venv, "install", *self._no_build_isolation(), f"{src}[search]")
                 self._pip(venv, "uninstall", "-y", "hpc-sweep")
                 self._make_world_readable(venv)
                 ready.write_text("ok\n")
