@@ -116,6 +116,16 @@ def _slurm_test_isolation(request: pytest.FixtureRequest):
     cluster.reset()
 
 
+@pytest.fixture
+def sweeps():
+    """The local-backend sweeps a test made (tests/test_local_runner.py's Sweep): each one's runner and the
+    processes it started are stopped at the end, by PID."""
+    made: list = []
+    yield made
+    for sweep in made:
+        sweep.stop_everything()
+
+
 @pytest.fixture(scope="session")
 def host_guard_bin(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The folder of guard commands (one per name in HOST_SCHEDULER_COMMANDS, plus nvidia-smi)."""

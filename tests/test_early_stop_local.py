@@ -10,7 +10,7 @@ import re
 from pathlib import Path
 from typing import Union
 
-from test_local_runner import Sweep, make_sweep, sweeps, trainer_command, wait_until  # noqa: F401 (fixture)
+from test_local_runner import Sweep, make_sweep, trainer_command, wait_until
 
 MAX_EPOCH = 12
 # Two learning rates that train and four that barely move: the rule has losers to find whatever order runs start in.

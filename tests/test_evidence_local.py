@@ -6,16 +6,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
-import pytest
 from test_local_runner import Sweep, all_finished, make_sweep, trainer_command, wait_until
-
-
-@pytest.fixture
-def sweeps():
-    made: list = []
-    yield made
-    for sweep in made:
-        sweep.stop_everything()
 
 
 def test_a_stub_that_exits_0_ends_failed_and_a_trainer_completed(tmp_path: Path, sweeps: list) -> None:

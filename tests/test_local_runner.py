@@ -138,14 +138,6 @@ def all_finished(sweep: Sweep, count: int) -> bool:
     return len(tasks) == count and all(t["state"] == "finished" for t in tasks.values())
 
 
-@pytest.fixture
-def sweeps():
-    made: list[Sweep] = []
-    yield made
-    for sweep in made:
-        sweep.stop_everything()
-
-
 def max_overlap(intervals: list[tuple[int, int]]) -> int:
     """Most runs alive at once. Marker times are whole seconds; a run that ends and the run that starts in its
     slot may share a second, so at equal times the end counts first (a start is only ever after an end)."""

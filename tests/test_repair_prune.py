@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 from test_early_stop_local import FINAL, MAX_EPOCH, early_stop_sweep, logged_epochs, poll_until_final
-from test_local_runner import base_env, sweeps, wait_until  # noqa: F401 (fixture)
+from test_local_runner import base_env, wait_until
 from test_repair import damage_both
 from test_search_local import LR, SEARCH, search_sweep, trials
 

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 import tomli_w
 from test_early_stop_local import logged_epochs, poll_until_final
-from test_local_runner import BASE, TINY, Sweep, base_env, sweeps, trainer_command  # noqa: F401 (fixture)
+from test_local_runner import BASE, TINY, Sweep, base_env, trainer_command
 
 from hpc_sweep.common.formats import tomllib
 

@@ -6,19 +6,10 @@ import json
 import re
 from pathlib import Path
 
-import pytest
 from test_local_runner import Sweep, make_sweep, trainer_command, wait_until
 
 from hpc_sweep.local.processes import session_members
 from hpc_sweep.local.spool import Spool
-
-
-@pytest.fixture
-def sweeps():
-    made: list = []
-    yield made
-    for sweep in made:
-        sweep.stop_everything()
 
 
 def smoke_sweep(tmp_path: Path, epoch_sleep: float, smoke: dict) -> Sweep:

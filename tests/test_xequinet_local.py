@@ -26,14 +26,6 @@ FIXTURES = Path(__file__).parent / "fixtures" / "xequinet-real"
 REAL_BASE = FIXTURES / "run1.config.yaml"
 
 
-@pytest.fixture
-def sweeps():
-    made: list = []
-    yield made
-    for sweep in made:
-        sweep.stop_everything()
-
-
 def xequinet_sweep(tmp_path: Path, env: dict, walltime: str = "20s") -> Sweep:
     """`hpc-sweep init` on the real base, then the sweep.toml edits a user makes: uncomment init's own grid line,
     a cpu device, the local site. The command is the one init wrote."""
