@@ -3,7 +3,8 @@ beside their own lines, slurmctld runs it as a cron job, that job polls the swee
 poll of ours; its output file fills), and `cron remove --via scrontab` takes exactly our entry away.
 
 Debian's slurm-client does not ship scrontab: tests/cluster/build_scrontab.sh builds it from the Debian source of
-the installed version (tests/run-all.sh does, as root); without it the test skips, saying so."""
+the installed version (tests/run-all.sh does, as root, and then the test fails without it); run elsewhere without
+the client, the test skips, saying so."""
 
 from __future__ import annotations
 
@@ -26,6 +27,9 @@ def built_scrontab() -> str:
     found = [os.environ.get("HPC_SWEEP_TEST_SCRONTAB", "")] + sorted(glob.glob("/var/cache/hpc-sweep-scrontab/*/scrontab"))
     found = [path for path in found if path and os.access(path, os.X_OK)]
     if not found:
+        # tests/run-all.sh builds it (as root on Debian) and says so: there its absence is a failure, not a skip
+        assert not os.environ.get("HPC_SWEEP_EXPECT_SCRONTAB"), \
+            f"tests/cluster/build_scrontab.sh did not build scrontab: {os.environ['HPC_SWEEP_EXPECT_SCRONTAB']}"
         pytest.skip("no scrontab client: Debian's slurm-client lacks it; build it with tests/cluster/build_scrontab.sh")
     return found[-1]
 
